@@ -1,0 +1,56 @@
+# In-memory database service: developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+IMAGE ?= memdb:latest
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test lint format dev bench clean distclean docker-build docker-run
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): backend/requirements.txt backend/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r backend/requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv/ and install runtime + dev dependencies
+
+run: $(STAMP) ## serve on HOST:PORT (default 127.0.0.1:8000)
+	cd backend && ../$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) \
+		--loop uvloop --http httptools --no-access-log --log-level warning
+
+test: $(STAMP) ## run the whole test suite with the coverage gate (95% of backend/app)
+	cd backend && ../$(BIN)/python -m pytest --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=95
+
+lint: $(STAMP) ## flake8 and black --check
+	$(BIN)/flake8 backend
+	$(BIN)/black --check --quiet backend
+
+format: $(STAMP) ## format the code with black
+	$(BIN)/black --quiet backend
+
+dev: install format lint test run ## install, format, lint, test, then run
+
+bench: $(STAMP) ## the benchmark suite
+	@echo "make bench: the benchmark suite comes with a later change"
+
+clean: ## remove caches, coverage files and build output (keeps .venv)
+	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .pytest_cache -o -name .mypy_cache -o -name .hypothesis \) -print0 | xargs -0 rm -rf
+	rm -rf backend/.coverage backend/.coverage.* backend/htmlcov backend/coverage.xml build dist
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)
+
+docker-build: ## build the container image
+	@echo "make docker-build: the container image comes with a later change"
+
+docker-run: ## run the container image
+	@echo "make docker-run: the container image comes with a later change"

@@ -1,0 +1,3 @@
+"""In-memory database service."""
+
+__version__ = "0.1.0"

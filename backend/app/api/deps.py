@@ -1,0 +1,59 @@
+"""Dependencies: the state built in the lifespan, handed to routes by type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from app.core.config import Settings
+from app.services.joins import JoinService
+from app.services.records import RecordService
+from app.services.tables import TableService
+from app.storage.memory import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    records: RecordService
+    joins: JoinService
+    tables: TableService
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_records(request: Request) -> RecordService:
+    services: Services = request.app.state.services
+    return services.records
+
+
+def get_joins(request: Request) -> JoinService:
+    services: Services = request.app.state.services
+    return services.joins
+
+
+def get_tables(request: Request) -> TableService:
+    services: Services = request.app.state.services
+    return services.tables
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+RecordsDep = Annotated[RecordService, Depends(get_records)]
+JoinsDep = Annotated[JoinService, Depends(get_joins)]
+TablesDep = Annotated[TableService, Depends(get_tables)]
+
+TABLE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+TableName = Annotated[
+    str, Path(pattern=TABLE_PATTERN, description="Table name", examples=["users"])
+]
+RecordId = Annotated[str, Path(description="Record id", examples=["3f2c9a4e"])]

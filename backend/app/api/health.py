@@ -1,0 +1,49 @@
+"""Liveness and readiness, outside ``/api/v1`` and never behind a key."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app import __version__
+from app.api.responses import errors
+from app.core.handlers import error_response
+from app.core.http import json_response
+from app.schemas.records import Health, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/health",
+    summary="Liveness",
+    response_model=None,
+    responses={200: {"model": Health, "description": "The process is up"}},
+)
+async def health(request: Request) -> Response:
+    """200 while the process serves requests, loaded or not."""
+    started: float = getattr(request.app.state, "started", time.monotonic())
+    return json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - started, 3),
+        }
+    )
+
+
+@router.get(
+    "/ready",
+    summary="Readiness",
+    response_model=None,
+    responses={200: {"model": Ready, "description": "The store is loaded"}, **errors()},
+)
+async def ready(request: Request) -> Response:
+    """503 ``not_ready`` until the store is loaded, then 200."""
+    if not getattr(request.app.state, "ready", False):
+        return error_response(
+            request, status=503, code="not_ready", message="the store is still loading"
+        )
+    return json_response({"status": "ready"})

@@ -1,0 +1,14 @@
+"""Gathers the v1 routers; each carries its full ``/api/v1/...`` prefix, so the
+access log and metrics see whole route templates."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.v1 import data, dump, join, tables
+
+router = APIRouter()
+router.include_router(data.router)
+router.include_router(join.router)
+router.include_router(dump.router)
+router.include_router(tables.router)

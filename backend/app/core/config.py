@@ -1,0 +1,33 @@
+"""Settings, read from ``MEMDB_*`` environment variables and an optional ``.env``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Built in ``create_app()``, never at import."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEMDB_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    api_keys: str = ""
+    cors_origins: str = ""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_records: int = Field(default=5_000_000, ge=1)
+    max_bulk: int = Field(default=1000, ge=1)
+    seed_file: str | None = None
+    persistence: Literal["none", "aof"] = "none"
+    data_dir: str = "data"
+    fsync: Literal["always", "everysec", "no"] = "everysec"
+    # Cost of the argon2id password hash. The defaults follow RFC 9106's
+    # second recommended option; tests lower them to stay fast.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)

@@ -1,0 +1,87 @@
+"""Domain errors. Services raise them; ``core.handlers`` turns them into the envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """An error the client caused or must know about, with its HTTP status and code."""
+
+    status_code: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class BadRequest(DomainError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidJSON(DomainError):
+    status_code = 400
+    code = "invalid_json"
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(DomainError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    code = "conflict"
+
+
+class PreconditionFailed(DomainError):
+    status_code = 412
+    code = "precondition_failed"
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class ValidationFailed(DomainError):
+    status_code = 422
+    code = "validation_error"
+
+
+class NotReady(DomainError):
+    status_code = 503
+    code = "not_ready"
+
+
+class StoreFull(DomainError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
+def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
+    """One entry of a 422's ``details``: where, what, and a machine-readable type."""
+    return {"loc": loc, "msg": msg, "type": type_}

@@ -1,0 +1,132 @@
+"""One place that turns every error into the envelope of CONTRACT section 6."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import DomainError
+from app.core.http import JSONBytes
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "not_ready",
+}
+
+
+def error_body(
+    *,
+    code: str,
+    message: str,
+    request_id: str,
+    details: list[dict[str, Any]] | None = None,
+) -> bytes:
+    return orjson.dumps(
+        {
+            "error": {
+                "code": code,
+                "message": message,
+                "details": details or [],
+                "request_id": request_id,
+            }
+        },
+        default=str,
+    )
+
+
+def request_id_of(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def error_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONBytes:
+    body = error_body(
+        code=code, message=message, request_id=request_id_of(request), details=details
+    )
+    return JSONBytes(body, status_code=status, headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONBytes:
+    assert isinstance(exc, DomainError)
+    return error_response(
+        request,
+        status=exc.status_code,
+        code=exc.code,
+        message=exc.message,
+        details=exc.details,
+    )
+
+
+def _clean_details(errors: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+        }
+        for e in errors
+    ]
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONBytes:
+    assert isinstance(exc, RequestValidationError)
+    details = _clean_details(exc.errors())
+    if details and all(d["loc"][:1] == ["query"] for d in details):
+        names = ", ".join(str(d["loc"][1]) for d in details if len(d["loc"]) > 1)
+        return error_response(
+            request,
+            status=400,
+            code="bad_request",
+            message=f"bad query parameter: {names}",
+            details=details,
+        )
+    return error_response(
+        request,
+        status=422,
+        code="validation_error",
+        message="the request is not valid",
+        details=details,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONBytes:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if status == 404:
+        message = "no such route"
+    elif status == 405:
+        message = f"method {request.method} is not allowed here"
+    return error_response(
+        request,
+        status=status,
+        code=code,
+        message=message,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,74 @@
+"""Request bodies in, JSON bytes out: orjson both ways, one serialisation a response."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from app.core.errors import InvalidJSON, UnsupportedMediaType
+
+JSON_TYPES = ("application/json", "application/merge-patch+json")
+
+
+class JSONBytes(Response):
+    """A response whose body is already JSON bytes (or a value orjson serialises)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):
+            return content
+        return orjson.dumps(content)
+
+
+def json_response(
+    content: Any, *, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> JSONBytes:
+    return JSONBytes(content, status_code=status_code, headers=headers)
+
+
+def etag_of(body: bytes) -> str:
+    """A strong validator: a hash of the record's JSON, which every write changes."""
+    return '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'
+
+
+def record_etag(record: Mapping[str, Any]) -> str:
+    return etag_of(orjson.dumps(record))
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an ``If-Match``/``If-None-Match`` header names this entity tag."""
+    header = header.strip()
+    if header == "*":
+        return True
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in JSON_TYPES or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def read_json(request: Request) -> Any:
+    """The parsed JSON body: 415 for another media type, 400 when it does not parse."""
+    if not _is_json(request.headers.get("content-type", "")):
+        raise UnsupportedMediaType(
+            "the request body must be JSON (Content-Type: application/json)"
+        )
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"the request body is not valid JSON: {exc.msg}") from None

@@ -1,0 +1,114 @@
+"""Request and response models. They document the API; bodies are parsed with orjson."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+USER_EXAMPLE = {
+    "email": "john.doe@example.com",
+    "full_name": "John Doe",
+    "age": 30,
+    "password": "securepass123",
+}
+
+
+class RecordCreate(BaseModel):
+    """One record, or a list of them for an all-or-nothing bulk create."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"data": USER_EXAMPLE}]})
+
+    data: dict[str, Any] | list[dict[str, Any]]
+
+
+class RecordUpdate(BaseModel):
+    """Fields to merge into the record (PATCH: a JSON merge patch, null removes)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"data": {"full_name": "John Smith Doe"}}]}
+    )
+
+    data: dict[str, Any]
+
+
+class RecordOut(BaseModel):
+    """A stored record: ``id``, its fields, ``created_at``, ``updated_at``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    created_at: str
+    updated_at: str
+
+
+class RecordBatch(BaseModel):
+    items: list[RecordOut]
+    count: int
+
+
+class IndexOut(BaseModel):
+    field: str
+    unique: bool
+    builtin: bool
+
+
+class TableOut(BaseModel):
+    name: str
+    count: int
+    schema_: dict[str, Any] | None = Field(alias="schema")
+    indexes: list[IndexOut]
+
+
+class TableDump(BaseModel):
+    table: str
+    count: int
+    items: list[RecordOut]
+
+
+class JoinOn(BaseModel):
+    left: str
+    right: str
+
+
+class JoinRow(BaseModel):
+    left: RecordOut | None
+    right: RecordOut | None
+
+
+class JoinOut(BaseModel):
+    left: str
+    right: str
+    on: JoinOn
+    how: str
+    count: int
+    items: list[JoinRow]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+    request_id: str
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error the service answers has this shape."""
+
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    uptime_s: float
+
+
+class Ready(BaseModel):
+    status: str

@@ -1,0 +1,373 @@
+"""The store: a dict of tables, each a dict of records by id, behind one lock.
+
+Records are plain dicts that are never changed once stored: an update stores
+a new dict. A reader that copies the list of record references under the lock
+therefore holds a consistent snapshot, and can serialise it outside the lock.
+
+The store knows nothing of HTTP or schemas. It enforces what must hold for
+every table: ids are unique, unique indexes hold, the record limit holds. Every
+method takes the lock itself; the lock is re-entrant, so a service can hold it
+across several calls to make a read-check-write sequence atomic.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Callable, Hashable, Iterable, Sequence
+
+from app.storage.index import HashIndex
+from app.storage.keys import MISSING, resolve
+
+Record = dict[str, Any]
+Secret = dict[str, Any]
+Journal = Callable[[dict[str, Any]], None]
+
+
+class StoreError(Exception):
+    """Base of what the store refuses."""
+
+
+class DuplicateKey(StoreError):
+    """An id, or a value of a unique index, is taken."""
+
+    def __init__(self, table: str, field: str, value: Any) -> None:
+        super().__init__(f"{table}.{field} already holds {value!r}")
+        self.table = table
+        self.field = field
+        self.value = value
+
+
+class CapacityExceeded(StoreError):
+    """The write would take the store past its record limit."""
+
+
+class UnknownTable(StoreError):
+    pass
+
+
+class UnknownRecord(StoreError):
+    pass
+
+
+class UnknownIndex(StoreError):
+    pass
+
+
+class StaleRecord(StoreError):
+    """The record changed since the version the writer read."""
+
+
+class Table:
+    """One table: records by id in insertion order, plus its indexes."""
+
+    __slots__ = ("name", "records", "indexes", "seq", "next_seq", "secrets")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.records: dict[str, Record] = {}
+        self.indexes: dict[str, HashIndex] = {}
+        # Insertion positions, kept only while the table has an index, so that
+        # ids found through an index can be put back in insertion order.
+        self.seq: dict[str, int] | None = None
+        self.next_seq = 0
+        # Write-only values (password hashes) kept beside the records, never in them.
+        self.secrets: dict[str, Secret] = {}
+
+    def in_order(self, ids: Iterable[str]) -> list[str]:
+        """The given ids of this table, in insertion order."""
+        seq = self.seq
+        if seq is None:  # pragma: no cover - only called on indexed tables
+            wanted = set(ids)
+            return [i for i in self.records if i in wanted]
+        return sorted(ids, key=seq.__getitem__)
+
+
+class Store:
+    """Tables of records behind one re-entrant lock."""
+
+    def __init__(self, *, max_records: int) -> None:
+        self.lock = threading.RLock()
+        self.max_records = max_records
+        self.total = 0
+        self.tables: dict[str, Table] = {}
+        self.journal: Journal | None = None
+
+    # -- reads -------------------------------------------------------------
+
+    def table(self, name: str) -> Table | None:
+        return self.tables.get(name)
+
+    def require(self, name: str) -> Table:
+        table = self.tables.get(name)
+        if table is None:
+            raise UnknownTable(name)
+        return table
+
+    def get(self, name: str, record_id: str) -> Record | None:
+        table = self.tables.get(name)
+        if table is None:
+            return None
+        return table.records.get(record_id)
+
+    def snapshot(self, name: str) -> list[Record]:
+        """Every record of a table, as they are at one instant."""
+        with self.lock:
+            return list(self.require(name).records.values())
+
+    def snapshot_all(self) -> dict[str, list[Record]]:
+        """Every table, all taken at the same instant."""
+        with self.lock:
+            return {n: list(t.records.values()) for n, t in self.tables.items()}
+
+    # -- writes ------------------------------------------------------------
+
+    def create_table(self, name: str) -> Table:
+        with self.lock:
+            table = self.tables.get(name)
+            if table is None:
+                table = self.tables[name] = Table(name)
+                self._emit({"op": "create_table", "table": name})
+            return table
+
+    def insert(
+        self,
+        name: str,
+        records: Sequence[Record],
+        *,
+        secrets: Sequence[Secret | None] | None = None,
+    ) -> None:
+        """Add new records, creating the table on first write: all or none."""
+        self._put(name, records, secrets, upsert=False)
+
+    def upsert(
+        self,
+        name: str,
+        records: Sequence[Record],
+        *,
+        secrets: Sequence[Secret | None] | None = None,
+    ) -> None:
+        """Add records, replacing those whose id exists: all or none."""
+        self._put(name, records, secrets, upsert=True)
+
+    def replace(
+        self,
+        name: str,
+        record: Record,
+        *,
+        secret: Secret | None | Any = MISSING,
+        expected: Record | None = None,
+    ) -> Record:
+        """Store a new version of an existing record and return the old one.
+
+        With ``expected``, the write happens only while that exact version is
+        current (compare-and-swap); otherwise ``UnknownRecord`` is raised when
+        the record is gone and ``StaleRecord`` when it changed.
+        """
+        record_id = record["id"]
+        with self.lock:
+            table = self.require(name)
+            old = table.records.get(record_id)
+            if old is None:
+                raise UnknownRecord(record_id)
+            if expected is not None and old is not expected:
+                raise StaleRecord(record_id)
+            self._check_unique(table, [record], replacing=True)
+            for index in table.indexes.values():
+                old_key, new_key = index.key_of(old), index.key_of(record)
+                if old_key != new_key or type(old_key) is not type(new_key):
+                    index.remove(record_id, old_key)
+                    index.add(record_id, new_key)
+            table.records[record_id] = record
+            if secret is not MISSING:
+                self._set_secret(table, record_id, secret)
+            self._emit(
+                {"op": "put", "table": name, "records": [record]}
+                | self._secret_field(secret)
+            )
+            return old
+
+    def delete(self, name: str, record_id: str) -> Record:
+        with self.lock:
+            table = self.require(name)
+            old = table.records.pop(record_id, None)
+            if old is None:
+                raise UnknownRecord(record_id)
+            for index in table.indexes.values():
+                index.remove(record_id, index.key_of(old))
+            if table.seq is not None:
+                del table.seq[record_id]
+            table.secrets.pop(record_id, None)
+            self.total -= 1
+            self._emit({"op": "delete", "table": name, "id": record_id})
+            return old
+
+    def drop(self, name: str) -> None:
+        """Remove a table with its records and indexes."""
+        with self.lock:
+            table = self.require(name)
+            self.total -= len(table.records)
+            del self.tables[name]
+            self._emit({"op": "drop", "table": name})
+
+    def clear(self, name: str) -> None:
+        """Remove every record of a table, keeping the table and its indexes."""
+        with self.lock:
+            table = self.require(name)
+            self.total -= len(table.records)
+            table.records.clear()
+            table.secrets.clear()
+            for index in table.indexes.values():
+                index.groups.clear()
+            if table.seq is not None:
+                table.seq.clear()
+            self._emit({"op": "clear", "table": name})
+
+    def create_index(self, name: str, field: str, *, unique: bool = False) -> HashIndex:
+        """Build an index over the table's records; a unique one refuses duplicates."""
+        with self.lock:
+            table = self.require(name)
+            if field in table.indexes:
+                raise DuplicateKey(name, "index", field)
+            index = HashIndex(field, unique=unique)
+            for record_id, record in table.records.items():
+                key = index.key_of(record)
+                if unique:
+                    holder = index.holder(key)
+                    if holder is not None:
+                        raise DuplicateKey(name, field, resolve_field(record, index))
+                index.add(record_id, key)
+            if table.seq is None:
+                table.seq = {rid: i for i, rid in enumerate(table.records)}
+                table.next_seq = max(table.next_seq, len(table.records))
+            table.indexes[field] = index
+            self._emit(
+                {"op": "create_index", "table": name, "field": field, "unique": unique}
+            )
+            return index
+
+    def drop_index(self, name: str, field: str) -> None:
+        with self.lock:
+            table = self.require(name)
+            if table.indexes.pop(field, None) is None:
+                raise UnknownIndex(field)
+            if not table.indexes:
+                table.seq = None
+            self._emit({"op": "drop_index", "table": name, "field": field})
+
+    # -- internals ---------------------------------------------------------
+
+    def _put(
+        self,
+        name: str,
+        records: Sequence[Record],
+        secrets: Sequence[Secret | None] | None,
+        *,
+        upsert: bool,
+    ) -> None:
+        with self.lock:
+            table = self.tables.get(name)
+            existing = table.records if table is not None else {}
+            batch_ids: set[str] = set()
+            added = 0
+            for record in records:
+                record_id = record["id"]
+                if record_id in batch_ids:
+                    raise DuplicateKey(name, "id", record_id)
+                batch_ids.add(record_id)
+                if record_id in existing:
+                    if not upsert:
+                        raise DuplicateKey(name, "id", record_id)
+                else:
+                    added += 1
+            if self.total + added > self.max_records:
+                raise CapacityExceeded(
+                    f"the store holds {self.total} of at most {self.max_records} records"
+                )
+            if table is None:
+                table = self.create_table(name)
+            self._check_unique(table, records, replacing=upsert)
+            for position, record in enumerate(records):
+                self._apply(table, record)
+                if secrets is not None and secrets[position] is not None:
+                    self._set_secret(table, record["id"], secrets[position])
+            self.total += added
+            op: dict[str, Any] = {"op": "put", "table": name, "records": list(records)}
+            if secrets is not None and any(s is not None for s in secrets):
+                op["secrets"] = list(secrets)
+            self._emit(op)
+
+    def _apply(self, table: Table, record: Record) -> None:
+        record_id = record["id"]
+        old = table.records.get(record_id)
+        for index in table.indexes.values():
+            if old is not None:
+                index.remove(record_id, index.key_of(old))
+            index.add(record_id, index.key_of(record))
+        table.records[record_id] = record
+        if old is None and table.seq is not None:
+            table.seq[record_id] = table.next_seq
+        if old is None:
+            table.next_seq += 1
+
+    def _check_unique(
+        self, table: Table, records: Sequence[Record], *, replacing: bool
+    ) -> None:
+        for index in table.indexes.values():
+            if not index.unique:
+                continue
+            seen: dict[Hashable, str] = {}
+            batch = {r["id"] for r in records} if replacing else set()
+            for record in records:
+                key = index.key_of(record)
+                if key is None or key is MISSING:
+                    continue
+                if key in seen:
+                    raise DuplicateKey(
+                        table.name, index.field, resolve_field(record, index)
+                    )
+                seen[key] = record["id"]
+                holder = index.holder(key)
+                if (
+                    holder is not None
+                    and holder != record["id"]
+                    and holder not in batch
+                ):
+                    raise DuplicateKey(
+                        table.name, index.field, resolve_field(record, index)
+                    )
+
+    @staticmethod
+    def _set_secret(table: Table, record_id: str, secret: Secret | None) -> None:
+        if secret:
+            table.secrets[record_id] = secret
+        else:
+            table.secrets.pop(record_id, None)
+
+    @staticmethod
+    def _secret_field(secret: Secret | None | Any) -> dict[str, Any]:
+        return {} if secret is MISSING else {"secrets": [secret]}
+
+    def _emit(self, op: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal(op)
+
+    # -- sizes -------------------------------------------------------------
+
+    def memory_estimate(self) -> int:
+        """A rough byte count of the stored records and indexes (shallow sizes)."""
+        with self.lock:
+            tables = [(t, list(t.records.values())) for t in self.tables.values()]
+        size = 0
+        for table, records in tables:
+            size += sys.getsizeof(table.records)
+            for record in records:
+                size += sys.getsizeof(record)
+                size += sum(sys.getsizeof(v) for v in record.values())
+            for index in table.indexes.values():
+                size += sys.getsizeof(index.groups)
+        return size
+
+
+def resolve_field(record: Record, index: HashIndex) -> Any:
+    return resolve(record, index.parts)
