@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
+import anyio.to_thread
 import structlog
 from fastapi import FastAPI
 
@@ -14,11 +17,14 @@ from app.api import health
 from app.api.deps import Services
 from app.api.v1.router import router as v1_router
 from app.core.config import Settings
+from app.core.errors import DomainError
 from app.core.handlers import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
+from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.passwords import PasswordHasher
+from app.services.query import QueryService
 from app.services.records import RecordService, ensure_builtins
 from app.services.tables import TableService
 from app.storage.memory import Store
@@ -41,12 +47,50 @@ def build_state(app: FastAPI, settings: Settings) -> None:
         memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
     )
+    records = RecordService(store, hasher=hasher, max_bulk=settings.max_bulk)
     app.state.store = store
     app.state.services = Services(
-        records=RecordService(store, hasher=hasher, max_bulk=settings.max_bulk),
+        records=records,
         joins=JoinService(store),
         tables=TableService(store),
+        queries=QueryService(store),
+        imports=ImportService(store, records),
     )
+
+
+async def load_seed(app: FastAPI, path: str) -> None:
+    """Load ``MEMDB_SEED_FILE`` (db.json shape), then declare the service ready."""
+    services: Services = app.state.services
+    started = time.perf_counter()
+    log.info("seed.loading", path=path)
+    try:
+        raw = await anyio.to_thread.run_sync(Path(path).read_bytes)
+        plan = await anyio.to_thread.run_sync(services.imports.plan_bytes, raw)
+        counts = await services.imports.apply(plan, mode="merge")
+    except (OSError, DomainError) as exc:
+        app.state.load_error = f"the seed file could not be loaded: {_describe(exc)}"
+        log.error("seed.failed", path=path, error=_describe(exc))
+        return
+    app.state.ready = True
+    log.info(
+        "seed.loaded",
+        path=path,
+        records=sum(counts.values()),
+        tables=len(counts),
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, DomainError):
+        first = exc.details[0] if exc.details else None
+        where = (
+            f" at {'.'.join(map(str, first['loc']))}: {first['msg']}" if first else ""
+        )
+        return f"{exc.message}{where}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__  # pragma: no cover
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,7 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "security.open",
                 message="MEMDB_API_KEYS is not set: the API is open to every client",
             )
+        seeding = None
+        if current.seed_file:
+            seeding = asyncio.create_task(load_seed(app, current.seed_file))
+        else:
+            app.state.ready = True
         yield
+        if seeding is not None and not seeding.done():
+            seeding.cancel()
         log.info("service.stopped")
 
     app = FastAPI(

@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from app.core.config import Settings
+from app.services.imports import ImportService
 from app.services.joins import JoinService
+from app.services.query import QueryService
 from app.services.records import RecordService
 from app.services.tables import TableService
 from app.storage.memory import Store
@@ -19,6 +21,8 @@ class Services:
     records: RecordService
     joins: JoinService
     tables: TableService
+    queries: QueryService
+    imports: ImportService
 
 
 def get_settings(request: Request) -> Settings:
@@ -46,11 +50,23 @@ def get_tables(request: Request) -> TableService:
     return services.tables
 
 
+def get_queries(request: Request) -> QueryService:
+    services: Services = request.app.state.services
+    return services.queries
+
+
+def get_imports(request: Request) -> ImportService:
+    services: Services = request.app.state.services
+    return services.imports
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 RecordsDep = Annotated[RecordService, Depends(get_records)]
 JoinsDep = Annotated[JoinService, Depends(get_joins)]
 TablesDep = Annotated[TableService, Depends(get_tables)]
+QueriesDep = Annotated[QueryService, Depends(get_queries)]
+ImportsDep = Annotated[ImportService, Depends(get_imports)]
 
 TABLE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
 TableName = Annotated[

@@ -43,7 +43,9 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """503 ``not_ready`` until the store is loaded, then 200."""
     if not getattr(request.app.state, "ready", False):
-        return error_response(
-            request, status=503, code="not_ready", message="the store is still loading"
+        message = (
+            getattr(request.app.state, "load_error", None)
+            or "the store is still loading"
         )
+        return error_response(request, status=503, code="not_ready", message=message)
     return json_response({"status": "ready"})

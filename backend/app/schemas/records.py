@@ -47,6 +47,13 @@ class RecordBatch(BaseModel):
     count: int
 
 
+class RecordPage(BaseModel):
+    items: list[RecordOut]
+    total: int
+    limit: int
+    offset: int
+
+
 class IndexOut(BaseModel):
     field: str
     unique: bool
@@ -112,3 +119,23 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: str
+
+
+class ImportResult(BaseModel):
+    mode: str
+    counts: dict[str, int]
+    total: int
+
+
+class IndexCreate(BaseModel):
+    """A hash index on a field (a dotted path reaches nested objects)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"field": "email", "unique": True}]},
+    )
+
+    field: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})*$"
+    )
+    unique: bool = False

@@ -43,6 +43,21 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _timestamp(value: Any, loc: Loc, errors: list[dict[str, Any]]) -> str:
+    """An imported RFC 3339 timestamp, kept exactly as given."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return value
+    errors.append(
+        field_error(loc, "an RFC 3339 timestamp with a time zone", "datetime")
+    )
+    return ""
+
+
 def ensure_builtins(store: Store) -> None:
     """Create the built-in tables and their indexes where they are missing."""
     with store.lock:
@@ -107,14 +122,14 @@ class RecordService:
         errors: list[dict[str, Any]] = []
         for position, item in enumerate(items):
             where = [*loc, position] if bulk else loc
-            record, password, item_errors = self._prepare_new(table, item, where, now)
+            record, password, item_errors = self.prepare_record(table, item, where, now)
             errors.extend(item_errors)
             records.append(record)
             passwords.append(password)
         raise_if(errors)
-        secrets = await self._hash_all(passwords)
+        secrets = await self.hash_all(passwords)
         with self.store.lock:
-            self._check_references(table, records, loc, bulk=bulk)
+            self.check_references(table, records, loc, bulk=bulk)
             try:
                 self.store.insert(table, records, secrets=secrets)
             except DuplicateKey as exc:
@@ -123,9 +138,14 @@ class RecordService:
                 raise StoreFull(str(exc)) from None
         return records
 
-    def _prepare_new(
-        self, table: str, item: Any, loc: Loc, now: str
+    def prepare_record(
+        self, table: str, item: Any, loc: Loc, now: str, *, imported: bool = False
     ) -> tuple[Record, str | None, list[dict[str, Any]]]:
+        """A new record from client input: its id, checked fields, timestamps.
+
+        Imported records keep their ``created_at``/``updated_at`` when given, so
+        that a dump loads back exactly. Returns the record, the plain password to
+        hash (users only) and the errors found."""
         if not isinstance(item, dict):
             return (
                 {},
@@ -141,11 +161,24 @@ class RecordService:
             except ValidationFailed as exc:
                 errors.extend(exc.details)
                 record_id = ""
+        created, updated = now, now
+        if imported:
+            created = _timestamp(
+                fields.pop("created_at", now), [*loc, "created_at"], errors
+            )
+            updated = _timestamp(
+                fields.pop("updated_at", created), [*loc, "updated_at"], errors
+            )
         errors.extend(field_errors(fields, loc))
         if errors:
             return {}, None, errors
         fields, password, errors = self._apply_schema(table, fields, loc)
-        record = {"id": record_id, **fields, "created_at": now, "updated_at": now}
+        record = {
+            "id": record_id,
+            **fields,
+            "created_at": created,
+            "updated_at": updated,
+        }
         return record, password, errors
 
     @staticmethod
@@ -160,7 +193,7 @@ class RecordService:
         fields["email"] = fields["email"].strip().lower()
         return fields, password, []
 
-    async def _hash_all(
+    async def hash_all(
         self, passwords: list[str | None]
     ) -> list[dict[str, Any] | None] | None:
         if not any(passwords):
@@ -170,7 +203,7 @@ class RecordService:
             for p in passwords
         ]
 
-    def _check_references(
+    def check_references(
         self, table: str, records: list[Record], loc: Loc, *, bulk: bool = False
     ) -> None:
         """Orders must name existing users. Called with the store's lock held."""
@@ -253,7 +286,7 @@ class RecordService:
                 "updated_at": now_iso(),
             }
             with self.store.lock:
-                self._check_references(table, [new], loc)
+                self.check_references(table, [new], loc)
                 try:
                     if secret is ...:
                         self.store.replace(table, new, expected=old)

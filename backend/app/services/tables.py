@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.errors import NotFound
+from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.schemas.builtin import BUILTIN_INDEXES, BUILTIN_SCHEMAS
 from app.services.validation import check_table_name
-from app.storage.memory import Record, Store
+from app.storage.memory import DuplicateKey, Record, Store, UnknownIndex
 
 _BUILTIN_INDEX_NAMES = {(t, f) for t, f, _ in BUILTIN_INDEXES}
 
@@ -47,6 +47,44 @@ class TableService:
             }
             for name, count, indexes in tables
         ]
+
+    def create_index(self, table: str, field: str, *, unique: bool) -> dict[str, Any]:
+        """A hash index on ``field``; 409 when it exists or, unique, meets duplicates."""
+        check_table_name(table)
+        if field.split(".")[0] == "password":
+            raise ValidationFailed(
+                "password is write-only and cannot be indexed",
+                details=[
+                    field_error(["body", "field"], "write-only field", "field_name")
+                ],
+            )
+        with self.store.lock:
+            if self.store.table(table) is None:
+                raise NotFound(f"no table named {table!r}")
+            if field in self.store.require(table).indexes:
+                raise Conflict(f"{table}.{field} is already indexed")
+            try:
+                self.store.create_index(table, field, unique=unique)
+            except DuplicateKey:
+                raise Conflict(
+                    f"{table}.{field} holds duplicate values; a unique index cannot be built",
+                    details=[
+                        field_error(["body", "field"], "duplicate values", "unique")
+                    ],
+                ) from None
+        return {"field": field, "unique": unique, "builtin": False}
+
+    def drop_index(self, table: str, field: str) -> None:
+        check_table_name(table)
+        if (table, field) in _BUILTIN_INDEX_NAMES:
+            raise Conflict(f"{table}.{field} is a built-in index and cannot be dropped")
+        with self.store.lock:
+            if self.store.table(table) is None:
+                raise NotFound(f"no table named {table!r}")
+            try:
+                self.store.drop_index(table, field)
+            except UnknownIndex:
+                raise NotFound(f"{table}.{field} is not indexed") from None
 
     def dump_table(self, table: str) -> list[Record]:
         """Every record of one table, as they are at one instant."""

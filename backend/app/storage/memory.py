@@ -77,8 +77,10 @@ class Table:
     def in_order(self, ids: Iterable[str]) -> list[str]:
         """The given ids of this table, in insertion order."""
         seq = self.seq
-        if seq is None:  # pragma: no cover - only called on indexed tables
+        if seq is None:
             wanted = set(ids)
+            if len(wanted) <= 1:
+                return list(wanted)
             return [i for i in self.records if i in wanted]
         return sorted(ids, key=seq.__getitem__)
 
@@ -223,6 +225,57 @@ class Store:
                 table.seq.clear()
             self._emit({"op": "clear", "table": name})
 
+    def load(
+        self,
+        batches: Sequence[tuple[str, Sequence[Record], Sequence[Secret | None] | None]],
+        *,
+        replace: bool,
+    ) -> None:
+        """Write several tables at once, all or nothing: each batch is upserted into
+        its table, or replaces the table's records when ``replace`` is set."""
+        with self.lock:
+            change = 0
+            for name, records, _ in batches:
+                table = self.tables.get(name)
+                existing = table.records if table is not None and not replace else {}
+                seen: set[str] = set()
+                for record in records:
+                    record_id = record["id"]
+                    if record_id in seen:
+                        raise DuplicateKey(name, "id", record_id)
+                    seen.add(record_id)
+                    if record_id not in existing:
+                        change += 1
+                if table is not None:
+                    if replace:
+                        change -= len(table.records)
+                    self._check_unique(
+                        table, records, replacing=True, existing=not replace
+                    )
+            if self.total + change > self.max_records:
+                raise CapacityExceeded(
+                    f"the store holds {self.total} of at most {self.max_records} records"
+                )
+            journal, self.journal = self.journal, None
+            try:
+                for name, records, secrets in batches:
+                    if name not in self.tables:
+                        self.create_table(name)
+                    elif replace:
+                        self.clear(name)
+                    self._put(name, records, secrets, upsert=True)
+            finally:
+                self.journal = journal
+            self._emit(
+                {
+                    "op": "load",
+                    "replace": replace,
+                    "batches": [
+                        [n, list(r), list(s) if s else None] for n, r, s in batches
+                    ],
+                }
+            )
+
     def create_index(self, name: str, field: str, *, unique: bool = False) -> HashIndex:
         """Build an index over the table's records; a unique one refuses duplicates."""
         with self.lock:
@@ -311,8 +364,15 @@ class Store:
             table.next_seq += 1
 
     def _check_unique(
-        self, table: Table, records: Sequence[Record], *, replacing: bool
+        self,
+        table: Table,
+        records: Sequence[Record],
+        *,
+        replacing: bool,
+        existing: bool = True,
     ) -> None:
+        """Unique indexes hold within the batch and, with ``existing``, against the
+        records that stay (those the batch replaces do not count)."""
         for index in table.indexes.values():
             if not index.unique:
                 continue
@@ -327,7 +387,7 @@ class Store:
                         table.name, index.field, resolve_field(record, index)
                     )
                 seen[key] = record["id"]
-                holder = index.holder(key)
+                holder = index.holder(key) if existing else None
                 if (
                     holder is not None
                     and holder != record["id"]

@@ -1,8 +1,15 @@
-"""A real uvicorn process on 127.0.0.1 and a free port, stopped after the tests."""
+"""A real uvicorn process on 127.0.0.1 and a free port, stopped after the tests.
+
+The server is started the way ``make run`` starts it (same uvicorn flags), from
+an empty working directory so that no ``.env`` file and no ``MEMDB_*`` variable
+of the developer's shell leaks in; only the argon2 cost is lowered.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,11 +22,20 @@ import httpx
 import pytest
 
 BACKEND = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+FAST_ARGON2 = {
+    "MEMDB_ARGON2_TIME_COST": "1",
+    "MEMDB_ARGON2_MEMORY_KIB": "64",
+    "MEMDB_ARGON2_PARALLELISM": "1",
+}
 
 
 def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
@@ -32,26 +48,53 @@ class Server:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_lines(self) -> list[str]:
+        return [line for line in self.logs().splitlines() if line.strip()]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every log line parsed as JSON (fails on a line that is not an object)."""
+        parsed = [json.loads(line) for line in self.log_lines()]
+        assert all(isinstance(event, dict) for event in parsed)
+        return parsed
+
+    def access_lines(self) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == "http.request"]
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """A client on this server; close it (``with server.client() as c:``)."""
+        return httpx.Client(base_url=self.url, timeout=10.0, **kwargs)
+
+    def terminate(self) -> int:
+        """SIGTERM, then wait: the exit code (negative: killed by that signal)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
 
 
+def server_environment(**env: str) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MEMDB_")}
+    return {**inherited, "PYTHONUNBUFFERED": "1", **FAST_ARGON2, **env}
+
+
 def start_server(tmp_path: Path, **env: str) -> Server:
     port = free_port()
+    workdir = tmp_path / f"server-{port}"
+    workdir.mkdir()
     log_path = tmp_path / f"server-{port}.log"
-    environment = {
-        **os.environ,
-        "MEMDB_ARGON2_TIME_COST": "1",
-        "MEMDB_ARGON2_MEMORY_KIB": "64",
-        "MEMDB_ARGON2_PARALLELISM": "1",
-        **env,
-    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -59,8 +102,10 @@ def start_server(tmp_path: Path, **env: str) -> Server:
                 "-m",
                 "uvicorn",
                 "app.main:app",
+                "--app-dir",
+                str(BACKEND),
                 "--host",
-                "127.0.0.1",
+                HOST,
                 "--port",
                 str(port),
                 "--loop",
@@ -68,29 +113,41 @@ def start_server(tmp_path: Path, **env: str) -> Server:
                 "--http",
                 "httptools",
                 "--no-access-log",
+                "--log-level",
+                "warning",
             ],
-            cwd=BACKEND,
-            env=environment,
+            cwd=workdir,
+            env=server_environment(**env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited early:\n{server.logs()}")
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop()
+    server = Server(f"http://{HOST}:{port}", process, log_path)
+    try:
+        _wait_until_ready(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_until_ready(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with httpx.Client(base_url=server.url, timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"the server exited early:\n{server.logs()}")
+            try:
+                if client.get("/ready").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
     raise RuntimeError(f"the server did not become ready:\n{server.logs()}")
 
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """``server_factory(MEMDB_LOG_FORMAT="console")`` starts a server with that env."""
     started: list[Server] = []
 
     def factory(**env: Any) -> Server:

@@ -1,14 +1,15 @@
-"""``/data/{table}``: create, read, update, delete records; drop a table."""
+"""``/data/{table}``: create, list, read, update, delete records; drop a table."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from app.api.deps import RecordId, RecordsDep, TableName
+from app.api.deps import QueriesDep, RecordId, RecordsDep, TableName
 from app.api.responses import errors, json_body
 from app.core.errors import ValidationFailed, field_error
 from app.core.http import etag_matches, etag_of, json_response, read_json
@@ -17,8 +18,10 @@ from app.schemas.records import (
     RecordBatch,
     RecordCreate,
     RecordOut,
+    RecordPage,
     RecordUpdate,
 )
+from app.services.query import Page, parse_query
 
 router = APIRouter(prefix="/api/v1/data", tags=["records"])
 
@@ -77,6 +80,64 @@ async def create_record(
         return json_response({"items": created, "count": len(created)}, status_code=201)
     (record,) = await records.create_records(table, [data], bulk=False)
     return _record_response(table, record, status_code=201)
+
+
+def _link(request: Request, page: Page) -> str:
+    """RFC 8288 links to the first, previous, next and last pages."""
+    if page.limit == 0:
+        return ""
+    last = max(0, (page.total - 1) // page.limit * page.limit)
+    offsets = {"first": 0, "last": last}
+    if page.offset > 0:
+        offsets["prev"] = max(0, page.offset - page.limit)
+    if page.offset + page.limit < page.total:
+        offsets["next"] = page.offset + page.limit
+    base = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
+    links = []
+    for rel in ("first", "prev", "next", "last"):
+        if rel in offsets:
+            query = urlencode([*base, ("offset", str(offsets[rel]))])
+            links.append(f'<{request.url.path}?{query}>; rel="{rel}"')
+    return ", ".join(links)
+
+
+@router.get(
+    "/{table}",
+    summary="List records: filter, search, sort, page, project",
+    response_model=None,
+    responses={
+        200: {"model": RecordPage, "description": "One page of matching records"},
+        **errors(400, 404, 422),
+    },
+)
+async def list_records(
+    table: TableName,
+    request: Request,
+    queries: QueriesDep,
+    q: Annotated[str | None, Query(description="Case-insensitive text search")] = None,
+    sort: Annotated[str | None, Query(description="e.g. age,-created_at")] = None,
+    limit: Annotated[str | None, Query(description="0 to 1000, default 100")] = None,
+    offset: Annotated[str | None, Query(description="Records to skip")] = None,
+    fields: Annotated[
+        str | None, Query(description="Projection, e.g. email,age")
+    ] = None,
+) -> Response:
+    """Filters are ``field=value`` or ``field__op=value`` with op in ``eq ne gt gte
+    lt lte in contains startswith endswith like ilike exists``; dotted paths reach
+    nested objects; values are JSON literals where they parse. ``X-Total-Count``
+    and ``Link`` headers describe the pages."""
+    page = queries.list_records(table, parse_query(request.query_params.multi_items()))
+    headers = {"X-Total-Count": str(page.total)}
+    link = _link(request, page)
+    if link:
+        headers["Link"] = link
+    body = {
+        "items": page.items,
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+    }
+    return json_response(body, headers=headers)
 
 
 @router.get(

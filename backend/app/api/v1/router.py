@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.v1 import data, dump, join, tables
+from app.api.v1 import data, dump, imports, join, tables
 
 router = APIRouter()
 router.include_router(data.router)
 router.include_router(join.router)
 router.include_router(dump.router)
 router.include_router(tables.router)
+router.include_router(imports.router)
