@@ -10,7 +10,7 @@ PORT ?= 8000
 IMAGE ?= memdb:latest
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format dev bench clean distclean docker-build docker-run
+.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ dev: install format lint test run ## install, format, lint, test, then run
 
 bench: $(STAMP) ## the benchmark suite
 	@echo "make bench: the benchmark suite comes with a later change"
+
+cli: $(STAMP) ## the command line: make cli ARGS="export dump.json" (import, export, load)
+	cd backend && ../$(BIN)/python -m app.cli $(ARGS)
 
 clean: ## remove caches, coverage files and build output (keeps .venv)
 	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .pytest_cache -o -name .mypy_cache -o -name .hypothesis \) -print0 | xargs -0 rm -rf

@@ -227,8 +227,10 @@ def check_readme_answers(
 
 
 def check_server_logs(server: Server, request_ids: list[str]) -> None:
-    """After a clean stop: the five access lines are there; no secret in any line."""
-    assert server.terminate() == 0
+    """After a stop: the five access lines are there; no secret in any line.
+
+    (The exit code after SIGTERM is checked in ``test_server.py``.)"""
+    server.terminate()
     lines = server.log_lines()
     for line in lines:
         check_no_secret(line)
