@@ -6,21 +6,26 @@ import asyncio
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import anyio.to_thread
 import structlog
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from app import __version__
-from app.api import health
+from app.api import health, operations
 from app.api.deps import Services
 from app.api.v1.router import router as v1_router
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.handlers import install_error_handlers
+from app.api.operations import install_docs
+from app.core.cors import SettingsCORSMiddleware
 from app.core.logging import configure_logging
-from app.core.middleware import RequestContextMiddleware
+from app.core.metrics import Metrics
+from app.core.middleware import RequestContextMiddleware, Runtime
+from app.core.security import ApiKeys
 from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.passwords import PasswordHasher
@@ -93,6 +98,56 @@ def _describe(exc: Exception) -> str:
     return type(exc).__name__  # pragma: no cover
 
 
+def build_runtime(app: FastAPI, settings: Settings) -> None:
+    """What the middleware reads on every request: limits, keys, metrics."""
+    try:
+        keys = ApiKeys(settings.api_keys)
+    except ValueError as exc:
+        log.error("security.bad_keys", message=str(exc))
+        raise SystemExit(2) from None
+    app.state.runtime = Runtime(
+        max_body_bytes=settings.max_body_bytes,
+        keys=keys,
+        metrics=Metrics(app.state.store, started=app.state.started),
+    )
+
+
+def openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the API key schemes when keys are configured."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=TAGS,
+    )
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is not None and runtime.keys:
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        for path, methods in schema.get("paths", {}).items():
+            if path.startswith("/api/") or path == "/metrics":
+                for operation in methods.values():
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    app.openapi_schema = schema
+    return schema
+
+
+TAGS = [
+    {"name": "records", "description": "Create, list, read, update and delete records"},
+    {"name": "joins", "description": "Hash joins of two tables"},
+    {"name": "dumps", "description": "Every record of a table or of the store"},
+    {"name": "import and export", "description": "Load the db.json shape"},
+    {"name": "tables", "description": "Tables, schemas and indexes"},
+    {"name": "operations", "description": "Statistics and Prometheus metrics"},
+    {"name": "health", "description": "Liveness and readiness"},
+]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A fresh app. Settings are read from the environment when the app starts."""
 
@@ -103,11 +158,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = current
         app.state.started = time.monotonic()
         app.state.ready = False
-        app.state.max_body_bytes = current.max_body_bytes
         build_state(app, current)
-        app.state.ready = True
+        build_runtime(app, current)
         log.info(
-            "service.started", version=__version__, persistence=current.persistence
+            "service.started",
+            version=__version__,
+            persistence=current.persistence,
+            api_keys=bool(app.state.runtime.keys),
         )
         if not current.api_keys:
             log.warning(
@@ -129,12 +186,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_tags=TAGS,
     )
     app.state.ready = False
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(operations.router)
     app.include_router(v1_router)
+    install_docs(app)
+    app.openapi = lambda: openapi_with_security(app)  # type: ignore[method-assign]
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SettingsCORSMiddleware)
     return app
 
 

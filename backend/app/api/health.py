@@ -38,7 +38,10 @@ async def health(request: Request) -> Response:
     "/ready",
     summary="Readiness",
     response_model=None,
-    responses={200: {"model": Ready, "description": "The store is loaded"}, **errors()},
+    responses={
+        200: {"model": Ready, "description": "The store is loaded"},
+        **errors(keyed=False),
+    },
 )
 async def ready(request: Request) -> Response:
     """503 ``not_ready`` until the store is loaded, then 200."""

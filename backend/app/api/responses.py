@@ -8,6 +8,8 @@ from app.schemas.records import ErrorEnvelope
 
 _DESCRIPTIONS = {
     400: "Bad request: invalid JSON or a bad query parameter",
+    401: "An API key is required (when MEMDB_API_KEYS is set)",
+    403: "The API key is read-only",
     404: "No such table or record",
     409: "Conflict: duplicate id or unique value, or a reference blocks the delete",
     412: "If-Match does not match the record's current ETag",
@@ -19,11 +21,13 @@ _DESCRIPTIONS = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error answers of a route, each with the envelope's schema."""
+def errors(*statuses: int, keyed: bool = True) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, each with the envelope's schema.
+    ``keyed`` routes also answer 401/403 when API keys are configured."""
+    always = (401, 403, 503) if keyed else (503,)
     return {
         status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]}
-        for status in (*statuses, 503)
+        for status in sorted({*statuses, *always})
     }
 
 

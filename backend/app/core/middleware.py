@@ -1,13 +1,16 @@
-"""Pure ASGI middleware on the hot path: request id, size limit, readiness, access log.
+"""Pure ASGI middleware on the hot path: request id, readiness, API keys, body
+size limit, security headers, metrics and the access log.
 
-One class does all of it so that a request pays for one extra frame, not four.
+One class does all of it so that a request pays for one extra frame, not six.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -15,12 +18,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge
 from app.core.handlers import error_body
+from app.core.metrics import Metrics
+from app.core.security import WRITE_METHODS, ApiKeys, presented_key
 
 log = structlog.get_logger("memdb.http")
 
 DEFAULT_MAX_BODY = 1024 * 1024
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@/+=-]")
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_API_CACHE = (b"cache-control", b"private, no-cache")
+
+
+@dataclass
+class Runtime:
+    """What the middleware needs from the settings, built in the lifespan."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    keys: ApiKeys = field(default_factory=lambda: ApiKeys(""))
+    metrics: Metrics | None = None
+    warned_open: bool = False
 
 
 def sanitise_request_id(raw: str | None) -> str:
@@ -33,7 +49,8 @@ def sanitise_request_id(raw: str | None) -> str:
 
 
 class RequestContextMiddleware:
-    """Request id in and out, body size limit, readiness gate, access log, last-resort 500."""
+    """Request id in and out, readiness gate, API keys, body size limit, security
+    headers, metrics, access log, and the last-resort 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -43,9 +60,16 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = sanitise_request_id(_header(scope, b"x-request-id"))
+        state = scope["app"].state
+        runtime: Runtime = getattr(state, "runtime", None) or Runtime()
+        headers = dict(scope["headers"])
+        request_id = sanitise_request_id(_text(headers.get(b"x-request-id")))
         scope.setdefault("state", {})["request_id"] = request_id
-        rid_header = (b"x-request-id", request_id.encode())
+        path: str = scope["path"]
+        is_api = path.startswith("/api/")
+        extra = [(b"x-request-id", request_id.encode()), _NOSNIFF]
+        if is_api:
+            extra.append(_API_CACHE)
         status = 500
         response_started = False
 
@@ -54,30 +78,24 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
-        state = scope["app"].state
-        limit: int = getattr(state, "max_body_bytes", DEFAULT_MAX_BODY)
         try:
-            if scope["path"].startswith("/api/") and not getattr(state, "ready", False):
+            refusal = _refusal(scope, headers, state, runtime, is_api)
+            if refusal is not None:
+                code, status_code, message, more = refusal
                 await _send_error(
                     send_wrapper,
-                    status=503,
-                    code="not_ready",
-                    message="the store is still loading",
+                    status=status_code,
+                    code=code,
+                    message=message,
                     request_id=request_id,
-                )
-            elif _too_long(scope, limit):
-                await _send_error(
-                    send_wrapper,
-                    status=413,
-                    code="payload_too_large",
-                    message=f"the body is larger than {limit} bytes",
-                    request_id=request_id,
+                    headers=more,
                 )
             else:
-                await self.app(scope, _limited(receive, limit), send_wrapper)
+                limited = _limited(receive, runtime.max_body_bytes)
+                await self.app(scope, limited, send_wrapper)
         except Exception as exc:  # the last resort: never a stack trace to the client
             log.error(
                 "request.failed",
@@ -94,26 +112,76 @@ class RequestContextMiddleware:
                     message="an unexpected error occurred; it has been logged",
                     request_id=request_id,
                 )
+        seconds = time.perf_counter() - started
+        route = _route(scope)
+        if runtime.metrics is not None:
+            runtime.metrics.observe(scope["method"], route, status, seconds)
         log.info(
             "http.request",
             method=scope["method"],
-            route=_route(scope),
+            route=route,
             status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            duration_ms=round(seconds * 1000, 3),
             request_id=request_id,
         )
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
+def _refusal(
+    scope: Scope,
+    headers: dict[bytes, bytes],
+    state: Any,
+    runtime: Runtime,
+    is_api: bool,
+) -> tuple[str, int, str, list[tuple[bytes, bytes]]] | None:
+    """Why the request is answered here without reaching a route, if it is."""
+    path: str = scope["path"]
+    if runtime.keys and (is_api or path == "/metrics"):
+        role = runtime.keys.role(
+            presented_key(
+                _text(headers.get(b"authorization")), _text(headers.get(b"x-api-key"))
+            )
+        )
+        if role is None:
+            return (
+                "unauthorized",
+                401,
+                "an API key is required: Authorization: Bearer <key> or X-API-Key",
+                [(b"www-authenticate", b'Bearer realm="memdb"')],
+            )
+        if role == "ro" and scope["method"] in WRITE_METHODS:
+            return ("forbidden", 403, "this API key is read-only", [])
+    elif not runtime.keys and not runtime.warned_open:
+        _warn_if_exposed(scope, runtime)
+    if is_api and not getattr(state, "ready", False):
+        message = getattr(state, "load_error", None) or "the store is still loading"
+        return ("not_ready", 503, message, [])
+    length = _text(headers.get(b"content-length"))
+    if length is not None and length.isdigit() and int(length) > runtime.max_body_bytes:
+        message = f"the body is larger than {runtime.max_body_bytes} bytes"
+        return ("payload_too_large", 413, message, [(b"connection", b"close")])
     return None
 
 
-def _too_long(scope: Scope, limit: int) -> bool:
-    length = _header(scope, b"content-length")
-    return length is not None and length.isdigit() and int(length) > limit
+def _warn_if_exposed(scope: Scope, runtime: Runtime) -> None:
+    """Once: warn when the open service answers on an address beyond loopback."""
+    runtime.warned_open = True
+    server = scope.get("server")
+    if not server:
+        return
+    try:
+        loopback = ipaddress.ip_address(server[0]).is_loopback
+    except ValueError:
+        loopback = server[0] == "localhost"
+    if not loopback:
+        log.warning(
+            "security.open_network",
+            address=str(server[0]),
+            message="the API is open (no MEMDB_API_KEYS) on a non-loopback address",
+        )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 def _route(scope: Scope) -> str:
@@ -121,12 +189,13 @@ def _route(scope: Scope) -> str:
     path = getattr(scope.get("route"), "path", None)
     if path:
         return str(path)
-    if "endpoint" in scope:  # the docs pages: fixed paths
-        return str(scope["path"])
+    if "endpoint" in scope:  # the docs pages and static files: fixed paths
+        return str(scope.get("root_path", "")) + str(scope["path"])
     return "unmatched"
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
+    """Count the body as it streams in; stop reading once it passes the limit."""
     received = 0
 
     async def wrapper() -> Message:
@@ -142,17 +211,23 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 
 async def _send_error(
-    send: Send, *, status: int, code: str, message: str, request_id: str
+    send: Send,
+    *,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     body = error_body(code=code, message=message, request_id=request_id)
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
     start: dict[str, Any] = {
         "type": "http.response.start",
         "status": status,
-        "headers": headers,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *(headers or ()),
+        ],
     }
     await send(start)
     await send({"type": "http.response.body", "body": body})

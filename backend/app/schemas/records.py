@@ -139,3 +139,31 @@ class IndexCreate(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})*$"
     )
     unique: bool = False
+
+
+class TableStats(BaseModel):
+    count: int
+    indexes: dict[str, int]
+
+
+class MemoryStats(BaseModel):
+    estimate_bytes: int
+    rss_bytes: int | None
+
+
+class RouteStatsOut(BaseModel):
+    method: str
+    route: str
+    count: int
+    errors_5xx: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class StatsOut(BaseModel):
+    uptime_s: float
+    records: int
+    tables: dict[str, TableStats]
+    memory: MemoryStats
+    requests: list[RouteStatsOut]

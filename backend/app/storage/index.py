@@ -15,13 +15,14 @@ class HashIndex:
     indexed (equality filters find it) but a unique index allows many nulls.
     """
 
-    __slots__ = ("field", "unique", "parts", "groups")
+    __slots__ = ("field", "unique", "parts", "groups", "count")
 
     def __init__(self, field: str, *, unique: bool = False) -> None:
         self.field = field
         self.unique = unique
         self.parts = split_path(field)
         self.groups: dict[Hashable, str | set[str]] = {}
+        self.count = 0
 
     def key_of(self, record: dict[str, Any]) -> Hashable:
         value = resolve(record, self.parts)
@@ -43,10 +44,14 @@ class HashIndex:
         if group is None:
             self.groups[key] = record_id
         elif isinstance(group, str):
-            if group != record_id:
-                self.groups[key] = {group, record_id}
+            if group == record_id:
+                return
+            self.groups[key] = {group, record_id}
+        elif record_id in group:
+            return
         else:
             group.add(record_id)
+        self.count += 1
 
     def remove(self, record_id: str, key: Hashable) -> None:
         if key is MISSING:
@@ -57,8 +62,12 @@ class HashIndex:
         if isinstance(group, str):
             if group == record_id:
                 del self.groups[key]
+                self.count -= 1
+            return
+        if record_id not in group:
             return
         group.discard(record_id)
+        self.count -= 1
         if len(group) == 1:
             self.groups[key] = next(iter(group))
         elif not group:
@@ -79,4 +88,8 @@ class HashIndex:
         return 1 if isinstance(group, str) else len(group)
 
     def entries(self) -> int:
-        return sum(1 if isinstance(g, str) else len(g) for g in self.groups.values())
+        return self.count
+
+    def clear(self) -> None:
+        self.groups.clear()
+        self.count = 0

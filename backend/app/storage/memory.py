@@ -12,6 +12,7 @@ across several calls to make a read-check-write sequence atomic.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from typing import Any, Callable, Hashable, Iterable, Sequence
@@ -220,7 +221,7 @@ class Store:
             table.records.clear()
             table.secrets.clear()
             for index in table.indexes.values():
-                index.groups.clear()
+                index.clear()
             if table.seq is not None:
                 table.seq.clear()
             self._emit({"op": "clear", "table": name})
@@ -414,19 +415,40 @@ class Store:
 
     # -- sizes -------------------------------------------------------------
 
-    def memory_estimate(self) -> int:
-        """A rough byte count of the stored records and indexes (shallow sizes)."""
+    def memory_estimate(self, sample: int = 256) -> int:
+        """Estimated bytes held by records and indexes: the deep size of up to
+        ``sample`` records of each table, scaled to the table's count."""
         with self.lock:
-            tables = [(t, list(t.records.values())) for t in self.tables.values()]
-        size = 0
-        for table, records in tables:
-            size += sys.getsizeof(table.records)
-            for record in records:
-                size += sys.getsizeof(record)
-                size += sum(sys.getsizeof(v) for v in record.values())
-            for index in table.indexes.values():
-                size += sys.getsizeof(index.groups)
-        return size
+            tables = [
+                (
+                    len(t.records),
+                    sys.getsizeof(t.records),
+                    list(itertools.islice(t.records.values(), sample)),
+                    [(sys.getsizeof(i.groups), i.count) for i in t.indexes.values()],
+                )
+                for t in self.tables.values()
+            ]
+        total = 0
+        for count, table_size, records, indexes in tables:
+            total += table_size
+            if records:
+                total += sum(map(_deep_size, records)) * count // len(records)
+            for groups_size, entries in indexes:
+                total += groups_size + entries * _INDEX_ENTRY_BYTES
+        return total
+
+
+# A set slot plus a share of the set object, for ids grouped under one key.
+_INDEX_ENTRY_BYTES = 48
+
+
+def _deep_size(value: Any) -> int:
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(_deep_size(v) for v in value.values())
+    elif isinstance(value, list):
+        size += sum(_deep_size(v) for v in value)
+    return size
 
 
 def resolve_field(record: Record, index: HashIndex) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.v1 import data, dump, imports, join, tables
+from app.api.v1 import data, dump, imports, join, stats, tables
 
 router = APIRouter()
 router.include_router(data.router)
@@ -13,3 +13,4 @@ router.include_router(join.router)
 router.include_router(dump.router)
 router.include_router(tables.router)
 router.include_router(imports.router)
+router.include_router(stats.router)

@@ -1,0 +1,61 @@
+"""Outside ``/api/v1``: Prometheus metrics and the offline documentation pages."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.responses import errors
+from app.core.metrics import Metrics
+
+router = APIRouter(tags=["operations"])
+
+ASSETS = "/static/docs"
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        **errors(),
+    },
+)
+async def metrics(request: Request) -> Response:
+    """Requests and latency by method, route and status; records per table; index
+    entries; memory estimate; uptime; build info; process metrics."""
+    current: Metrics = request.app.state.runtime.metrics
+    return Response(generate_latest(current.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` and ``/redoc`` with every asset served by the service itself."""
+    static = files("fastapi_offline") / "static"
+    app.mount(ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -1,0 +1,50 @@
+"""``/stats``: counts, index sizes, memory, uptime and per-route latency, as JSON."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.api.deps import StoreDep
+from app.api.responses import errors
+from app.core.http import json_response
+from app.core.metrics import Metrics, rss_bytes
+from app.schemas.records import StatsOut
+
+router = APIRouter(prefix="/api/v1/stats", tags=["operations"])
+
+
+@router.get(
+    "",
+    summary="Service statistics",
+    response_model=None,
+    responses={
+        200: {"model": StatsOut, "description": "Counts, memory, latency"},
+        **errors(),
+    },
+)
+async def read_stats(request: Request, store: StoreDep) -> Response:
+    """Records and index entries per table, the store's memory estimate and the
+    process RSS, uptime, and per-route request counts with p50/p95/p99 latency
+    over each route's latest 1024 requests."""
+    metrics: Metrics = request.app.state.runtime.metrics
+    with store.lock:
+        tables = {
+            name: {
+                "count": len(t.records),
+                "indexes": {i.field: i.entries() for i in t.indexes.values()},
+            }
+            for name, t in store.tables.items()
+        }
+    return json_response(
+        {
+            "uptime_s": round(metrics.uptime(), 3),
+            "records": sum(t["count"] for t in tables.values()),
+            "tables": tables,
+            "memory": {
+                "estimate_bytes": store.memory_estimate(),
+                "rss_bytes": rss_bytes(),
+            },
+            "requests": metrics.route_summary(),
+        }
+    )
