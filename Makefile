@@ -10,7 +10,7 @@ PORT ?= 8000
 IMAGE ?= memdb:latest
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run
+.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run docker-lint smoke
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -24,8 +24,7 @@ $(STAMP): backend/requirements.txt backend/requirements-dev.txt
 install: $(STAMP) ## create .venv/ and install runtime + dev dependencies
 
 run: $(STAMP) ## serve on HOST:PORT (default 127.0.0.1:8000)
-	cd backend && ../$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) \
-		--loop uvloop --http httptools --no-access-log --log-level warning
+	cd backend && ../$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 test: $(STAMP) ## run the whole test suite with the coverage gate (95% of backend/app)
 	cd backend && ../$(BIN)/python -m pytest --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=95
@@ -52,8 +51,15 @@ clean: ## remove caches, coverage files and build output (keeps .venv)
 distclean: clean ## clean, and remove .venv too
 	rm -rf $(VENV)
 
-docker-build: ## build the container image
-	@echo "make docker-build: the container image comes with a later change"
+docker-build: ## build the container image (IMAGE, default memdb:latest)
+	docker build -t $(IMAGE) backend
 
-docker-run: ## run the container image
-	@echo "make docker-run: the container image comes with a later change"
+docker-run: ## run the image on 127.0.0.1:PORT (settings from .env when present)
+	docker run --rm -it -p 127.0.0.1:$(PORT):8000 $(if $(wildcard .env),--env-file .env) $(IMAGE)
+
+docker-lint: $(STAMP) ## hadolint on the Dockerfile, docker compose config on the compose file
+	$(BIN)/hadolint backend/Dockerfile
+	$(BIN)/docker-compose -f docker-compose.yml config --quiet
+
+smoke: ## build, start with compose, run the README examples, tear down (needs Docker)
+	deploy/smoke.sh

@@ -1,6 +1,6 @@
 """A real uvicorn process on 127.0.0.1 and a free port, stopped after the tests.
 
-The server is started the way ``make run`` starts it (same uvicorn flags), from
+The server is started the way ``make run`` starts it (``python -m app``), from
 an empty working directory so that no ``.env`` file and no ``MEMDB_*`` variable
 of the developer's shell leaks in; only the argon2 cost is lowered.
 """
@@ -87,7 +87,13 @@ class Server:
 
 def server_environment(**env: str) -> dict[str, str]:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("MEMDB_")}
-    return {**inherited, "PYTHONUNBUFFERED": "1", **FAST_ARGON2, **env}
+    return {
+        **inherited,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(BACKEND),
+        **FAST_ARGON2,
+        **env,
+    }
 
 
 def start_server(tmp_path: Path, **env: str) -> Server:
@@ -97,25 +103,7 @@ def start_server(tmp_path: Path, **env: str) -> Server:
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--app-dir",
-                str(BACKEND),
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            [sys.executable, "-m", "app", "--host", HOST, "--port", str(port)],
             cwd=workdir,
             env=server_environment(**env),
             stdout=log,

@@ -1,0 +1,56 @@
+"""``python -m app``: serve the app with one uvicorn worker (uvloop, httptools).
+
+Logging is configured before uvicorn starts, so every line is structured from
+the first one. SIGTERM and SIGINT stop the server gracefully (in-flight requests
+finish, the lifespan's shutdown runs) and the process then exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from typing import Sequence
+
+import uvicorn
+
+from app.core.config import Settings
+from app.core.logging import configure_logging
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Installed under uvicorn's own handlers: uvicorn re-raises the signal that
+    stopped it once it is done, and this turns that into a normal exit."""
+
+
+def build_config(argv: Sequence[str] | None = None) -> uvicorn.Config:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Serve memdb.")
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    args = parser.parse_args(argv)
+    return uvicorn.Config(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=15,
+        server_header=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = build_config(argv)
+    settings = Settings()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    signal.signal(signal.SIGTERM, _ignore)
+    signal.signal(signal.SIGINT, _ignore)
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
