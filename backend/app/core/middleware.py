@@ -7,8 +7,10 @@ One class does all of it so that a request pays for one extra frame, not six.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +105,7 @@ class RequestContextMiddleware:
                 method=scope["method"],
                 route=_route(scope),
                 error_type=type(exc).__name__,
+                where=_where(exc),
             )
             if not response_started:
                 await _send_error(
@@ -178,6 +181,15 @@ def _warn_if_exposed(scope: Scope, runtime: Runtime) -> None:
             address=str(server[0]),
             message="the API is open (no MEMDB_API_KEYS) on a non-loopback address",
         )
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame that raised, as ``file.py:line in function`` (no trace)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
 
 
 def _text(value: bytes | None) -> str | None:

@@ -52,10 +52,10 @@ def normalise_id(value: Any, loc: Loc) -> str:
     )
 
 
-def limit_errors(value: Any, loc: Loc) -> list[dict[str, Any]]:
+def limit_errors(value: Any, loc: Loc, *, depth: int = 1) -> list[dict[str, Any]]:
     """Depth, string size and field count limits, checked without recursion."""
     errors: list[dict[str, Any]] = []
-    stack: list[tuple[Any, Loc, int]] = [(value, loc, 1)]
+    stack: list[tuple[Any, Loc, int]] = [(value, loc, depth)]
     while stack and len(errors) < 20:
         item, where, depth = stack.pop()
         if isinstance(item, str):
@@ -117,7 +117,8 @@ def field_errors(fields: dict[str, Any], loc: Loc) -> list[dict[str, Any]]:
             )
     for name, value in fields.items():
         if isinstance(value, (dict, list, str)):
-            errors.extend(limit_errors(value, [*loc, name]))
+            # the record itself is level 1, so its field values start at 2
+            errors.extend(limit_errors(value, [*loc, name], depth=2))
     return errors
 
 

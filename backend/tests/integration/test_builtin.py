@@ -112,8 +112,53 @@ def test_put_and_patch_replace_the_password_hash(client: TestClient) -> None:
     assert _verifies(client, user["id"], "third-secret")
 
 
+@pytest.mark.parametrize(
+    ("method", "data", "headers", "status"),
+    [
+        ("PUT", {"password": "new-secret-1", "age": 999}, {}, 422),
+        ("PATCH", {"password": "short"}, {}, 422),
+        ("PUT", {"password": "new-secret-1"}, {"If-Match": '"stale"'}, 412),
+        ("PATCH", {"password": "new-secret-1", "nickname": "J"}, {}, 422),
+    ],
+)
+def test_a_refused_update_keeps_the_old_password(
+    client: TestClient,
+    method: str,
+    data: dict[str, Any],
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    user = create_user(client)
+    before = _stored_hash(client, user["id"])
+
+    with store_unchanged(client):
+        response = client.request(
+            method,
+            f"{API}/data/users/{user['id']}",
+            json={"data": data},
+            headers=headers,
+        )
+        assert response.status_code == status, response.text
+
+    assert _stored_hash(client, user["id"]) == before
+    assert _verifies(client, user["id"], PASSWORD)
+
+
+def test_a_refused_bulk_of_users_keeps_no_password_hash(client: TestClient) -> None:
+    items = [
+        {**USER, "email": "a@example.com"},
+        {**USER, "email": "b@example.com", "age": -5},
+    ]
+    with store_unchanged(client):
+        assert_validation_error(client.post(f"{API}/data/users", json={"data": items}))
+    assert _app(client).state.store.require("users").secrets == {}
+
+
 def test_a_user_needs_no_password(client: TestClient) -> None:
-    user = create_user(client, password=None)
+    data = {k: v for k, v in USER.items() if k != "password"}
+    response = client.post(f"{API}/data/users", json={"data": data})
+    assert response.status_code == 201, response.text
+    user = response.json()
     assert "password" not in user
     assert _stored_hash(client, user["id"]) is None
 
@@ -397,3 +442,13 @@ def test_users_cannot_be_dropped_while_orders_exist(client: TestClient) -> None:
     assert client.delete(f"{API}/data/orders").status_code == 204
     assert client.delete(f"{API}/data/users").status_code == 204
     assert dump(client)["users"] == []
+
+
+def test_a_user_may_keep_its_own_email_in_another_case(client: TestClient) -> None:
+    user = create_user(client)
+    response = client.put(
+        f"{API}/data/users/{user['id']}",
+        json={"data": {"email": "JOHN.DOE@example.com"}},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["email"] == "john.doe@example.com"

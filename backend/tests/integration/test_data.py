@@ -120,6 +120,21 @@ def test_create_refuses_a_body_that_is_not_a_data_envelope(
         assert_validation_error(client.post(f"{API}/data/things", json=body))
 
 
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON"]
+)
+def test_create_accepts_json_with_parameters(
+    client: TestClient, content_type: str
+) -> None:
+    response = client.post(
+        f"{API}/data/things",
+        content=b'{"data": {"n": 1}}',
+        headers={"Content-Type": content_type},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["n"] == 1
+
+
 # -- bulk create -----------------------------------------------------------
 
 
@@ -177,7 +192,9 @@ def test_bulk_create_refuses_a_duplicate_id_within_the_batch(
 ) -> None:
     items = [{"id": "same", "n": 1}, {"n": 2}, {"id": "same", "n": 3}]
     with store_unchanged(client):
-        assert_error(client.post(f"{API}/data/things", json={"data": items}), 409, "conflict")
+        assert_error(
+            client.post(f"{API}/data/things", json={"data": items}), 409, "conflict"
+        )
     assert_error(client.get(f"{API}/data/things/same"), 404, "not_found")
 
 
@@ -185,7 +202,9 @@ def test_bulk_create_refuses_an_id_already_stored(client: TestClient) -> None:
     create(client, "things", {"id": "taken", "n": 0})
     items = [{"n": 1}, {"id": "taken", "n": 2}]
     with store_unchanged(client):
-        assert_error(client.post(f"{API}/data/things", json={"data": items}), 409, "conflict")
+        assert_error(
+            client.post(f"{API}/data/things", json={"data": items}), 409, "conflict"
+        )
 
 
 def test_bulk_create_respects_max_bulk(
@@ -194,7 +213,9 @@ def test_bulk_create_respects_max_bulk(
     client = client_factory(max_bulk=3)
     with store_unchanged(client):
         details = assert_validation_error(
-            client.post(f"{API}/data/things", json={"data": [{"n": n} for n in range(4)]})
+            client.post(
+                f"{API}/data/things", json={"data": [{"n": n} for n in range(4)]}
+            )
         )
     assert details[0]["loc"][:2] == ["body", "data"]
 
@@ -277,7 +298,10 @@ def test_put_on_a_user_changes_only_the_given_field(client: TestClient) -> None:
     response = client.put(url, json={"data": {"full_name": "John Smith Doe"}})
 
     assert response.status_code == 200, response.text
-    assert fields_of(response.json()) == {**fields_of(user), "full_name": "John Smith Doe"}
+    assert fields_of(response.json()) == {
+        **fields_of(user),
+        "full_name": "John Smith Doe",
+    }
 
 
 def test_put_validates_the_merged_record_whole(client: TestClient) -> None:
@@ -409,7 +433,9 @@ def test_patch_that_removes_a_required_field_is_422(client: TestClient) -> None:
 
 def test_patch_removes_an_optional_field_of_a_user(client: TestClient) -> None:
     user = create_user(client)
-    response = client.patch(f"{API}/data/users/{user['id']}", json={"data": {"age": None}})
+    response = client.patch(
+        f"{API}/data/users/{user['id']}", json={"data": {"age": None}}
+    )
     assert response.status_code == 200, response.text
     assert "age" not in response.json()
 
