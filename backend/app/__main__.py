@@ -2,7 +2,8 @@
 
 Logging is configured before uvicorn starts, so every line is structured from
 the first one. SIGTERM and SIGINT stop the server gracefully (in-flight requests
-finish, the lifespan's shutdown runs) and the process then exits with status 0.
+finish, the lifespan's shutdown runs, the log is fsynced) and the process then
+exits with status 0; a data directory that cannot be loaded exits with 1.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uvicorn
 
 from app.core.config import Settings
 from app.core.logging import configure_logging
+from app.main import app as asgi
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -26,7 +28,7 @@ def _ignore(signum: int, frame: object) -> None:
 def build_config(argv: Sequence[str] | None = None) -> uvicorn.Config:
     parser = argparse.ArgumentParser(prog="python -m app", description="Serve memdb.")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8000"))
     args = parser.parse_args(argv)
     return uvicorn.Config(
         "app.main:app",
@@ -48,8 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     signal.signal(signal.SIGTERM, _ignore)
     signal.signal(signal.SIGINT, _ignore)
-    uvicorn.Server(config).run()
-    return 0
+    server = uvicorn.Server(config)
+    # The same app object uvicorn imports from "app.main:app"; a store that
+    # cannot be loaded (a damaged log) asks the server to stop.
+    asgi.state.stop_server = lambda: setattr(server, "should_exit", True)
+    server.run()
+    return 1 if getattr(asgi.state, "fatal", False) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

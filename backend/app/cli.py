@@ -1,8 +1,10 @@
-"""Command line: ``python -m app.cli import|export|load`` against a running service.
+"""Command line: ``python -m app.cli`` against a running service or a data directory.
 
 python -m app.cli export dump.json              # GET /api/v1/dump into a file
 python -m app.cli import dump.json --mode merge # POST /api/v1/import from a file
 python -m app.cli load big.ndjson --table events  # bulk-create in batches
+python -m app.cli check data                    # check the append-only log (offline)
+python -m app.cli repair data --yes             # truncate it at the first bad record
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 from rich.console import Console
+from app.storage import aof
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -164,6 +167,40 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the append-only log and snapshots of a data directory (offline)."""
+    directory = Path(args.data_dir)
+    if not directory.is_dir():
+        raise CliError(f"{directory} is not a directory")
+    findings = aof.check(directory)
+    for line in findings:
+        console.print(line)
+    console.print("ok: every record is intact" if not findings else "damaged")
+    return 0 if not findings else 1
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Truncate damaged logs at their first bad record (what follows it is lost)."""
+    directory = Path(args.data_dir)
+    findings = aof.check(directory) if directory.is_dir() else []
+    if not findings:
+        console.print("nothing to repair")
+        return 0
+    for line in findings:
+        console.print(line)
+    if not args.yes:
+        answer = input("Truncate the damaged logs at their first bad record? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("left unchanged")
+            return 1
+    for line in aof.repair(directory):
+        console.print(line)
+    remaining = aof.check(directory)
+    for line in remaining:
+        console.print(f"still damaged: {line}")
+    return 0 if not remaining else 1
+
+
 def _bytes_progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -212,6 +249,18 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--table", help="target table (needed for NDJSON and JSON lists)")
     load.add_argument("--batch", type=int, default=1000)
     load.set_defaults(run=cmd_load)
+
+    data_dir = os.environ.get("MEMDB_DATA_DIR", "data")
+    check = commands.add_parser("check", help="check a data directory's log (offline)")
+    check.add_argument("data_dir", nargs="?", default=data_dir)
+    check.set_defaults(run=cmd_check)
+
+    fix = commands.add_parser(
+        "repair", help="truncate a damaged log at its first bad record"
+    )
+    fix.add_argument("data_dir", nargs="?", default=data_dir)
+    fix.add_argument("--yes", action="store_true", help="do not ask")
+    fix.set_defaults(run=cmd_repair)
     return root
 
 

@@ -24,15 +24,17 @@ from app.api.operations import install_docs
 from app.core.cors import SettingsCORSMiddleware
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
-from app.core.middleware import RequestContextMiddleware, Runtime
+from app.core.middleware import GuardMiddleware, RequestContextMiddleware, Runtime
 from app.core.security import ApiKeys
 from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.passwords import PasswordHasher
 from app.services.query import QueryService
 from app.services.records import RecordService, ensure_builtins
+from app.services.stats import StatsService
 from app.services.tables import TableService
-from app.storage.memory import Store
+from app.storage.aof import AppendOnlyLog, CorruptLog
+from app.storage.memory import JournalError, Store
 
 log = structlog.get_logger("memdb")
 
@@ -60,11 +62,63 @@ def build_state(app: FastAPI, settings: Settings) -> None:
         tables=TableService(store),
         queries=QueryService(store),
         imports=ImportService(store, records),
+        stats=StatsService(store),
     )
 
 
-async def load_seed(app: FastAPI, path: str) -> None:
-    """Load ``MEMDB_SEED_FILE`` (db.json shape), then declare the service ready."""
+async def load_store(app: FastAPI, settings: Settings) -> None:
+    """Recover the log (``MEMDB_PERSISTENCE=aof``), load ``MEMDB_SEED_FILE`` into an
+    empty store, then declare the service ready. A damaged log stops the service."""
+    store: Store = app.state.store
+    fresh = True
+    if settings.persistence == "aof":
+        aof = AppendOnlyLog(
+            Path(settings.data_dir),
+            fsync=settings.fsync,
+            rewrite_percent=settings.aof_rewrite_percent,
+            rewrite_min_bytes=settings.aof_rewrite_min_bytes,
+        )
+        app.state.aof = aof
+        started = time.perf_counter()
+        log.info("aof.loading", data_dir=settings.data_dir, fsync=settings.fsync)
+        try:
+            replayed = await anyio.to_thread.run_sync(
+                lambda: aof.recover(store, progress=_progress)
+            )
+        except (CorruptLog, OSError) as exc:
+            _fatal(app, f"the data directory cannot be loaded: {_describe(exc)}")
+            return
+        aof.open(store)
+        aof.start()
+        fresh = replayed == 0
+        log.info(
+            "aof.loaded",
+            entries=replayed,
+            records=store.total,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+    if settings.seed_file and fresh:
+        if not await load_seed(app, settings.seed_file):
+            return
+    app.state.ready = True
+
+
+def _progress(done: int, total: int) -> None:
+    log.info("aof.progress", bytes_read=done, bytes_total=total)
+
+
+def _fatal(app: FastAPI, message: str) -> None:
+    """Stay not ready with the reason, and stop the server when one runs us."""
+    app.state.load_error = message
+    app.state.fatal = True
+    log.error("service.cannot_start", message=message)
+    stop = getattr(app.state, "stop_server", None)
+    if stop is not None:
+        stop()
+
+
+async def load_seed(app: FastAPI, path: str) -> bool:
+    """Load ``MEMDB_SEED_FILE`` (db.json shape); False when it cannot be loaded."""
     services: Services = app.state.services
     started = time.perf_counter()
     log.info("seed.loading", path=path)
@@ -72,11 +126,10 @@ async def load_seed(app: FastAPI, path: str) -> None:
         raw = await anyio.to_thread.run_sync(Path(path).read_bytes)
         plan = await anyio.to_thread.run_sync(services.imports.plan_bytes, raw)
         counts = await services.imports.apply(plan, mode="merge")
-    except (OSError, DomainError) as exc:
+    except (OSError, DomainError, JournalError) as exc:
         app.state.load_error = f"the seed file could not be loaded: {_describe(exc)}"
         log.error("seed.failed", path=path, error=_describe(exc))
-        return
-    app.state.ready = True
+        return False
     log.info(
         "seed.loaded",
         path=path,
@@ -84,6 +137,7 @@ async def load_seed(app: FastAPI, path: str) -> None:
         tables=len(counts),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )
+    return True
 
 
 def _describe(exc: Exception) -> str:
@@ -94,8 +148,8 @@ def _describe(exc: Exception) -> str:
         )
         return f"{exc.message}{where}"
     if isinstance(exc, OSError):
-        return exc.strerror or type(exc).__name__
-    return type(exc).__name__  # pragma: no cover
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
+    return str(exc)
 
 
 def build_runtime(app: FastAPI, settings: Settings) -> None:
@@ -171,14 +225,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "security.open",
                 message="MEMDB_API_KEYS is not set: the API is open to every client",
             )
-        seeding = None
-        if current.seed_file:
-            seeding = asyncio.create_task(load_seed(app, current.seed_file))
-        else:
-            app.state.ready = True
+        loading = asyncio.create_task(load_store(app, current))
         yield
-        if seeding is not None and not seeding.done():
-            seeding.cancel()
+        if not loading.done():
+            loading.cancel()
+        aof: AppendOnlyLog | None = getattr(app.state, "aof", None)
+        if aof is not None:
+            await aof.close()
+            log.info("aof.closed", synced_bytes=aof.synced)
         log.info("service.stopped")
 
     app = FastAPI(
@@ -197,8 +251,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1_router)
     install_docs(app)
     app.openapi = lambda: openapi_with_security(app)  # type: ignore[method-assign]
-    app.add_middleware(RequestContextMiddleware)
+    # the last added is the outermost: every answer, CORS preflights included,
+    # passes through the request context (request id, headers, log, metrics);
+    # refusals come from inside CORS, so browsers can read them
+    app.add_middleware(GuardMiddleware)
     app.add_middleware(SettingsCORSMiddleware)
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 

@@ -12,6 +12,7 @@ from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.query import QueryService
 from app.services.records import RecordService
+from app.services.stats import StatsService
 from app.services.tables import TableService
 from app.storage.memory import Store
 
@@ -23,6 +24,7 @@ class Services:
     tables: TableService
     queries: QueryService
     imports: ImportService
+    stats: StatsService
 
 
 def get_settings(request: Request) -> Settings:
@@ -60,6 +62,11 @@ def get_imports(request: Request) -> ImportService:
     return services.imports
 
 
+def get_stats(request: Request) -> StatsService:
+    services: Services = request.app.state.services
+    return services.stats
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 RecordsDep = Annotated[RecordService, Depends(get_records)]
@@ -67,6 +74,7 @@ JoinsDep = Annotated[JoinService, Depends(get_joins)]
 TablesDep = Annotated[TableService, Depends(get_tables)]
 QueriesDep = Annotated[QueryService, Depends(get_queries)]
 ImportsDep = Annotated[ImportService, Depends(get_imports)]
+StatsDep = Annotated[StatsService, Depends(get_stats)]
 
 TABLE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
 TableName = Annotated[

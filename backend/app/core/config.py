@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     persistence: Literal["none", "aof"] = "none"
     data_dir: str = "data"
     fsync: Literal["always", "everysec", "no"] = "everysec"
+    # Compact the log into a snapshot once it is this many percent of the last
+    # snapshot's size, and at least this large (as Redis's auto-aof-rewrite).
+    aof_rewrite_percent: int = Field(default=100, ge=1)
+    aof_rewrite_min_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     # Cost of the argon2id password hash. The defaults follow RFC 9106's
     # second recommended option; tests lower them to stay fast.
     argon2_time_cost: int = Field(default=3, ge=1)

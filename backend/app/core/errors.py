@@ -77,6 +77,11 @@ class NotReady(DomainError):
     code = "not_ready"
 
 
+class PersistenceUnavailable(DomainError):
+    status_code = 503
+    code = "persistence_unavailable"
+
+
 class StoreFull(DomainError):
     status_code = 507
     code = "insufficient_storage"

@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import DomainError
 from app.core.http import JSONBytes
+from app.storage.memory import JournalError
+
+log = structlog.get_logger("memdb.errors")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -126,7 +130,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
     )
 
 
+async def _journal_error(request: Request, exc: Exception) -> JSONBytes:
+    """A write the append-only log could not take. A failed append leaves the store
+    unchanged; a failed fsync stops every later write until the service restarts."""
+    log.error("aof.write_refused", error=str(exc), request_id=request_id_of(request))
+    return error_response(
+        request,
+        status=503,
+        code="persistence_unavailable",
+        message=f"the append-only log cannot take writes ({exc}); reads still work",
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(JournalError, _journal_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

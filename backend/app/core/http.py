@@ -40,14 +40,18 @@ def record_etag(record: Mapping[str, Any]) -> str:
     return etag_of(orjson.dumps(record))
 
 
-def etag_matches(header: str, etag: str) -> bool:
-    """Whether an ``If-Match``/``If-None-Match`` header names this entity tag."""
+def etag_matches(header: str, etag: str, *, weak: bool = True) -> bool:
+    """Whether an ``If-None-Match`` (weak comparison) or, with ``weak=False``, an
+    ``If-Match`` header (strong comparison: a ``W/`` tag never matches) names
+    this entity tag (RFC 9110 section 13.1)."""
     header = header.strip()
     if header == "*":
         return True
     for candidate in header.split(","):
         candidate = candidate.strip()
         if candidate.startswith("W/"):
+            if not weak:
+                continue
             candidate = candidate[2:]
         if candidate == etag:
             return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -123,7 +124,8 @@ class Metrics:
 def _percentile(ordered: list[float], fraction: float) -> float | None:
     if not ordered:
         return None
-    position = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    # nearest rank: the smallest sample with at least ``fraction`` of them at or below
+    position = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
     return round(ordered[position] * 1000, 3)
 
 

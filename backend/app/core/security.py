@@ -22,6 +22,7 @@ class ApiKeys:
         self._keys: list[tuple[bytes, Role]] = []
         for item in filter(None, (part.strip() for part in spec.split(","))):
             key, _, role = item.rpartition(":")
+            key, role = key.strip(), role.strip()
             if not key or role not in ("rw", "ro"):
                 raise ValueError("MEMDB_API_KEYS entries are <key>:rw or <key>:ro")
             self._keys.append((_digest(key), role))  # type: ignore[arg-type]

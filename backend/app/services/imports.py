@@ -99,6 +99,7 @@ class ImportService:
                 raise conflict_from(exc) from None
             except CapacityExceeded as exc:
                 raise StoreFull(str(exc)) from None
+        await self.store.sync()
         return {name: len(records) for name, records, _ in plan.tables}
 
     def _check_references(self, plan: ImportPlan, *, replace: bool) -> None:

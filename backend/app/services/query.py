@@ -86,7 +86,7 @@ def literal(raw: str) -> Any:
 
 
 def _int(param: str, raw: str, *, low: int, high: int | None) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 15:
         raise _bad(param, "must be a whole number")
     value = int(raw)
     if value < low or (high is not None and value > high):

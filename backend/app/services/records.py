@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -43,14 +44,19 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
 def _timestamp(value: Any, loc: Loc, errors: list[dict[str, Any]]) -> str:
     """An imported RFC 3339 timestamp, kept exactly as given."""
-    if isinstance(value, str):
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
         try:
-            parsed = datetime.fromisoformat(value)
+            datetime.fromisoformat(value)
         except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
+            pass
+        else:
             return value
     errors.append(
         field_error(loc, "an RFC 3339 timestamp with a time zone", "datetime")
@@ -76,7 +82,7 @@ def conflict_from(exc: DuplicateKey) -> Conflict:
         message = f"{exc.table}.{exc.field} must be unique; the value is already taken"
     return Conflict(
         message,
-        details=[field_error([exc.field], "already taken", "unique")],
+        details=[field_error(["body", "data", exc.field], "already taken", "unique")],
     )
 
 
@@ -127,6 +133,15 @@ class RecordService:
             records.append(record)
             passwords.append(password)
         raise_if(errors)
+        if any(passwords):
+            # refuse a taken id or email before paying for the password hashes;
+            # the insert below checks again, atomically
+            try:
+                self.store.check_insert(table, records)
+            except DuplicateKey as exc:
+                raise conflict_from(exc) from None
+            except CapacityExceeded as exc:
+                raise StoreFull(str(exc)) from None
         secrets = await self.hash_all(passwords)
         with self.store.lock:
             self.check_references(table, records, loc, bulk=bulk)
@@ -136,6 +151,7 @@ class RecordService:
                 raise conflict_from(exc) from None
             except CapacityExceeded as exc:
                 raise StoreFull(str(exc)) from None
+        await self.store.sync()
         return records
 
     def prepare_record(
@@ -252,7 +268,10 @@ class RecordService:
             )
         data = dict(data)
         if "id" in data:
-            if data.pop("id") != record_id:
+            given = data.pop("id")
+            if isinstance(given, int) and not isinstance(given, bool):
+                given = str(given)
+            if given != record_id:
                 raise ValidationFailed(
                     "the id of a record cannot change",
                     details=[
@@ -272,7 +291,9 @@ class RecordService:
             )
         for _attempt in range(_RETRIES):
             old = self.read_record(table, record_id)
-            if if_match is not None and not etag_matches(if_match, record_etag(old)):
+            if if_match is not None and not etag_matches(
+                if_match, record_etag(old), weak=False
+            ):
                 raise PreconditionFailed(
                     "the record has changed (If-Match does not match)"
                 )
@@ -300,6 +321,7 @@ class RecordService:
                     ) from None
                 except DuplicateKey as exc:
                     raise conflict_from(exc) from None
+            await self.store.sync()
             return new
         raise Conflict("the record is changing too fast; try again")  # pragma: no cover
 
@@ -327,12 +349,14 @@ class RecordService:
 
     # -- delete ------------------------------------------------------------
 
-    def delete_record(
+    async def delete_record(
         self, table: str, record_id: str, *, if_match: str | None
     ) -> None:
         with self.store.lock:
             old = self.read_record(table, record_id)
-            if if_match is not None and not etag_matches(if_match, record_etag(old)):
+            if if_match is not None and not etag_matches(
+                if_match, record_etag(old), weak=False
+            ):
                 raise PreconditionFailed(
                     "the record has changed (If-Match does not match)"
                 )
@@ -348,8 +372,9 @@ class RecordService:
                         ],
                     )
             self.store.delete(table, record_id)
+        await self.store.sync()
 
-    def drop_table(self, table: str) -> None:
+    async def drop_table(self, table: str) -> None:
         """Drop a table. A built-in table is emptied instead, keeping schema and indexes."""
         check_table_name(table)
         with self.store.lock:
@@ -357,10 +382,11 @@ class RecordService:
                 raise NotFound(f"no table named {table!r}")
             if table not in BUILTIN_SCHEMAS:
                 self.store.drop(table)
-                return
-            if table == "users" and self.store.require("orders").records:
+            elif table == "users" and self.store.require("orders").records:
                 raise Conflict("orders still reference users; drop orders first")
-            self.store.clear(table)
+            else:
+                self.store.clear(table)
+        await self.store.sync()
 
 
 def is_valid_path_id(record_id: str) -> bool:

@@ -48,7 +48,9 @@ class TableService:
             for name, count, indexes in tables
         ]
 
-    def create_index(self, table: str, field: str, *, unique: bool) -> dict[str, Any]:
+    async def create_index(
+        self, table: str, field: str, *, unique: bool
+    ) -> dict[str, Any]:
         """A hash index on ``field``; 409 when it exists or, unique, meets duplicates."""
         check_table_name(table)
         if field.split(".")[0] == "password":
@@ -72,9 +74,10 @@ class TableService:
                         field_error(["body", "field"], "duplicate values", "unique")
                     ],
                 ) from None
+        await self.store.sync()
         return {"field": field, "unique": unique, "builtin": False}
 
-    def drop_index(self, table: str, field: str) -> None:
+    async def drop_index(self, table: str, field: str) -> None:
         check_table_name(table)
         if (table, field) in _BUILTIN_INDEX_NAMES:
             raise Conflict(f"{table}.{field} is a built-in index and cannot be dropped")
@@ -85,6 +88,7 @@ class TableService:
                 self.store.drop_index(table, field)
             except UnknownIndex:
                 raise NotFound(f"{table}.{field} is not indexed") from None
+        await self.store.sync()
 
     def dump_table(self, table: str) -> list[Record]:
         """Every record of one table, as they are at one instant."""

@@ -17,7 +17,18 @@ def json_key(value: Any) -> Hashable:
         return (bool, value)
     if isinstance(value, (int, float)):
         return value
-    return (list, orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+    return (list, orjson.dumps(_canonical(value), option=orjson.OPT_SORT_KEYS))
+
+
+def _canonical(value: Any) -> Any:
+    """Nested numbers as JSON sees them: ``1.0`` is written ``1``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
 
 
 def split_path(path: str) -> tuple[str, ...]:

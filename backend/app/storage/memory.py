@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
 
 from app.storage.index import HashIndex
 from app.storage.keys import MISSING, resolve
@@ -59,6 +59,10 @@ class StaleRecord(StoreError):
     """The record changed since the version the writer read."""
 
 
+class JournalError(StoreError):
+    """The journal (the append-only log) could not take a change; nothing changed."""
+
+
 class Table:
     """One table: records by id in insertion order, plus its indexes."""
 
@@ -95,6 +99,7 @@ class Store:
         self.total = 0
         self.tables: dict[str, Table] = {}
         self.journal: Journal | None = None
+        self.durable: Callable[[], Awaitable[None]] | None = None
 
     # -- reads -------------------------------------------------------------
 
@@ -129,8 +134,8 @@ class Store:
         with self.lock:
             table = self.tables.get(name)
             if table is None:
-                table = self.tables[name] = Table(name)
                 self._emit({"op": "create_table", "table": name})
+                table = self.tables[name] = Table(name)
             return table
 
     def insert(
@@ -176,6 +181,10 @@ class Store:
             if expected is not None and old is not expected:
                 raise StaleRecord(record_id)
             self._check_unique(table, [record], replacing=True)
+            op: dict[str, Any] = {"op": "replace", "table": name, "record": record}
+            if secret is not MISSING:
+                op["secret"] = secret
+            self._emit(op)
             for index in table.indexes.values():
                 old_key, new_key = index.key_of(old), index.key_of(record)
                 if old_key != new_key or type(old_key) is not type(new_key):
@@ -184,39 +193,36 @@ class Store:
             table.records[record_id] = record
             if secret is not MISSING:
                 self._set_secret(table, record_id, secret)
-            self._emit(
-                {"op": "put", "table": name, "records": [record]}
-                | self._secret_field(secret)
-            )
             return old
 
     def delete(self, name: str, record_id: str) -> Record:
         with self.lock:
             table = self.require(name)
-            old = table.records.pop(record_id, None)
-            if old is None:
+            if record_id not in table.records:
                 raise UnknownRecord(record_id)
+            self._emit({"op": "delete", "table": name, "id": record_id})
+            old = table.records.pop(record_id)
             for index in table.indexes.values():
                 index.remove(record_id, index.key_of(old))
             if table.seq is not None:
                 del table.seq[record_id]
             table.secrets.pop(record_id, None)
             self.total -= 1
-            self._emit({"op": "delete", "table": name, "id": record_id})
             return old
 
     def drop(self, name: str) -> None:
         """Remove a table with its records and indexes."""
         with self.lock:
             table = self.require(name)
+            self._emit({"op": "drop", "table": name})
             self.total -= len(table.records)
             del self.tables[name]
-            self._emit({"op": "drop", "table": name})
 
     def clear(self, name: str) -> None:
         """Remove every record of a table, keeping the table and its indexes."""
         with self.lock:
             table = self.require(name)
+            self._emit({"op": "clear", "table": name})
             self.total -= len(table.records)
             table.records.clear()
             table.secrets.clear()
@@ -224,7 +230,6 @@ class Store:
                 index.clear()
             if table.seq is not None:
                 table.seq.clear()
-            self._emit({"op": "clear", "table": name})
 
     def load(
         self,
@@ -257,16 +262,6 @@ class Store:
                 raise CapacityExceeded(
                     f"the store holds {self.total} of at most {self.max_records} records"
                 )
-            journal, self.journal = self.journal, None
-            try:
-                for name, records, secrets in batches:
-                    if name not in self.tables:
-                        self.create_table(name)
-                    elif replace:
-                        self.clear(name)
-                    self._put(name, records, secrets, upsert=True)
-            finally:
-                self.journal = journal
             self._emit(
                 {
                     "op": "load",
@@ -276,6 +271,19 @@ class Store:
                     ],
                 }
             )
+            journal, self.journal = self.journal, None
+            try:
+                # empty every replaced table first: the room they free is what
+                # the capacity check above counted on
+                for name, _, _ in batches:
+                    if name not in self.tables:
+                        self.create_table(name)
+                    elif replace:
+                        self.clear(name)
+                for name, records, secrets in batches:
+                    self._put(name, records, secrets, upsert=True, checked=True)
+            finally:
+                self.journal = journal
 
     def create_index(self, name: str, field: str, *, unique: bool = False) -> HashIndex:
         """Build an index over the table's records; a unique one refuses duplicates."""
@@ -291,25 +299,55 @@ class Store:
                     if holder is not None:
                         raise DuplicateKey(name, field, resolve_field(record, index))
                 index.add(record_id, key)
+            self._emit(
+                {"op": "create_index", "table": name, "field": field, "unique": unique}
+            )
             if table.seq is None:
                 table.seq = {rid: i for i, rid in enumerate(table.records)}
                 table.next_seq = max(table.next_seq, len(table.records))
             table.indexes[field] = index
-            self._emit(
-                {"op": "create_index", "table": name, "field": field, "unique": unique}
-            )
             return index
 
     def drop_index(self, name: str, field: str) -> None:
         with self.lock:
             table = self.require(name)
-            if table.indexes.pop(field, None) is None:
+            if field not in table.indexes:
                 raise UnknownIndex(field)
+            self._emit({"op": "drop_index", "table": name, "field": field})
+            del table.indexes[field]
             if not table.indexes:
                 table.seq = None
-            self._emit({"op": "drop_index", "table": name, "field": field})
 
     # -- internals ---------------------------------------------------------
+
+    def check_insert(self, name: str, records: Sequence[Record]) -> None:
+        """Raise what ``insert`` would raise for these records, writing nothing."""
+        with self.lock:
+            self._check_put(name, records, upsert=False)
+
+    def _check_put(self, name: str, records: Sequence[Record], *, upsert: bool) -> int:
+        """Ids, capacity and unique indexes for a put; returns the records it adds."""
+        table = self.tables.get(name)
+        existing = table.records if table is not None else {}
+        batch_ids: set[str] = set()
+        added = 0
+        for record in records:
+            record_id = record["id"]
+            if record_id in batch_ids:
+                raise DuplicateKey(name, "id", record_id)
+            batch_ids.add(record_id)
+            if record_id in existing:
+                if not upsert:
+                    raise DuplicateKey(name, "id", record_id)
+            else:
+                added += 1
+        if self.total + added > self.max_records:
+            raise CapacityExceeded(
+                f"the store holds {self.total} of at most {self.max_records} records"
+            )
+        if table is not None:
+            self._check_unique(table, records, replacing=upsert)
+        return added
 
     def _put(
         self,
@@ -318,38 +356,26 @@ class Store:
         secrets: Sequence[Secret | None] | None,
         *,
         upsert: bool,
+        checked: bool = False,
     ) -> None:
         with self.lock:
             table = self.tables.get(name)
-            existing = table.records if table is not None else {}
-            batch_ids: set[str] = set()
-            added = 0
-            for record in records:
-                record_id = record["id"]
-                if record_id in batch_ids:
-                    raise DuplicateKey(name, "id", record_id)
-                batch_ids.add(record_id)
-                if record_id in existing:
-                    if not upsert:
-                        raise DuplicateKey(name, "id", record_id)
-                else:
-                    added += 1
-            if self.total + added > self.max_records:
-                raise CapacityExceeded(
-                    f"the store holds {self.total} of at most {self.max_records} records"
-                )
+            if checked:
+                existing = table.records if table is not None else {}
+                added = sum(1 for r in records if r["id"] not in existing)
+            else:
+                added = self._check_put(name, records, upsert=upsert)
+            op: dict[str, Any] = {"op": "put", "table": name, "records": list(records)}
+            if secrets is not None and any(s is not None for s in secrets):
+                op["secrets"] = list(secrets)
+            self._emit(op)
             if table is None:
-                table = self.create_table(name)
-            self._check_unique(table, records, replacing=upsert)
+                table = self.tables[name] = Table(name)
             for position, record in enumerate(records):
                 self._apply(table, record)
                 if secrets is not None and secrets[position] is not None:
                     self._set_secret(table, record["id"], secrets[position])
             self.total += added
-            op: dict[str, Any] = {"op": "put", "table": name, "records": list(records)}
-            if secrets is not None and any(s is not None for s in secrets):
-                op["secrets"] = list(secrets)
-            self._emit(op)
 
     def _apply(self, table: Table, record: Record) -> None:
         record_id = record["id"]
@@ -405,13 +431,47 @@ class Store:
         else:
             table.secrets.pop(record_id, None)
 
-    @staticmethod
-    def _secret_field(secret: Secret | None | Any) -> dict[str, Any]:
-        return {} if secret is MISSING else {"secrets": [secret]}
-
     def _emit(self, op: dict[str, Any]) -> None:
+        """Hand a change to the journal before it is applied: a change the journal
+        refuses (``JournalError``) is not applied."""
         if self.journal is not None:
             self.journal(op)
+
+    async def sync(self) -> None:
+        """Wait until the changes made so far are as durable as the journal promises."""
+        if self.journal is not None and self.durable is not None:
+            await self.durable()
+
+    def apply(self, op: dict[str, Any]) -> None:
+        """Replay one journal entry (from the log or a snapshot), without journaling."""
+        kind = op["op"]
+        name = op.get("table", "")
+        if kind == "put":
+            self.upsert(name, op["records"], secrets=op.get("secrets"))
+        elif kind == "replace":
+            extra = {"secret": op["secret"]} if "secret" in op else {}
+            table = self.tables.get(name)
+            if table is not None and op["record"]["id"] in table.records:
+                self.replace(name, op["record"], **extra)
+            else:
+                self.upsert(name, [op["record"]], secrets=[extra.get("secret")])
+        elif kind == "delete":
+            self.delete(name, op["id"])
+        elif kind == "drop":
+            self.drop(name)
+        elif kind == "clear":
+            self.clear(name)
+        elif kind == "create_table":
+            self.create_table(name)
+        elif kind == "create_index":
+            if op["field"] not in self.require(name).indexes:
+                self.create_index(name, op["field"], unique=op["unique"])
+        elif kind == "drop_index":
+            self.drop_index(name, op["field"])
+        elif kind == "load":
+            self.load([tuple(b) for b in op["batches"]], replace=op["replace"])
+        else:
+            raise ValueError(f"unknown journal entry {kind!r}")
 
     # -- sizes -------------------------------------------------------------
 

@@ -83,6 +83,21 @@ def test_removing_what_is_not_there_changes_nothing() -> None:
     index.remove("a", "y")
     index.remove("a", MISSING)
     assert index.groups == {"x": "a", "y": {"b", "c"}}
+    assert index.entries() == 3
+
+
+def test_clear_empties_the_index() -> None:
+    index = HashIndex("g", unique=False)
+    for record_id, key in (("a", "x"), ("b", "x"), ("c", "y"), ("d", None)):
+        index.add(record_id, key)
+    assert index.entries() == 4
+    index.clear()
+    assert index.groups == {}
+    assert index.entries() == 0
+    assert index.size("x") == 0
+    index.add("a", "x")
+    assert index.groups == {"x": "a"}
+    assert index.entries() == 1
 
 
 def test_missing_is_not_indexed_and_null_is() -> None:

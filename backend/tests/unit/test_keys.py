@@ -77,7 +77,7 @@ def test_values_that_differ_as_json_have_different_keys(a: Any, b: Any) -> None:
 
 
 def test_keys_are_hashable_for_every_json_type() -> None:
-    values = [None, True, 0, 1.5, "s", [1, [2]], {"a": {"b": []}}]
+    values: list[Any] = [None, True, 0, 1.5, "s", [1, [2]], {"a": {"b": []}}]
     keys = {json_key(v) for v in values}
     assert len(keys) == len(values)
 
@@ -85,7 +85,7 @@ def test_keys_are_hashable_for_every_json_type() -> None:
 @settings(max_examples=100, deadline=None)
 @given(json_pairs())
 def test_keys_are_equal_exactly_when_the_values_are_equal_as_json(
-    pair: tuple[Any, Any]
+    pair: tuple[Any, Any],
 ) -> None:
     a, b = pair
     assert (json_key(a) == json_key(b)) == json_equal(a, b)

@@ -229,7 +229,7 @@ async def delete_record(
     if_match: IfMatch = None,
 ) -> Response:
     """Delete one record. A user who still has orders cannot be deleted (409)."""
-    records.delete_record(table, record_id, if_match=if_match)
+    await records.delete_record(table, record_id, if_match=if_match)
     return Response(status_code=204)
 
 
@@ -242,5 +242,5 @@ async def delete_record(
 )
 async def drop_table(table: TableName, records: RecordsDep) -> Response:
     """Drop a table and its records. Built-in tables are emptied, keeping schema and indexes."""
-    records.drop_table(table)
+    await records.drop_table(table)
     return Response(status_code=204)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.deps import StoreDep
+from app.api.deps import StatsDep
 from app.api.responses import errors
 from app.core.http import json_response
-from app.core.metrics import Metrics, rss_bytes
+from app.core.metrics import Metrics
 from app.schemas.records import StatsOut
 
 router = APIRouter(prefix="/api/v1/stats", tags=["operations"])
@@ -23,28 +23,15 @@ router = APIRouter(prefix="/api/v1/stats", tags=["operations"])
         **errors(),
     },
 )
-async def read_stats(request: Request, store: StoreDep) -> Response:
+async def read_stats(request: Request, stats: StatsDep) -> Response:
     """Records and index entries per table, the store's memory estimate and the
     process RSS, uptime, and per-route request counts with p50/p95/p99 latency
     over each route's latest 1024 requests."""
     metrics: Metrics = request.app.state.runtime.metrics
-    with store.lock:
-        tables = {
-            name: {
-                "count": len(t.records),
-                "indexes": {i.field: i.entries() for i in t.indexes.values()},
-            }
-            for name, t in store.tables.items()
-        }
     return json_response(
         {
             "uptime_s": round(metrics.uptime(), 3),
-            "records": sum(t["count"] for t in tables.values()),
-            "tables": tables,
-            "memory": {
-                "estimate_bytes": store.memory_estimate(),
-                "rss_bytes": rss_bytes(),
-            },
+            **stats.store_stats(),
             "requests": metrics.route_summary(),
         }
     )

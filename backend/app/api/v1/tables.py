@@ -59,7 +59,7 @@ async def create_index(
                 for e in exc.errors(include_url=False, include_input=False)
             ],
         ) from None
-    index = tables.create_index(table, spec.field, unique=spec.unique)
+    index = await tables.create_index(table, spec.field, unique=spec.unique)
     return json_response(index, status_code=201)
 
 
@@ -76,5 +76,5 @@ async def drop_index(
     tables: TablesDep,
 ) -> Response:
     """Drop an index. The built-in ones (users.email, orders.user_id) stay: 409."""
-    tables.drop_index(table, field)
+    await tables.drop_index(table, field)
     return Response(status_code=204)

@@ -1,0 +1,519 @@
+"""Durability: an append-only log of every change, compacted into snapshots.
+
+Files in the data directory, by generation ``g``:
+
+* ``snapshot.<g>.db``: the whole store at one instant, as journal entries;
+* ``appendonly.<g>.aof``: every change made after that instant.
+
+Each line of either file is ``<crc32 as 8 hex digits> <JSON entry>\\n``. The
+state is the newest complete snapshot plus every log of its generation or
+later, replayed in order. Compaction opens the next generation's log under the
+store's lock (so no change falls between), writes the new snapshot to a
+temporary file, fsyncs it, renames it into place and fsyncs the directory; the
+rename is the commit point, and only then are older files removed. A crash at
+any moment therefore leaves a loadable state that holds every logged change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import orjson
+import structlog
+
+from app.storage.memory import JournalError, Store
+
+log = structlog.get_logger("memdb.aof")
+
+Fsync = Literal["always", "everysec", "no"]
+_SNAPSHOT = re.compile(r"snapshot\.(\d+)\.db")
+_LOG = re.compile(r"appendonly\.(\d+)\.aof")
+_CHUNK = 1000
+CRASH_ENV = "MEMDB_CRASH_AT"
+
+
+class CorruptLog(Exception):
+    """A record in the middle of a file is damaged: the service must not start."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(
+            f"{path.name}: damaged record at byte offset {offset} ({reason})"
+        )
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+def crash_point(step: str) -> None:
+    """Fault injection for the crash tests: exit abruptly at the named step."""
+    if os.environ.get(CRASH_ENV) == step:
+        os._exit(137)
+
+
+def frame(entry: dict[str, Any]) -> bytes:
+    body = orjson.dumps(entry)
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+@dataclass
+class Scan:
+    """What reading one file found: its entries and where the good part ends."""
+
+    path: Path
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    good_bytes: int = 0
+    size: int = 0
+    torn: str | None = None  # why the tail was dropped, if it was
+
+
+def scan(path: Path, *, last: bool) -> Scan:
+    """Read a log or snapshot file, checking every record's checksum.
+
+    A damaged record at the very end of the newest log is a torn write and is
+    reported in ``torn``; anywhere else it raises ``CorruptLog``.
+    """
+    data = path.read_bytes()
+    result = Scan(path, size=len(data))
+    offset = 0
+    while offset < len(data):
+        end = data.find(b"\n", offset)
+        line = data[offset:] if end < 0 else data[offset:end]
+        reason = _check(line) if end >= 0 else "no line end"
+        if reason is None:
+            result.entries.append(orjson.loads(line[9:]))
+            offset = end + 1
+            result.good_bytes = offset
+            continue
+        if last and (end < 0 or end + 1 == len(data)):
+            result.torn = reason
+            return result
+        raise CorruptLog(path, offset, reason)
+    return result
+
+
+def _check(line: bytes) -> str | None:
+    if len(line) < 10 or line[8:9] != b" ":
+        return "malformed record"
+    try:
+        expected = int(line[:8], 16)
+    except ValueError:
+        return "malformed checksum"
+    if zlib.crc32(line[9:]) != expected:
+        return "checksum mismatch"
+    try:
+        entry = orjson.loads(line[9:])
+    except orjson.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(entry, dict) or "op" not in entry:
+        return "not a journal entry"
+    return None
+
+
+@dataclass
+class Files:
+    snapshots: dict[int, Path]
+    logs: dict[int, Path]
+
+
+def list_files(directory: Path) -> Files:
+    snapshots: dict[int, Path] = {}
+    logs: dict[int, Path] = {}
+    for path in directory.iterdir():
+        if match := _SNAPSHOT.fullmatch(path.name):
+            snapshots[int(match[1])] = path
+        elif match := _LOG.fullmatch(path.name):
+            logs[int(match[1])] = path
+    return Files(snapshots, logs)
+
+
+@dataclass
+class Plan:
+    """The files to load, oldest first, and the generation to go on writing."""
+
+    snapshot: Path | None
+    base: int
+    logs: list[Path]
+    generation: int
+
+
+def recovery_plan(directory: Path) -> Plan:
+    files = list_files(directory)
+    base = max(files.snapshots) if files.snapshots else None
+    first = base if base is not None else min(files.logs, default=0)
+    logs = [files.logs[g] for g in sorted(files.logs) if g >= first]
+    generation = max([first, *files.logs])
+    snapshot = files.snapshots[base] if base is not None else None
+    return Plan(snapshot, first, logs, generation)
+
+
+def check(directory: Path) -> list[str]:
+    """Findings of a check of the data directory, one line each (empty: all good)."""
+    plan = recovery_plan(directory)
+    findings: list[str] = []
+    paths = ([plan.snapshot] if plan.snapshot else []) + plan.logs
+    for position, path in enumerate(paths):
+        try:
+            found = scan(path, last=position == len(paths) - 1)
+        except CorruptLog as exc:
+            findings.append(f"{exc} of {path.stat().st_size} bytes")
+            continue
+        if found.torn:
+            findings.append(
+                f"{path.name}: torn last record at byte offset {found.good_bytes} "
+                f"({found.torn}); {found.size - found.good_bytes} bytes would be dropped"
+            )
+        if path == plan.snapshot and (
+            not found.entries or found.entries[-1]["op"] != "end"
+        ):
+            findings.append(f"{path.name}: the snapshot is incomplete")
+    return findings
+
+
+def repair(directory: Path) -> list[str]:
+    """Truncate every damaged log at its first bad record (like redis-check-aof --fix)."""
+    done: list[str] = []
+    plan = recovery_plan(directory)
+    for path in plan.logs:
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            end = data.find(b"\n", offset)
+            if end < 0 or _check(data[offset:end]) is not None:
+                break
+            offset = end + 1
+        if offset < len(data):
+            with path.open("r+b") as handle:
+                handle.truncate(offset)
+                handle.flush()
+                os.fsync(handle.fileno())
+            done.append(
+                f"{path.name}: truncated to {offset} bytes (dropped {len(data) - offset})"
+            )
+    return done
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AppendOnlyLog:
+    """The store's journal: appends each change before it is applied.
+
+    ``append`` runs under the store's lock, so lines are in commit order. With
+    ``always``, writers then await ``wait_durable``: one fsync covers every line
+    written before it started (group commit). ``everysec`` fsyncs from a
+    background task about once a second; ``no`` leaves it to the OS.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: Fsync,
+        rewrite_percent: int = 100,
+        rewrite_min_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self.rewrite_percent = rewrite_percent
+        self.rewrite_min_bytes = rewrite_min_bytes
+        self.generation = 0
+        self.fd: int | None = None
+        self.written = 0  # bytes appended since start, across files
+        self.synced = 0  # of those, bytes known to be on disk
+        self.log_bytes = 0  # size of the current log file
+        self.base_bytes = 0  # size of the snapshot the current log follows
+        self.failure: str | None = None
+        self.store: Store | None = None
+        self._sync_lock = threading.Lock()
+        self._syncing: asyncio.Future[None] | None = None
+        self._compacting = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- startup -----------------------------------------------------------
+
+    def recover(
+        self, store: Store, *, progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Load the newest snapshot and replay the logs after it into ``store``.
+
+        A torn last record is dropped (the file is truncated to the last good
+        record) with a warning; damage anywhere else raises ``CorruptLog``.
+        Returns the number of entries replayed.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in self.directory.glob("*.tmp"):
+            leftover.unlink()
+        plan = recovery_plan(self.directory)
+        paths = ([plan.snapshot] if plan.snapshot else []) + plan.logs
+        total = sum(p.stat().st_size for p in paths)
+        seen = replayed = 0
+        last_report = time.monotonic()
+        for position, path in enumerate(paths):
+            found = scan(path, last=position == len(paths) - 1)
+            if path == plan.snapshot and (
+                not found.entries or found.entries[-1]["op"] != "end"
+            ):
+                raise CorruptLog(path, found.good_bytes, "the snapshot is incomplete")
+            for entry in found.entries:
+                if entry["op"] not in ("snapshot", "end"):
+                    store.apply(entry)
+                    replayed += 1
+            seen += found.size
+            if found.torn:
+                log.warning(
+                    "aof.torn_tail",
+                    file=path.name,
+                    offset=found.good_bytes,
+                    dropped_bytes=found.size - found.good_bytes,
+                    reason=found.torn,
+                )
+                with path.open("r+b") as handle:
+                    handle.truncate(found.good_bytes)
+                    os.fsync(handle.fileno())
+            if progress is not None and time.monotonic() - last_report > 1:
+                progress(seen, total)
+                last_report = time.monotonic()
+        self.generation = plan.generation
+        self.base_bytes = plan.snapshot.stat().st_size if plan.snapshot else 0
+        if plan.snapshot is not None:
+            # files older than the snapshot are no longer needed
+            self._remove_older(plan.base)
+        return replayed
+
+    def open(self, store: Store) -> None:
+        """Start appending to the current generation's log and journal ``store``."""
+        self.store = store
+        path = self.directory / f"appendonly.{self.generation}.aof"
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self.log_bytes = os.fstat(self.fd).st_size
+            _fsync_directory(self.directory)
+        except OSError as exc:
+            self.failure = f"cannot open the log: {exc.strerror}"
+            log.error("aof.unavailable", file=path.name, error=exc.strerror)
+        store.journal = self.append
+        store.durable = self.wait_durable
+
+    # -- writing -----------------------------------------------------------
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Write one entry; raises ``JournalError`` (and nothing is applied) if it fails."""
+        if self.failure is not None or self.fd is None:
+            raise JournalError(self.failure or "the log is closed")
+        line = frame(entry)
+        try:
+            written = os.write(self.fd, line)
+        except OSError as exc:
+            self._undo_partial()
+            raise JournalError(f"cannot write the log: {exc.strerror}") from None
+        if written != len(line):
+            self._undo_partial()
+            raise JournalError("cannot write the log: short write")
+        self.written += written
+        self.log_bytes += written
+
+    def _undo_partial(self) -> None:
+        """Cut a partly written line off, so that the next one starts clean."""
+        assert self.fd is not None
+        try:
+            os.ftruncate(self.fd, self.log_bytes)
+        except OSError as exc:
+            self.failure = (
+                f"the log could not be repaired after a failed write: {exc.strerror}"
+            )
+            log.error("aof.failed", error=exc.strerror)
+
+    async def wait_durable(self) -> None:
+        """With ``always``: return once everything written so far is fsynced."""
+        if self.fsync != "always":
+            return
+        target = self.written
+        while self.synced < target:
+            if self.failure is not None or self.fd is None:
+                raise JournalError(self.failure or "the log is closed")
+            if self._syncing is None:
+                self._syncing = asyncio.ensure_future(self._sync_now())
+            syncing = self._syncing
+            await asyncio.shield(syncing)
+        if self.failure is not None:
+            raise JournalError(self.failure)
+
+    async def _sync_now(self) -> None:
+        try:
+            await asyncio.to_thread(self.sync)
+        finally:
+            self._syncing = None
+
+    def sync(self) -> None:
+        """fsync the log, covering every byte written before the call."""
+        with self._sync_lock:
+            target, fd = self.written, self.fd
+            if fd is None or self.synced >= target:
+                return
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self.failure = f"cannot fsync the log: {exc.strerror}"
+                log.error("aof.failed", error=exc.strerror)
+                return
+            self.synced = max(self.synced, target)
+
+    # -- background work ---------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._every_second()))
+
+    async def _every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            if self.fsync == "everysec" and self.synced < self.written:
+                await asyncio.to_thread(self.sync)
+            if self.should_compact():
+                await self.compact()
+
+    def should_compact(self) -> bool:
+        if self._compacting or self.failure is not None:
+            return False
+        grown = self.log_bytes * 100 > self.base_bytes * self.rewrite_percent
+        return self.log_bytes >= self.rewrite_min_bytes and grown
+
+    async def compact(self) -> None:
+        """Write a snapshot of the store and start a fresh log, without stopping
+        writers for longer than it takes to copy the lists of record references."""
+        if self._compacting or self.store is None:
+            return
+        self._compacting = True
+        started = time.perf_counter()
+        try:
+            state = self._rotate()
+            crash_point("after-rotate")
+            size = await asyncio.to_thread(self._write_snapshot, *state)
+            self.base_bytes = size
+            self._remove_older(state[0])
+            log.info(
+                "aof.compacted",
+                generation=state[0],
+                snapshot_bytes=size,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        except OSError as exc:
+            log.error("aof.compaction_failed", error=exc.strerror)
+        finally:
+            self._compacting = False
+
+    def _rotate(
+        self,
+    ) -> tuple[int, list[tuple[str, list[Any], dict[str, Any], list[Any]]]]:
+        """Under the store's lock: capture the state and switch to the next log."""
+        assert self.store is not None
+        store = self.store
+        with store.lock:
+            generation = self.generation + 1
+            path = self.directory / f"appendonly.{generation}.aof"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            _fsync_directory(self.directory)
+            old = self.fd
+            if old is not None:
+                os.fsync(old)
+            self.synced = self.written
+            self.fd, self.generation, self.log_bytes = fd, generation, 0
+            state = [
+                (
+                    name,
+                    list(table.records.values()),
+                    dict(table.secrets),
+                    [(i.field, i.unique) for i in table.indexes.values()],
+                )
+                for name, table in store.tables.items()
+            ]
+        if old is not None:
+            os.close(old)
+        return generation, state
+
+    def _write_snapshot(
+        self,
+        generation: int,
+        state: list[tuple[str, list[Any], dict[str, Any], list[Any]]],
+    ) -> int:
+        final = self.directory / f"snapshot.{generation}.db"
+        temporary = final.with_name(final.name + ".tmp")
+        count = 0
+        with temporary.open("wb") as out:
+            out.write(frame({"op": "snapshot", "version": 1, "generation": generation}))
+            for entry in snapshot_entries(state):
+                out.write(frame(entry))
+                count += len(entry.get("records", ()))
+            out.write(frame({"op": "end", "records": count}))
+            out.flush()
+            crash_point("before-snapshot-fsync")
+            os.fsync(out.fileno())
+        crash_point("before-snapshot-rename")
+        os.replace(temporary, final)
+        _fsync_directory(self.directory)
+        crash_point("after-snapshot-rename")
+        return final.stat().st_size
+
+    def _remove_older(self, generation: int) -> None:
+        files = list_files(self.directory)
+        removed = False
+        for older in [*files.snapshots.items(), *files.logs.items()]:
+            if older[0] < generation:
+                older[1].unlink(missing_ok=True)
+                removed = True
+        if removed:
+            _fsync_directory(self.directory)
+
+    # -- shutdown ----------------------------------------------------------
+
+    async def close(self) -> None:
+        """Flush and fsync the log; called when the service stops."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        if self.fd is not None:
+            self.sync()
+            os.close(self.fd)
+            self.fd = None
+        if self.store is not None:
+            self.store.journal = None
+            self.store.durable = None
+
+
+def snapshot_entries(
+    state: list[tuple[str, list[Any], dict[str, Any], list[Any]]],
+) -> Iterator[dict[str, Any]]:
+    """The journal entries that rebuild ``state``: tables, indexes, records in chunks."""
+    for name, records, secrets, indexes in state:
+        yield {"op": "create_table", "table": name}
+        for field_name, unique in indexes:
+            yield {
+                "op": "create_index",
+                "table": name,
+                "field": field_name,
+                "unique": unique,
+            }
+        for start in range(0, len(records), _CHUNK):
+            chunk = records[start : start + _CHUNK]
+            entry: dict[str, Any] = {"op": "put", "table": name, "records": chunk}
+            chunk_secrets = [secrets.get(r["id"]) for r in chunk]
+            if any(s is not None for s in chunk_secrets):
+                entry["secrets"] = chunk_secrets
+            yield entry

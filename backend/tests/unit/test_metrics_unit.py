@@ -1,0 +1,179 @@
+"""app.core.metrics: percentiles, the per-route summary and the store gauges."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client import generate_latest
+
+from app.core.metrics import Metrics, _percentile, rss_bytes
+from app.storage.memory import Store
+
+
+def _metrics() -> Metrics:
+    return Metrics(Store(max_records=100), started=time.monotonic())
+
+
+def _seconds(*ms: int) -> list[float]:
+    return [m / 1000 for m in ms]
+
+
+# -- _percentile -----------------------------------------------------------
+
+
+def test_no_samples_have_no_percentile() -> None:
+    assert _percentile([], 0.5) is None
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.95, 0.99, 1.0])
+def test_one_sample_is_every_percentile(fraction: float) -> None:
+    assert _percentile([0.0042], fraction) == 4.2
+
+
+def test_the_answer_is_in_milliseconds_rounded_to_microseconds() -> None:
+    assert _percentile([0.00123456], 0.5) == 1.235
+
+
+@pytest.mark.parametrize(
+    ("count", "fraction", "rank"),
+    [
+        (2, 0.5, 1),
+        (3, 0.5, 2),
+        (4, 0.5, 2),
+        (6, 0.5, 3),
+        (10, 0.5, 5),
+        (11, 0.5, 6),
+        (20, 0.95, 19),
+        (21, 0.95, 20),
+        (100, 0.95, 95),
+        (100, 0.99, 99),
+        (1000, 0.99, 990),
+        (1024, 0.5, 512),
+        (1024, 0.99, 1014),
+    ],
+)
+def test_the_percentile_is_the_nearest_rank(
+    count: int, fraction: float, rank: int
+) -> None:
+    """The smallest sample with at least ``fraction`` of the samples at or below
+    it: the sample of rank ceil(fraction * count)."""
+    ordered = _seconds(*range(1, count + 1))
+    assert _percentile(ordered, fraction) == float(rank)
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 17, 100, 1024])
+def test_percentiles_are_samples_and_ordered(count: int) -> None:
+    ordered = sorted(_seconds(*((n * 37) % 101 for n in range(count))))
+    values = [_percentile(ordered, f) for f in (0.0, 0.5, 0.95, 0.99, 1.0)]
+    assert all(v is not None for v in values)
+    assert values == sorted(values)  # type: ignore[type-var]
+    assert values[0] == round(ordered[0] * 1000, 3)
+    assert values[-1] == round(ordered[-1] * 1000, 3)
+    assert {round(x * 1000, 3) for x in ordered} >= set(values)
+
+
+# -- route_summary ---------------------------------------------------------
+
+
+def test_a_new_registry_has_no_routes() -> None:
+    assert _metrics().route_summary() == []
+
+
+def test_the_summary_counts_per_method_and_route() -> None:
+    metrics = _metrics()
+    for ms in (1, 2, 3, 4):
+        metrics.observe("GET", "/b", 200, ms / 1000)
+    metrics.observe("POST", "/b", 201, 0.010)
+    metrics.observe("GET", "/a", 404, 0.005)
+
+    summary = metrics.route_summary()
+    assert [(r["method"], r["route"], r["count"]) for r in summary] == [
+        ("GET", "/a", 1),
+        ("GET", "/b", 4),
+        ("POST", "/b", 1),
+    ]
+    get_b = summary[1]
+    assert (get_b["p50_ms"], get_b["p95_ms"], get_b["p99_ms"]) == (2.0, 4.0, 4.0)
+    assert summary[2]["p50_ms"] == summary[2]["p99_ms"] == 10.0
+
+
+def test_only_5xx_count_as_errors() -> None:
+    metrics = _metrics()
+    for status in (200, 404, 499, 500, 503, 507):
+        metrics.observe("GET", "/x", status, 0.001)
+    (row,) = metrics.route_summary()
+    assert row["count"] == 6
+    assert row["errors_5xx"] == 3
+
+
+def test_percentiles_use_the_latest_1024_requests() -> None:
+    metrics = _metrics()
+    for _ in range(1024):
+        metrics.observe("GET", "/x", 200, 1.0)
+    for _ in range(1024):
+        metrics.observe("GET", "/x", 200, 0.001)
+    (row,) = metrics.route_summary()
+    assert row["count"] == 2048
+    assert row["p50_ms"] == row["p99_ms"] == 1.0
+
+
+def test_observe_feeds_the_prometheus_series() -> None:
+    metrics = _metrics()
+    metrics.observe("GET", "/x", 200, 0.002)
+    metrics.observe("GET", "/x", 200, 0.003)
+    registry = metrics.registry
+    labels = {"method": "GET", "route": "/x", "status": "200"}
+    assert registry.get_sample_value("memdb_http_requests_total", labels) == 2.0
+    count = registry.get_sample_value(
+        "memdb_http_request_duration_seconds_count", labels
+    )
+    assert count == 2.0
+    total = registry.get_sample_value("memdb_http_request_duration_seconds_sum", labels)
+    assert total == pytest.approx(0.005)
+
+
+def test_two_registries_do_not_share_counts() -> None:
+    first, second = _metrics(), _metrics()
+    first.observe("GET", "/x", 200, 0.001)
+    labels = {"method": "GET", "route": "/x", "status": "200"}
+    assert first.registry.get_sample_value("memdb_http_requests_total", labels) == 1
+    assert second.registry.get_sample_value("memdb_http_requests_total", labels) is None
+    assert second.route_summary() == []
+
+
+# -- the store gauges ------------------------------------------------------
+
+
+def test_the_store_gauges_are_read_at_scrape_time() -> None:
+    store = Store(max_records=100)
+    metrics = Metrics(store, started=time.monotonic() - 5)
+    registry = metrics.registry
+    assert registry.get_sample_value("memdb_records", {"table": "t"}) is None
+    assert registry.get_sample_value("memdb_memory_estimate_bytes") == 0
+
+    store.insert("t", [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "c"}])
+    store.create_index("t", "n")
+    assert registry.get_sample_value("memdb_records", {"table": "t"}) == 3
+    entries = registry.get_sample_value(
+        "memdb_index_entries", {"table": "t", "field": "n"}
+    )
+    assert entries == 2
+    estimate = registry.get_sample_value("memdb_memory_estimate_bytes")
+    assert estimate == store.memory_estimate() > 0
+    uptime = registry.get_sample_value("memdb_uptime_seconds")
+    assert uptime is not None and uptime >= 5
+    assert metrics.uptime() >= 5
+
+
+def test_build_info_names_the_version() -> None:
+    from app import __version__
+
+    text = generate_latest(_metrics().registry).decode()
+    assert f'version="{__version__}"' in text
+    assert "memdb_build_info{" in text
+
+
+def test_rss_is_a_positive_byte_count() -> None:
+    rss = rss_bytes()
+    assert rss is not None and rss > 1024 * 1024
