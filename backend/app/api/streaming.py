@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -32,7 +32,7 @@ def ndjson_chunks(rows: Sequence[Any]) -> Iterator[bytes]:
         yield b"".join(dumps(r) + b"\n" for r in rows[start : start + CHUNK])
 
 
-def db_chunks(tables: dict[str, Sequence[Any]]) -> Iterator[bytes]:
+def db_chunks(tables: Mapping[str, Sequence[Any]]) -> Iterator[bytes]:
     """``{"table": [records], ...}`` in pieces."""
     yield b"{"
     for position, (name, rows) in enumerate(tables.items()):

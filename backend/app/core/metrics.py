@@ -59,7 +59,7 @@ class Metrics:
     def __init__(self, store: Store, *, started: float) -> None:
         self.store = store
         self.started = started
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "memdb_http_requests",

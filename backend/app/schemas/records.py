@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-USER_EXAMPLE = {
+USER_EXAMPLE: dict[str, Any] = {
     "email": "john.doe@example.com",
     "full_name": "John Doe",
     "age": 30,
@@ -17,7 +17,9 @@ USER_EXAMPLE = {
 class RecordCreate(BaseModel):
     """One record, or a list of them for an all-or-nothing bulk create."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"data": USER_EXAMPLE}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"data": dict(USER_EXAMPLE)}]}
+    )
 
     data: dict[str, Any] | list[dict[str, Any]]
 

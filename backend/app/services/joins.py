@@ -80,7 +80,7 @@ def hash_join(
         buckets: dict[int, list[Record]] = {}
         for rrow in right:
             key = right_key(rrow)
-            hits = lookup(key) if key is not None else None
+            hits = lookup(key) if key is not None else ()
             if hits:
                 for lrow in hits:
                     buckets.setdefault(id(lrow), []).append(rrow)
@@ -107,7 +107,7 @@ def _lookup(
         get = by_id.get
 
         def from_ids(key: Hashable) -> Sequence[Record]:
-            found = get(key) if isinstance(key, str) else None  # type: ignore[arg-type]
+            found = get(key) if isinstance(key, str) else None
             return (found,) if found is not None else ()
 
         return from_ids

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
+
+import anyio.to_thread
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response, StreamingResponse
@@ -48,7 +51,12 @@ async def join_tables(
     """Pair the records of two tables. On each side the column is ``key`` when the
     table has that field, and ``id`` otherwise: ``users/orders/user_id`` pairs each
     user with its orders. Missing and null values never match."""
-    result = joins.join(left, right, key, how=how, left_on=left_on, right_on=right_on)
+    # the hash join is CPU work: a worker thread keeps the event loop answering
+    result = await anyio.to_thread.run_sync(
+        partial(
+            joins.join, left, right, key, how=how, left_on=left_on, right_on=right_on
+        )
+    )
     head = {
         "left": result.left,
         "right": result.right,
