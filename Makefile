@@ -10,7 +10,7 @@ PORT ?= 8000
 IMAGE ?= memdb:latest
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run docker-lint smoke
+.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run docker-lint smoke fuzz soak
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -23,23 +23,36 @@ $(STAMP): backend/requirements.txt backend/requirements-dev.txt
 
 install: $(STAMP) ## create .venv/ and install runtime + dev dependencies
 
-run: $(STAMP) ## serve on HOST:PORT (default 127.0.0.1:8000)
-	cd backend && ../$(BIN)/python -m app --host $(HOST) --port $(PORT)
+run: $(STAMP) ## serve on HOST:PORT (default 127.0.0.1:8000); settings from .env when present
+	set -a; [ ! -f .env ] || . ./.env; set +a; \
+		cd backend && ../$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 test: $(STAMP) ## run the whole test suite with the coverage gate (95% of backend/app)
 	cd backend && ../$(BIN)/python -m pytest --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=95
 
-lint: $(STAMP) ## flake8 and black --check
+lint: $(STAMP) ## flake8, black --check and mypy (strict) on backend/app
 	$(BIN)/flake8 backend
 	$(BIN)/black --check --quiet backend
+	$(BIN)/mypy --config-file backend/pyproject.toml backend/app
 
 format: $(STAMP) ## format the code with black
 	$(BIN)/black --quiet backend
 
 dev: install format lint test run ## install, format, lint, test, then run
 
-bench: $(STAMP) ## the benchmark suite
-	@echo "make bench: the benchmark suite comes with a later change"
+bench: $(STAMP) ## the benchmark suite (installs wrk, json-server, matplotlib where absent; BENCH_* settings)
+	cd backend && ../$(BIN)/python -m benchmarks --install
+
+FUZZ_EXAMPLES ?= 500
+FUZZ_STATEFUL_EXAMPLES ?= 200
+FUZZ_STATEFUL_STEPS ?= 20
+
+fuzz: $(STAMP) ## deeper schemathesis run (FUZZ_EXAMPLES per operation, default 500; longer stateful chains)
+	cd backend && FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_STATEFUL_EXAMPLES=$(FUZZ_STATEFUL_EXAMPLES) \
+		FUZZ_STATEFUL_STEPS=$(FUZZ_STATEFUL_STEPS) ../$(BIN)/python -m pytest tests/integration/test_fuzz.py -q
+
+soak: $(STAMP) ## mixed load on a real server for SOAK_SECONDS (default 180), RSS watched; writes backend/scripts/soak-result.json
+	cd backend && ../$(BIN)/python scripts/soak.py
 
 cli: $(STAMP) ## the command line: make cli ARGS="export dump.json" (import, export, load)
 	cd backend && ../$(BIN)/python -m app.cli $(ARGS)

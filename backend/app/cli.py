@@ -19,7 +19,6 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 from rich.console import Console
-from app.storage import aof
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -28,6 +27,8 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+
+from app.storage import aof
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 console = Console(stderr=True)
@@ -58,6 +59,13 @@ def _send(request: urllib.request.Request) -> Any:
     except urllib.error.HTTPError as exc:
         raise CliError(_error_text(exc)) from None
     except urllib.error.URLError as exc:
+        closed = (BrokenPipeError, ConnectionResetError)
+        if request.data is not None and isinstance(exc.reason, closed):
+            raise CliError(
+                "the server closed the connection before reading the whole body: "
+                "it refuses bodies over MEMDB_MAX_BODY_BYTES (413, payload too large); "
+                "send a large file in batches with `load`"
+            ) from None
         raise CliError(f"cannot reach {request.full_url}: {exc.reason}") from None
 
 
@@ -122,10 +130,15 @@ def _sources(path: Path, table: str | None) -> dict[str, Iterator[Any] | list[An
             raise CliError("a JSON list of records needs --table")
         return {table: document}
     if isinstance(document, dict):
+        # users before orders, as the service's own import does
+        names = sorted(document, key=lambda n: {"users": 0, "orders": 1}.get(n, 2))
+        skipped = [n for n in names if not isinstance(document[n], list)]
+        if skipped:
+            console.print(f"skipped (not lists of records): {', '.join(skipped)}")
         return {
-            name: rows
-            for name, rows in document.items()
-            if isinstance(rows, list) and table in (None, name)
+            name: document[name]
+            for name in names
+            if isinstance(document[name], list) and table in (None, name)
         }
     raise CliError("the file holds neither a list of records nor tables")
 

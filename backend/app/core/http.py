@@ -9,7 +9,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from app.core.errors import InvalidJSON, UnsupportedMediaType
+from app.core.errors import InvalidJSON, UnsupportedMediaType, ValidationFailed
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 
@@ -65,6 +65,29 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+def _balanced(body: bytes) -> bool:
+    """Whether every bracket outside strings is closed: well-formed but too deep,
+    as opposed to truncated. Only run on the rare too-deep error path."""
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0 and not in_string
+
+
 async def read_json(request: Request) -> Any:
     """The parsed JSON body: 415 for another media type, 400 when it does not parse."""
     if not _is_json(request.headers.get("content-type", "")):
@@ -75,4 +98,12 @@ async def read_json(request: Request) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        too_deep = "recursion" in exc.msg.lower() or "depth" in exc.msg.lower()
+        if too_deep and _balanced(body):
+            raise ValidationFailed(
+                "JSON nested deeper than 32 levels",
+                details=[
+                    {"loc": ["body"], "msg": "nested too deep", "type": "too_deep"}
+                ],
+            ) from None
         raise InvalidJSON(f"the request body is not valid JSON: {exc.msg}") from None

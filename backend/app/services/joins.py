@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Literal, Sequence
 
-from app.core.errors import NotFound
+from app.core.errors import NotFound, ValidationFailed, field_error
 from app.schemas.builtin import BUILTIN_SCHEMAS
-from app.services.validation import check_table_name
+from app.services.validation import FIELD_NAME, check_table_name
 from app.storage.keys import MISSING, json_key, resolve, split_path
 from app.storage.memory import Record, Store
 
@@ -123,6 +123,10 @@ def _lookup(
     return from_table
 
 
+def _valid_path(path: str) -> bool:
+    return all(FIELD_NAME.fullmatch(part) for part in path.split("."))
+
+
 def join_column(table: str, rows: Iterable[Record], key: str) -> str:
     """``key`` when the table has that field, else ``id`` (CONTRACT section 4)."""
     model = BUILTIN_SCHEMAS.get(table)
@@ -149,6 +153,17 @@ class JoinService:
         """Join two tables as they are at one instant (a snapshot under the lock)."""
         check_table_name(left)
         check_table_name(right)
+        for name, column in (
+            ("key", key),
+            ("left_on", left_on),
+            ("right_on", right_on),
+        ):
+            if column is not None and not _valid_path(column):
+                where: list[str | int] = ["path" if name == "key" else "query", name]
+                raise ValidationFailed(
+                    f"{name} must be a field name or a dotted path",
+                    details=[field_error(where, "not a field name", "field_name")],
+                )
         with self.store.lock:
             for name in (left, right):
                 if self.store.table(name) is None:

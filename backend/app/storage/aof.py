@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Literal
 import orjson
 import structlog
 
-from app.storage.memory import JournalError, Store
+from app.storage.memory import JournalError, Store, StoreError
 
 log = structlog.get_logger("memdb.aof")
 
@@ -69,6 +69,7 @@ class Scan:
 
     path: Path
     entries: list[dict[str, Any]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
     good_bytes: int = 0
     size: int = 0
     torn: str | None = None  # why the tail was dropped, if it was
@@ -89,6 +90,7 @@ def scan(path: Path, *, last: bool) -> Scan:
         reason = _check(line) if end >= 0 else "no line end"
         if reason is None:
             result.entries.append(orjson.loads(line[9:]))
+            result.offsets.append(offset)
             offset = end + 1
             result.good_bytes = offset
             continue
@@ -267,10 +269,15 @@ class AppendOnlyLog:
                 not found.entries or found.entries[-1]["op"] != "end"
             ):
                 raise CorruptLog(path, found.good_bytes, "the snapshot is incomplete")
-            for entry in found.entries:
-                if entry["op"] not in ("snapshot", "end"):
+            for entry, offset in zip(found.entries, found.offsets):
+                if entry["op"] in ("snapshot", "end"):
+                    continue
+                try:
                     store.apply(entry)
-                    replayed += 1
+                except (StoreError, KeyError, TypeError, ValueError) as exc:
+                    reason = f"the entry cannot be replayed: {type(exc).__name__}"
+                    raise CorruptLog(path, offset, reason) from None
+                replayed += 1
             seen += found.size
             if found.torn:
                 log.warning(

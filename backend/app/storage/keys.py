@@ -22,7 +22,7 @@ def json_key(value: Any) -> Hashable:
 
 def _canonical(value: Any) -> Any:
     """Nested numbers as JSON sees them: ``1.0`` is written ``1``."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)
     if isinstance(value, list):
         return [_canonical(v) for v in value]

@@ -13,10 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -44,6 +45,8 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    # copies the output into log_path when it goes through a pipe (preexec_fn)
+    pump: threading.Thread | None = None
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -74,6 +77,22 @@ class Server:
             self.process.kill()
             self.process.wait()
             raise
+        finally:
+            self._join_pump()
+
+    def kill(self) -> int:
+        """SIGKILL, then wait: the exit code (``-9``)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        code = self.process.wait(timeout=STOP_TIMEOUT_S)
+        self._join_pump()
+        return code
+
+    def wait_exit(self, timeout: float = START_TIMEOUT_S) -> int:
+        """Wait for the process to end by itself: its exit code."""
+        code = self.process.wait(timeout=timeout)
+        self._join_pump()
+        return code
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -83,6 +102,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._join_pump()
+
+    def _join_pump(self) -> None:
+        if self.pump is not None and self.process.poll() is not None:
+            self.pump.join(timeout=STOP_TIMEOUT_S)
 
 
 def server_environment(**env: str) -> dict[str, str]:
@@ -96,29 +120,67 @@ def server_environment(**env: str) -> dict[str, str]:
     }
 
 
-def start_server(tmp_path: Path, **env: str) -> Server:
+def start_server(
+    tmp_path: Path,
+    *,
+    wait: bool = True,
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
+) -> Server:
+    """Start ``python -m app`` and wait until it is ready (unless ``wait`` is false).
+
+    ``preexec_fn`` runs in the child before the exec (to set resource limits,
+    say); the output then goes through a pipe copied into the log file by a
+    thread, so that a limit on file sizes does not apply to the log.
+    """
     port = free_port()
     workdir = tmp_path / f"server-{port}"
     workdir.mkdir()
     log_path = tmp_path / f"server-{port}.log"
-    with log_path.open("wb") as log:
+    command = [sys.executable, "-m", "app", "--host", HOST, "--port", str(port)]
+    pump: threading.Thread | None = None
+    if preexec_fn is None:
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=workdir,
+                env=server_environment(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+    else:
+        log_path.write_bytes(b"")
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "--host", HOST, "--port", str(port)],
+            command,
             cwd=workdir,
             env=server_environment(**env),
-            stdout=log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
-    server = Server(f"http://{HOST}:{port}", process, log_path)
-    try:
-        _wait_until_ready(server)
-    except BaseException:
-        server.stop()
-        raise
+        assert process.stdout is not None
+        pump = threading.Thread(
+            target=_copy_output, args=(process.stdout, log_path), daemon=True
+        )
+        pump.start()
+    server = Server(f"http://{HOST}:{port}", process, log_path, pump)
+    if wait:
+        try:
+            wait_until_ready(server)
+        except BaseException:
+            server.stop()
+            raise
     return server
 
 
-def _wait_until_ready(server: Server) -> None:
+def _copy_output(source: IO[bytes], log_path: Path) -> None:
+    with source, log_path.open("ab") as log:
+        while chunk := source.read1(1 << 16):  # type: ignore[attr-defined]
+            log.write(chunk)
+            log.flush()
+
+
+def wait_until_ready(server: Server) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     with httpx.Client(base_url=server.url, timeout=1.0) as client:
         while time.monotonic() < deadline:
@@ -135,11 +197,25 @@ def _wait_until_ready(server: Server) -> None:
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """``server_factory(MEMDB_LOG_FORMAT="console")`` starts a server with that env."""
+    """``server_factory(MEMDB_LOG_FORMAT="console")`` starts a server with that env.
+
+    ``wait=False`` returns as soon as the process is started; ``preexec_fn`` is
+    passed on to ``start_server``.
+    """
     started: list[Server] = []
 
-    def factory(**env: Any) -> Server:
-        server = start_server(tmp_path, **{k: str(v) for k, v in env.items()})
+    def factory(
+        *,
+        wait: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
+        **env: Any,
+    ) -> Server:
+        server = start_server(
+            tmp_path,
+            wait=wait,
+            preexec_fn=preexec_fn,
+            **{k: str(v) for k, v in env.items()},
+        )
         started.append(server)
         return server
 

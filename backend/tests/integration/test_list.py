@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -488,3 +488,20 @@ def test_a_list_never_changes_the_store(people: TestClient) -> None:
     for params in ({"fields": "address.city"}, {"sort": "-age"}, {"q": "a"}):
         listing(people, params)
     assert people.get(f"{API}/dump").content == before
+
+
+def test_browsers_may_read_the_paging_headers(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client = client_factory(cors_origins="http://app.example")
+    create_many(client, "people", PEOPLE)
+    response = client.get(
+        URL, params={"limit": "2"}, headers={"Origin": "http://app.example"}
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "http://app.example"
+    exposed = {
+        h.strip().lower()
+        for h in response.headers["access-control-expose-headers"].split(",")
+    }
+    assert {"x-total-count", "link"} <= exposed

@@ -116,8 +116,10 @@ async def list_records(
     queries: QueriesDep,
     q: Annotated[str | None, Query(description="Case-insensitive text search")] = None,
     sort: Annotated[str | None, Query(description="e.g. age,-created_at")] = None,
-    limit: Annotated[str | None, Query(description="0 to 1000, default 100")] = None,
-    offset: Annotated[str | None, Query(description="Records to skip")] = None,
+    limit: Annotated[
+        int | None, Query(ge=0, le=1000, description="0 to 1000, default 100")
+    ] = None,
+    offset: Annotated[int | None, Query(ge=0, description="Records to skip")] = None,
     fields: Annotated[
         str | None, Query(description="Projection, e.g. email,age")
     ] = None,

@@ -1,0 +1,638 @@
+"""Figures against the targets of CONTRACT section 9, and the outputs of a run:
+the table on stdout, ``BENCHMARKS.md``, a plot (PNG) and the raw numbers (JSON)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from benchmarks import servers
+from benchmarks.harness import REPO, Load, Summary
+from benchmarks.scenarios import BIG_SERVER, Results
+from benchmarks.settings import Settings
+
+NOTES = REPO / "docs" / "bench" / "notes.md"
+PLOT_SCENARIOS = ("get", "list", "put", "post", "get-large", "filter")
+
+
+@dataclass(frozen=True)
+class Target:
+    """At least ``ratio_min`` or at most ``ratio_max`` of the reference; or a value
+    under ``value_max``. None of them: the figure is for information."""
+
+    text: str = "-"
+    ratio_min: float | None = None
+    ratio_max: float | None = None
+    value_max: float | None = None
+
+    def met(self, value: float, ratio: float | None) -> bool | None:
+        checks: list[bool] = []
+        if self.value_max is not None:
+            checks.append(value < self.value_max)
+        if ratio is not None and self.ratio_min is not None:
+            checks.append(ratio >= self.ratio_min)
+        if ratio is not None and self.ratio_max is not None:
+            checks.append(ratio <= self.ratio_max)
+        return all(checks) if checks else None
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    unit: str
+    value: Summary | None
+    reference_label: str
+    reference: Summary | None
+    target: Target
+    skipped: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or self.reference is None or not self.reference.median:
+            return None
+        return self.value.median / self.reference.median
+
+    @property
+    def status(self) -> str:
+        if self.value is None:
+            return "skipped" if self.skipped else "not run"
+        met = self.target.met(self.value.median, self.ratio)
+        if met is None:
+            return "not run" if self.target.text != "-" else "info"
+        return "pass" if met else "FAIL"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "ratio": self.ratio,
+            "status": self.status,
+            "target": self.target.text,
+        }
+
+
+def _summary(values: Sequence[float]) -> Summary | None:
+    return Summary.of(values) if values else None
+
+
+def build_figures(results: Results, settings: Settings) -> list[Figure]:
+    """The figures of CONTRACT section 9 first, then those for information."""
+    r = results
+    memdb, floor = servers.MEMDB, servers.FLOOR
+    js1, js017 = servers.JSON_SERVER_1, servers.JSON_SERVER_017
+
+    def rps(server: str, scenario: str) -> Summary | None:
+        return _summary(r.values(server, scenario))
+
+    def why(*names: str) -> str:
+        return "; ".join(f"{n}: {r.skipped[n]}" for n in names if n in r.skipped)
+
+    def kinds(rows: list[dict[str, Any]], kind: str, key: str) -> Summary | None:
+        return _summary([float(x[key]) for x in rows if x["kind"] == kind])
+
+    figures = [
+        Figure(
+            "GET by id",
+            "req/s",
+            rps(memdb, "get"),
+            "floor",
+            rps(floor, "get"),
+            Target(">= 0.6", ratio_min=0.6),
+            why(memdb, floor),
+        ),
+        Figure(
+            "POST, schemaless table",
+            "req/s",
+            rps(memdb, "post"),
+            "floor",
+            rps(floor, "post"),
+            Target(">= 0.5", ratio_min=0.5),
+            why(memdb, floor),
+        ),
+        Figure(
+            "GET by id vs json-server 1.x",
+            "req/s",
+            rps(memdb, "get"),
+            js1,
+            rps(js1, "get"),
+            Target("> 1 (ahead)", ratio_min=1.0),
+            why(memdb, js1),
+        ),
+        Figure(
+            "POST vs json-server 1.x",
+            "req/s",
+            rps(memdb, "post"),
+            js1,
+            rps(js1, "post"),
+            Target(">= 20", ratio_min=20.0),
+            why(memdb, js1),
+        ),
+        Figure(
+            "p99 of GET by id, 32 connections",
+            "ms",
+            _summary(r.values(memdb, "get", "p99_ms")),
+            "floor",
+            _summary(r.values(floor, "get", "p99_ms")),
+            Target("< 15 ms", value_max=15.0),
+            why(memdb),
+        ),
+        Figure(
+            "POST, aof everysec",
+            "req/s",
+            rps(servers.AOF_EVERYSEC, "post"),
+            "no persistence",
+            rps(memdb, "post"),
+            Target(">= 0.8", ratio_min=0.8),
+            why(servers.AOF_EVERYSEC),
+        ),
+        Figure(
+            f"join users ({settings.users:,}) x orders ({settings.orders:,}), read whole",
+            "s",
+            kinds(r.join, "service", "seconds"),
+            "in-process floor",
+            kinds(r.join, "floor", "seconds"),
+            Target("<= 1.5", ratio_max=1.5),
+        ),
+        Figure(
+            f"memory per record, {settings.records:,} records",
+            "B",
+            kinds(r.memory, "service", "bytes_per_record"),
+            "plain dicts",
+            kinds(r.memory, "dicts", "bytes_per_record"),
+            Target("<= 1.3", ratio_max=1.3),
+        ),
+        Figure(
+            f"indexed equality filter, {settings.records:,} records",
+            "req/s",
+            rps(BIG_SERVER, "filter"),
+            "GET by id, same table",
+            rps(BIG_SERVER, "get-large"),
+            Target(">= 0.5", ratio_min=0.5),
+        ),
+        Figure(
+            "POST, aof always",
+            "req/s",
+            rps(servers.AOF_ALWAYS, "post"),
+            "no persistence",
+            rps(memdb, "post"),
+            Target(),
+            why(servers.AOF_ALWAYS),
+        ),
+        Figure(
+            "PUT",
+            "req/s",
+            rps(memdb, "put"),
+            js1,
+            rps(js1, "put"),
+            Target(),
+            why(memdb),
+        ),
+        Figure(
+            "list, sort and page",
+            "req/s",
+            rps(memdb, "list"),
+            js1,
+            rps(js1, "list"),
+            Target(),
+            why(memdb),
+        ),
+        Figure(
+            "GET by id vs plain FastAPI",
+            "req/s",
+            rps(memdb, "get"),
+            servers.FASTAPI,
+            rps(servers.FASTAPI, "get"),
+            Target(),
+        ),
+        Figure(
+            "POST vs plain FastAPI",
+            "req/s",
+            rps(memdb, "post"),
+            servers.FASTAPI,
+            rps(servers.FASTAPI, "post"),
+            Target(),
+        ),
+        Figure(
+            "GET by id vs json-server 0.17",
+            "req/s",
+            rps(memdb, "get"),
+            js017,
+            rps(js017, "get"),
+            Target(),
+        ),
+        Figure(
+            "POST vs json-server 0.17",
+            "req/s",
+            rps(memdb, "post"),
+            js017,
+            rps(js017, "post"),
+            Target(),
+        ),
+        Figure(
+            f"startup, {settings.records:,} records from the data dir",
+            "s",
+            kinds(r.startup, "aof", "seconds"),
+            "MEMDB_SEED_FILE",
+            kinds(r.startup, "seed", "seconds"),
+            Target(),
+            r.skipped.get("startup", ""),
+        ),
+    ]
+    return figures
+
+
+# -- formatting -------------------------------------------------------------
+
+
+def _number(value: float, unit: str) -> str:
+    if unit in ("s", "ms"):
+        return f"{value:.2f}"
+    return f"{value:,.0f}"
+
+
+def _spread(summary: Summary | None, unit: str) -> str:
+    if summary is None:
+        return "-"
+    text = f"{_number(summary.median, unit)} {unit}"
+    if summary.count > 1:
+        text += f" ({_number(summary.low, unit)}-{_number(summary.high, unit)})"
+    return text
+
+
+def figure_rows(figures: Sequence[Figure]) -> list[list[str]]:
+    rows = []
+    for f in figures:
+        reference = (
+            f"{f.reference_label}: {_spread(f.reference, f.unit)}"
+            if f.reference is not None
+            else f"{f.reference_label}: -"
+        )
+        ratio = f"{f.ratio:.2f}" if f.ratio is not None else "-"
+        status = f.status if f.status != "skipped" else f"skipped ({f.skipped})"
+        rows.append(
+            [f.label, _spread(f.value, f.unit), reference, ratio, f.target.text, status]
+        )
+    return rows
+
+
+FIGURE_HEADER = ["figure", "value", "reference", "ratio", "target", "pass/fail"]
+SERVER_HEADER = [
+    "server",
+    "scenario",
+    "req/s median (min-max)",
+    "p99 ms median",
+    "errors",
+]
+
+
+def server_rows(results: Results) -> list[list[str]]:
+    seen: list[tuple[str, str]] = []
+    for run in results.runs:
+        key = (run["server"], run["scenario"])
+        if key not in seen:
+            seen.append(key)
+    rows = []
+    for server, scenario in seen:
+        rps = Summary.of(results.values(server, scenario))
+        p99 = Summary.of(results.values(server, scenario, "p99_ms"))
+        errors = sum(results.values(server, scenario, "errors"))
+        rows.append(
+            [
+                server,
+                scenario,
+                _spread(rps, "req/s").replace(" req/s", ""),
+                f"{p99.median:.2f}",
+                f"{errors:.0f}",
+            ]
+        )
+    return rows
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+
+
+# -- machine ----------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "commit": _commit(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": memory,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+
+
+def _commit() -> str:
+    """The commit measured, with ``+changes`` when backend/app differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "backend/app"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (head or "unknown") + ("+changes" if changes else "")
+
+
+# -- outputs ----------------------------------------------------------------
+
+
+def raw_document(
+    results: Results,
+    figures: Sequence[Figure],
+    settings: Settings,
+    host: dict[str, Any],
+    versions: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "machine": host,
+        "settings": {
+            "seconds": settings.load.seconds,
+            "connections": settings.load.connections,
+            "threads": settings.load.threads,
+            "load_tool": settings.load.tool,
+            "rounds": settings.rounds,
+            "warmup": settings.warmup,
+            "scenarios": list(settings.scenarios),
+            "servers": list(settings.servers),
+            "items": settings.items,
+            "records": settings.records,
+            "users": settings.users,
+            "orders": settings.orders,
+        },
+        "versions": versions,
+        "figures": [f.as_dict() for f in figures],
+        "runs": results.runs,
+        "join": results.join,
+        "memory": results.memory,
+        "startup": results.startup,
+        "skipped": results.skipped,
+        "errors": results.errors,
+        "notes": results.notes,
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def plot(results: Results, path: Path) -> bool:
+    """Bars of req/s and p99 per server and scenario (log scales)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names: list[str] = []
+    for run in results.runs:
+        if run["server"] not in names:
+            names.append(run["server"])
+    scenarios = [
+        s for s in PLOT_SCENARIOS if any(r["scenario"] == s for r in results.runs)
+    ]
+    if not names or not scenarios:
+        return False
+    fig, axes = plt.subplots(2, 1, figsize=(11, 8), constrained_layout=True)
+    width = 0.8 / len(names)
+    for axis, key, title in (
+        (axes[0], "rps", "requests per second (median; log scale)"),
+        (axes[1], "p99_ms", "p99 latency in ms (median; log scale)"),
+    ):
+        for position, name in enumerate(names):
+            xs, heights = [], []
+            for index, scenario in enumerate(scenarios):
+                values = results.values(name, scenario, key)
+                if values:
+                    xs.append(index + position * width - 0.4 + width / 2)
+                    heights.append(Summary.of(values).median)
+            if xs:
+                axis.bar(xs, heights, width, label=name)
+        axis.set_xticks(range(len(scenarios)), scenarios)
+        axis.set_yscale("log")
+        axis.set_title(title)
+        axis.grid(axis="y", which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _relative(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:
+        return str(path)
+
+
+def markdown(
+    document: dict[str, Any],
+    figures: Sequence[Figure],
+    results: Results,
+    plot_path: Path | None,
+    markdown_path: Path,
+) -> str:
+    host = document["machine"]
+    s = document["settings"]
+    versions = ", ".join(f"{k} {v}" for k, v in document["versions"].items())
+    parts = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (backend/benchmarks); every run overwrites this file."
+        " Targets are those of CONTRACT section 9; each figure is the median of"
+        " its rounds, with the spread (min-max) in brackets, measured in the same"
+        " run as its reference.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {host['cpu']}, {host['cores']} cores",
+        f"- memory: {host['memory_bytes'] / 2**30:.1f} GiB",
+        f"- Python {host['python']}, Linux {host['kernel']}",
+        f"- date: {host['date']}; load average at the end: {host['load_average']}",
+        f"- code: {host['commit']}",
+        f"- tools: {versions or '-'}",
+        "",
+        "## Settings",
+        "",
+        f"- load: {s['load_tool']}, {s['connections']} connections, {s['threads']}"
+        f" threads, {s['seconds']} s a run, {s['rounds']} rounds (interleaved),"
+        f" {s['warmup']} s warm-up",
+        f"- data: {s['items']:,} records in the small table of every server;"
+        f" {s['records']:,} records in the large table; join {s['users']:,} users"
+        f" x {s['orders']:,} orders",
+        f"- scenarios: {', '.join(s['scenarios'])}",
+        "",
+        "## Figures",
+        "",
+        markdown_table(FIGURE_HEADER, figure_rows(figures)),
+        "",
+        "## Per server",
+        "",
+        markdown_table(SERVER_HEADER, server_rows(results)),
+        "",
+    ]
+    if plot_path is not None and plot_path.exists():
+        link = _relative(plot_path, markdown_path.parent)
+        parts += ["## Plot", "", f"![req/s and p99 per server]({link})", ""]
+    parts += _details(results)
+    if NOTES.exists():
+        parts += ["## Profiles and notes", "", NOTES.read_text().strip(), ""]
+    return "\n".join(parts)
+
+
+def _details(results: Results) -> list[str]:
+    lines = ["## Details", ""]
+    for row in results.join:
+        lines.append(
+            f"- join, {row['kind']}, round {row['round'] + 1}: {row['seconds']:.2f} s,"
+            f" {row['bytes'] / 1e6:.0f} MB, {row['rows']} rows"
+            + (
+                f", first byte after {row['first_byte_seconds']:.2f} s"
+                if "first_byte_seconds" in row
+                else ""
+            )
+        )
+    for row in results.memory:
+        lines.append(
+            f"- memory, {row['kind']}, round {row['round'] + 1}:"
+            f" {row['bytes_per_record']:.0f} B/record"
+            f" (RSS {row['rss_before'] / 2**20:.0f} -> {row['rss_after'] / 2**20:.0f} MiB)"
+        )
+    for row in results.startup:
+        lines.append(
+            f"- startup, {row['kind']}, round {row['round'] + 1}: {row['seconds']:.2f} s,"
+            f" {row['records']} records, RSS {row['rss'] / 2**20:.0f} MiB"
+        )
+    for key, value in results.notes.items():
+        if key != "http_servers":
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            lines.append(f"- {key}: {shown}")
+    for what, reason in results.skipped.items():
+        lines.append(f"- {what}: {reason}")
+    for error in results.errors:
+        lines.append(f"- error: {error}")
+    return [*lines, ""]
+
+
+def write_outputs(
+    results: Results,
+    settings: Settings,
+    versions: dict[str, str],
+    host: dict[str, Any] | None = None,
+) -> list[Figure]:
+    """Print the table; write the JSON, the plot and BENCHMARKS.md where asked."""
+    figures = build_figures(results, settings)
+    host = host or machine()
+    document = raw_document(results, figures, settings, host, versions)
+    print()
+    print(text_table(FIGURE_HEADER, figure_rows(figures)))
+    print()
+    print(text_table(SERVER_HEADER, server_rows(results)))
+    for what, reason in results.skipped.items():
+        print(f"{what}: {reason}")
+    for error in results.errors:
+        print(f"error: {error}")
+    out = settings.outputs
+    if out.json_path is not None:
+        write_json(out.json_path, document)
+    plotted = out.plot_path is not None and plot(results, out.plot_path)
+    if out.markdown_path is not None:
+        out.markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        out.markdown_path.write_text(
+            markdown(
+                document,
+                figures,
+                results,
+                out.plot_path if plotted else None,
+                out.markdown_path,
+            )
+        )
+    return figures
+
+
+def load_document(
+    path: Path,
+) -> tuple[Results, Settings, dict[str, str], dict[str, Any]]:
+    """A run read back from its JSON: to write the report again (``--report``)."""
+    document = orjson.loads(path.read_bytes())
+    s = document["settings"]
+    settings = Settings(
+        load=Load(
+            connections=s["connections"],
+            threads=s["threads"],
+            seconds=s["seconds"],
+            tool=s["load_tool"],
+        ),
+        rounds=s["rounds"],
+        warmup=s["warmup"],
+        scenarios=tuple(s["scenarios"]),
+        servers=tuple(s["servers"]),
+        items=s["items"],
+        records=s["records"],
+        users=s["users"],
+        orders=s["orders"],
+    )
+    results = Results(
+        runs=document["runs"],
+        join=document["join"],
+        memory=document["memory"],
+        startup=document["startup"],
+        skipped=document["skipped"],
+        errors=document["errors"],
+        notes=document["notes"],
+    )
+    return results, settings, document["versions"], document["machine"]
