@@ -20,6 +20,7 @@ from app.api.v1.router import router as v1_router
 from app.core.config import Settings
 from app.core.errors import DomainError
 from app.core.handlers import install_error_handlers
+from app.api.fastpath import FastPathMiddleware
 from app.api.operations import install_docs
 from app.core.cors import SettingsCORSMiddleware
 from app.core.logging import configure_logging
@@ -254,6 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the last added is the outermost: every answer, CORS preflights included,
     # passes through the request context (request id, headers, log, metrics);
     # refusals come from inside CORS, so browsers can read them
+    app.add_middleware(FastPathMiddleware)
     app.add_middleware(GuardMiddleware)
     app.add_middleware(SettingsCORSMiddleware)
     app.add_middleware(RequestContextMiddleware)

@@ -27,42 +27,42 @@ class Services:
     stats: StatsService
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def get_records(request: Request) -> RecordService:
+async def get_records(request: Request) -> RecordService:
     services: Services = request.app.state.services
     return services.records
 
 
-def get_joins(request: Request) -> JoinService:
+async def get_joins(request: Request) -> JoinService:
     services: Services = request.app.state.services
     return services.joins
 
 
-def get_tables(request: Request) -> TableService:
+async def get_tables(request: Request) -> TableService:
     services: Services = request.app.state.services
     return services.tables
 
 
-def get_queries(request: Request) -> QueryService:
+async def get_queries(request: Request) -> QueryService:
     services: Services = request.app.state.services
     return services.queries
 
 
-def get_imports(request: Request) -> ImportService:
+async def get_imports(request: Request) -> ImportService:
     services: Services = request.app.state.services
     return services.imports
 
 
-def get_stats(request: Request) -> StatsService:
+async def get_stats(request: Request) -> StatsService:
     services: Services = request.app.state.services
     return services.stats
 

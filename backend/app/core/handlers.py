@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import DomainError
+from app.core.errors import DomainError, PersistenceUnavailable
 from app.core.http import JSONBytes
 from app.storage.memory import JournalError
 
@@ -130,16 +130,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
     )
 
 
-async def _journal_error(request: Request, exc: Exception) -> JSONBytes:
+def persistence_error(exc: Exception) -> DomainError:
     """A write the append-only log could not take. A failed append leaves the store
     unchanged; a failed fsync stops every later write until the service restarts."""
-    log.error("aof.write_refused", error=str(exc), request_id=request_id_of(request))
-    return error_response(
-        request,
-        status=503,
-        code="persistence_unavailable",
-        message=f"the append-only log cannot take writes ({exc}); reads still work",
+    log.error("aof.write_refused", error=str(exc))
+    return PersistenceUnavailable(
+        f"the append-only log cannot take writes ({exc}); reads still work"
     )
+
+
+async def _journal_error(request: Request, exc: Exception) -> JSONBytes:
+    return await _domain_error(request, persistence_error(exc))
 
 
 def install_error_handlers(app: FastAPI) -> None:

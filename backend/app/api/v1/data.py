@@ -29,7 +29,7 @@ IfMatch = Annotated[str | None, Header(description="Only write if the ETag match
 IfNoneMatch = Annotated[str | None, Header(description="304 if the ETag matches")]
 
 
-def _data(body: Any) -> Any:
+def envelope_data(body: Any) -> Any:
     """The ``data`` member of a ``{"data": ...}`` body."""
     if not isinstance(body, dict) or "data" not in body:
         raise ValidationFailed(
@@ -74,7 +74,7 @@ async def create_record(
 ) -> Response:
     """Create a record (``{"data": {...}}``) or, all or nothing, a list of them
     (``{"data": [...]}``). The table is created on first write."""
-    data = _data(await read_json(request))
+    data = envelope_data(await read_json(request))
     if isinstance(data, list):
         created = await records.create_records(table, data, bulk=True)
         return json_response({"items": created, "count": len(created)}, status_code=201)
@@ -185,7 +185,7 @@ async def update_record(
     if_match: IfMatch = None,
 ) -> Response:
     """Merge the given fields into the record; the result is validated whole."""
-    data = _data(await read_json(request))
+    data = envelope_data(await read_json(request))
     record = await records.update_record(
         table, record_id, data, patch=False, if_match=if_match
     )
@@ -210,7 +210,7 @@ async def patch_record(
     if_match: IfMatch = None,
 ) -> Response:
     """RFC 7396 merge patch: nested objects merge, ``null`` removes a field."""
-    data = _data(await read_json(request))
+    data = envelope_data(await read_json(request))
     record = await records.update_record(
         table, record_id, data, patch=True, if_match=if_match
     )
