@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -101,6 +102,9 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
     if settings.seed_file and fresh:
         if not await load_seed(app, settings.seed_file):
             return
+    # the loaded records live as long as the service: keep the cycle collector
+    # from walking them again and again (records are freed by refcount anyway)
+    gc.freeze()
     app.state.ready = True
 
 

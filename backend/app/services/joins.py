@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Literal, Sequence
 
@@ -30,6 +31,16 @@ def _key_fn(column: str) -> Callable[[Record], Hashable]:
     if column == "id":
         return lambda record: record["id"]
     parts = split_path(column)
+    if len(parts) == 1:
+        get = operator.methodcaller("get", column)
+
+        def top_level(record: Record) -> Hashable:
+            value = get(record)
+            if type(value) is str:  # the common case: string ids
+                return value
+            return None if value is None else json_key(value)
+
+        return top_level
 
     def key(record: Record) -> Hashable:
         value = resolve(record, parts)
