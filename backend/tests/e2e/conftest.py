@@ -150,10 +150,17 @@ def start_server(
             )
     else:
         log_path.write_bytes(b"")
+        # a resource limit (a file size cap, say) would also break the coverage
+        # data file a measured child writes at exit: such a child is not measured
+        environment = {
+            k: v
+            for k, v in server_environment(**env).items()
+            if not k.startswith("COVERAGE_")
+        }
         process = subprocess.Popen(
             command,
             cwd=workdir,
-            env=server_environment(**env),
+            env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             preexec_fn=preexec_fn,
