@@ -121,6 +121,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
         message = "no such route"
     elif status == 405:
         message = f"method {request.method} is not allowed here"
+        headers = {"Allow": ", ".join(_allowed_methods(request))}
+        return error_response(
+            request, status=405, code=code, message=message, headers=headers
+        )
     return error_response(
         request,
         status=status,
@@ -141,6 +145,24 @@ def persistence_error(exc: Exception) -> DomainError:
 
 async def _journal_error(request: Request, exc: Exception) -> JSONBytes:
     return await _domain_error(request, persistence_error(exc))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path (Starlette names only the
+    first matching route's)."""
+    methods: set[str] = set()
+    path = request.scope["path"]
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        nested = getattr(getattr(route, "original_router", None), "routes", None)
+        if nested is not None:
+            pending.extend(nested)
+            continue
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and getattr(route, "methods", None):
+            methods.update(route.methods)
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:

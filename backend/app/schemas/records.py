@@ -14,12 +14,33 @@ USER_EXAMPLE: dict[str, Any] = {
 }
 
 
+# What the service checks of a record's fields, stated in the OpenAPI document.
+RECORD_FIELDS: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": 256,
+    "propertyNames": {
+        "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        "not": {"enum": ["created_at", "updated_at"]},
+    },
+}
+
+
+def _create_rules(schema: dict[str, Any]) -> None:
+    schema["properties"]["data"] = {
+        "anyOf": [RECORD_FIELDS, {"type": "array", "items": RECORD_FIELDS}]
+    }
+    schema["examples"] = [{"data": dict(USER_EXAMPLE)}]
+
+
+def _update_rules(schema: dict[str, Any]) -> None:
+    schema["properties"]["data"] = dict(RECORD_FIELDS)
+    schema["examples"] = [{"data": {"full_name": "John Smith Doe"}}]
+
+
 class RecordCreate(BaseModel):
     """One record, or a list of them for an all-or-nothing bulk create."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"data": dict(USER_EXAMPLE)}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_create_rules)
 
     data: dict[str, Any] | list[dict[str, Any]]
 
@@ -27,9 +48,7 @@ class RecordCreate(BaseModel):
 class RecordUpdate(BaseModel):
     """Fields to merge into the record (PATCH: a JSON merge patch, null removes)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"data": {"full_name": "John Smith Doe"}}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_update_rules)
 
     data: dict[str, Any]
 

@@ -294,10 +294,6 @@ def test_a_number_beyond_a_double_is_refused(harness: Harness, number: bytes) ->
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: an integer beyond 64 bits is stored as a float, silently rounded",
-)
 @pytest.mark.parametrize(
     "number", [2**70, -(2**70), 2**64], ids=["2**70", "-2**70", "2**64"]
 )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.api.deps import ImportsDep
+from app.api.deps import TABLE_PATTERN, ImportsDep
 from app.api.responses import errors
 from app.core.http import json_response, read_json
 from app.schemas.records import ImportResult
@@ -46,6 +46,7 @@ EXAMPLE = {
                 "application/json": {
                     "schema": {
                         "type": "object",
+                        "propertyNames": {"pattern": TABLE_PATTERN},
                         "additionalProperties": {
                             "type": "array",
                             "items": {"type": "object"},
