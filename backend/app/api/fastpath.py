@@ -76,7 +76,10 @@ async def _read(scope: Scope, send: Send, table: str, record_id: str) -> None:
     etag = etag_of(body).encode()
     wanted = _header(scope, b"if-none-match")
     if wanted is not None and etag_matches(wanted, etag.decode()):
-        await _answer(send, 304, b"", [(b"etag", etag)])
+        await send(
+            {"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]}
+        )
+        await send({"type": "http.response.body", "body": b""})
         return
     await _answer(send, 200, body, [_JSON, (b"etag", etag)])
 

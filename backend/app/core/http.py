@@ -117,14 +117,13 @@ def parse_json(content_type: str, body: bytes) -> Any:
                 ],
             ) from None
         raise InvalidJSON(f"the request body is not valid JSON: {exc.msg}") from None
-    if _LONG_NUMBER.search(body):
-        _check_integers(body)
+    check_integers(body)
     return parsed
 
 
-# A run of 20 digits may be an integer beyond 64 bits, which orjson reads as a
+# A run of 19 digits may be an integer beyond 64 bits, which orjson reads as a
 # float (rounded): such bodies are read again to find out, and refused.
-_LONG_NUMBER = re.compile(rb"\d{20}")
+_LONG_NUMBER = re.compile(rb"\d{19}")
 _LOWEST, _HIGHEST = -(2**63), 2**64 - 1
 
 
@@ -135,7 +134,11 @@ def _exact_int(text: str) -> int:
     return value
 
 
-def _check_integers(body: bytes) -> None:
+def check_integers(body: bytes) -> None:
+    """422 when the JSON text holds an integer outside 64 bits (orjson would
+    quietly read it as a rounded float)."""
+    if not _LONG_NUMBER.search(body):
+        return
     try:
         json.loads(body, parse_int=_exact_int)
     except OverflowError:

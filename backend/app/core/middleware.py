@@ -63,8 +63,8 @@ def sanitise_request_id(raw: str | None) -> str:
 
 
 class RequestContextMiddleware:
-    """Request id in and out, readiness gate, API keys, body size limit, security
-    headers, metrics, access log, and the last-resort 500."""
+    """Request id in and out, security headers, metrics, the access log and the
+    last-resort 500 (keys, readiness and the body limit are the guard's)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

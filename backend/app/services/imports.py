@@ -8,6 +8,7 @@ from typing import Any, Literal
 import anyio.to_thread
 import orjson
 
+from app.core.http import check_integers
 from app.core.errors import Conflict, StoreFull, ValidationFailed, field_error
 from app.services.records import RecordService, conflict_from, now_iso
 from app.services.validation import TABLE_NAME
@@ -79,6 +80,7 @@ class ImportService:
                 "the file is not valid JSON",
                 details=[field_error(["file"], exc.msg, "json_invalid")],
             ) from None
+        check_integers(raw)
         return self.plan(payload)
 
     async def run(self, payload: Any, *, mode: Mode = "merge") -> dict[str, int]:

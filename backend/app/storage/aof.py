@@ -458,7 +458,8 @@ class AppendOnlyLog:
         final = self.directory / f"snapshot.{generation}.db"
         temporary = final.with_name(final.name + ".tmp")
         count = 0
-        with temporary.open("wb") as out:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
             out.write(frame({"op": "snapshot", "version": 1, "generation": generation}))
             for entry in snapshot_entries(state):
                 out.write(frame(entry))
