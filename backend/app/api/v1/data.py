@@ -82,7 +82,7 @@ async def create_record(
     return _record_response(table, record, status_code=201)
 
 
-def _link(request: Request, page: Page) -> str:
+def page_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
     """RFC 8288 links to the first, previous, next and last pages."""
     if page.limit == 0:
         return ""
@@ -92,12 +92,12 @@ def _link(request: Request, page: Page) -> str:
         offsets["prev"] = max(0, page.offset - page.limit)
     if page.offset + page.limit < page.total:
         offsets["next"] = page.offset + page.limit
-    base = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
+    base = [(k, v) for k, v in params if k != "offset"]
     links = []
     for rel in ("first", "prev", "next", "last"):
         if rel in offsets:
             query = urlencode([*base, ("offset", str(offsets[rel]))])
-            links.append(f'<{request.url.path}?{query}>; rel="{rel}"')
+            links.append(f'<{path}?{query}>; rel="{rel}"')
     return ", ".join(links)
 
 
@@ -130,7 +130,7 @@ async def list_records(
     and ``Link`` headers describe the pages."""
     page = queries.list_records(table, parse_query(request.query_params.multi_items()))
     headers = {"X-Total-Count": str(page.total)}
-    link = _link(request, page)
+    link = page_links(request.url.path, request.query_params.multi_items(), page)
     if link:
         headers["Link"] = link
     body = {
