@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from types import SimpleNamespace
-from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -23,7 +22,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.v1.data import envelope_data, page_links
 from app.core.errors import DomainError
 from app.core.handlers import error_body, persistence_error
-from app.core.http import etag_matches, etag_of, parse_json
+from app.core.http import (
+    etag_matches,
+    etag_of,
+    parse_json,
+    request_headers,
+    send_body,
+)
 from app.services.query import QueryService, parse_query
 from app.services.records import RecordService
 from app.storage.memory import JournalError
@@ -82,7 +87,7 @@ async def _read(scope: Scope, send: Send, table: str, record_id: str) -> None:
         )
         await send({"type": "http.response.body", "body": b""})
         return
-    await _answer(send, 200, body, [_JSON, (b"etag", etag)])
+    await send_body(send, 200, body, [_JSON, (b"etag", etag)])
 
 
 async def _list(scope: Scope, send: Send, table: str) -> None:
@@ -105,7 +110,7 @@ async def _list(scope: Scope, send: Send, table: str) -> None:
     link = page_links(scope["path"], params, page)
     if link:
         headers.append((b"link", link.encode("latin-1")))
-    await _answer(send, 200, body, headers)
+    await send_body(send, 200, body, headers)
 
 
 async def _create(scope: Scope, receive: Receive, send: Send, table: str) -> None:
@@ -116,7 +121,7 @@ async def _create(scope: Scope, receive: Receive, send: Send, table: str) -> Non
         if isinstance(data, list):
             created = await records.create_records(table, data, bulk=True)
             body = orjson.dumps({"items": created, "count": len(created)})
-            await _answer(send, 201, body, [_JSON])
+            await send_body(send, 201, body, [_JSON])
             return
         (record,) = await records.create_records(table, [data], bulk=False)
     except DomainError as exc:
@@ -128,7 +133,7 @@ async def _create(scope: Scope, receive: Receive, send: Send, table: str) -> Non
     body = orjson.dumps(record)
     location = f"{PREFIX}{table}/{record['id']}".encode()
     headers = [_JSON, (b"etag", etag_of(body).encode()), (b"location", location)]
-    await _answer(send, 201, body, headers)
+    await send_body(send, 201, body, headers)
 
 
 async def _body(receive: Receive) -> bytes:
@@ -144,10 +149,8 @@ async def _body(receive: Receive) -> bytes:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    value = request_headers(scope).get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 async def _error(scope: Scope, send: Send, exc: DomainError) -> None:
@@ -157,16 +160,4 @@ async def _error(scope: Scope, send: Send, exc: DomainError) -> None:
         request_id=scope["state"]["request_id"],
         details=exc.details,
     )
-    await _answer(send, exc.status_code, body, [_JSON])
-
-
-async def _answer(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    start: dict[str, Any] = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [*headers, (b"content-length", str(len(body)).encode())],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body})
+    await send_body(send, exc.status_code, body, [_JSON])

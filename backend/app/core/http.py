@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 from fastapi import Request
@@ -31,6 +31,29 @@ def json_response(
     content: Any, *, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> JSONBytes:
     return JSONBytes(content, status_code=status_code, headers=headers)
+
+
+async def send_body(
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """A whole answer straight to the ASGI ``send``, for the pure ASGI layers."""
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+def request_headers(scope: Mapping[str, Any]) -> dict[bytes, bytes]:
+    """The request's headers as a dict, built once by the outermost middleware."""
+    state = scope.get("state") or {}
+    found: dict[bytes, bytes] | None = state.get("headers")
+    return found if found is not None else dict(scope["headers"])
 
 
 def etag_of(body: bytes) -> str:

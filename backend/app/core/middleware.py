@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge
 from app.core.handlers import error_body
+from app.core.http import request_headers, send_body
 from app.core.metrics import Metrics
 from app.core.security import WRITE_METHODS, ApiKeys, presented_key
 
@@ -78,7 +79,9 @@ class RequestContextMiddleware:
         runtime: Runtime = getattr(state, "runtime", None) or Runtime()
         headers = dict(scope["headers"])
         request_id = sanitise_request_id(_text(headers.get(b"x-request-id")))
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_state = scope.setdefault("state", {})
+        request_state["request_id"] = request_id
+        request_state["headers"] = headers  # the inner layers read it, not rebuild it
         path: str = scope["path"]
         is_api = path.startswith("/api/")
         extra = [(b"x-request-id", request_id.encode()), _NOSNIFF]
@@ -141,7 +144,7 @@ class GuardMiddleware:
             return
         state = scope["app"].state
         runtime: Runtime = getattr(state, "runtime", None) or Runtime()
-        headers = dict(scope["headers"])
+        headers = request_headers(scope)
         is_api = scope["path"].startswith("/api/")
         refusal = _refusal(scope, headers, state, runtime, is_api)
         if refusal is None:
@@ -267,14 +270,5 @@ async def _send_error(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     body = error_body(code=code, message=message, request_id=request_id)
-    start: dict[str, Any] = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *(headers or ()),
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body})
+    json_type = (b"content-type", b"application/json")
+    await send_body(send, status, body, [json_type, *(headers or ())])
