@@ -16,7 +16,7 @@ from typing import Sequence
 import uvicorn
 
 from app.core.config import Settings
-from app.core.logging import configure_logging
+from app.core.logging import OUTPUT, configure_logging
 from app.main import app as asgi
 
 
@@ -41,20 +41,25 @@ def build_config(argv: Sequence[str] | None = None) -> uvicorn.Config:
         log_config=None,
         timeout_graceful_shutdown=15,
         server_header=False,
+        # nothing reads the client's address or scheme: no proxy headers to apply
+        proxy_headers=False,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = build_config(argv)
     settings = Settings()
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    configure_logging(level=settings.log_level, fmt=settings.log_format, batched=True)
     signal.signal(signal.SIGTERM, _ignore)
     signal.signal(signal.SIGINT, _ignore)
     server = uvicorn.Server(config)
     # The same app object uvicorn imports from "app.main:app"; a store that
     # cannot be loaded (a damaged log) asks the server to stop.
     asgi.state.stop_server = lambda: setattr(server, "should_exit", True)
-    server.run()
+    try:
+        server.run()
+    finally:
+        OUTPUT.flush()
     return 1 if getattr(asgi.state, "fatal", False) else 0
 
 

@@ -87,6 +87,13 @@ class StoreFull(DomainError):
     code = "insufficient_storage"
 
 
+class InternalError(DomainError):
+    """Never raised by a service: the last resort's answer, in the same shape."""
+
+    status_code = 500
+    code = "internal_error"
+
+
 def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
     """One entry of a 422's ``details``: where, what, and a machine-readable type."""
     return {"loc": loc, "msg": msg, "type": type_}

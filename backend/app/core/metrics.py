@@ -6,20 +6,26 @@ import math
 import os
 import platform
 import time
+from bisect import bisect_left
 from collections import deque
+from itertools import accumulate
 from typing import Any, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
     disable_created_metrics,
-    Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from app import __version__
 from app.storage.memory import Store
@@ -53,27 +59,30 @@ class RouteStats:
         self.recent: deque[float] = deque(maxlen=_SAMPLES)
 
 
+class Series:
+    """The counter and histogram of one (method, route, status): plain numbers,
+    turned into Prometheus families only when ``/metrics`` is scraped."""
+
+    __slots__ = ("count", "total", "buckets", "route")
+
+    def __init__(self, route: RouteStats) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(_BUCKETS) + 1)  # the last one is +Inf
+        self.route = route
+
+
 class Metrics:
-    """One registry per app, so that every app (and test) counts on its own."""
+    """One registry per app, so that every app (and test) counts on its own.
+
+    Requests are counted in plain objects on the event loop's thread, one dict
+    lookup a request; the registry reads them when it is scraped."""
 
     def __init__(self, store: Store, *, started: float) -> None:
         self.store = store
         self.started = started
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "memdb_http_requests",
-            "HTTP requests by method, route template and status",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "memdb_http_request_duration_seconds",
-            "HTTP request latency by method, route template and status",
-            ["method", "route", "status"],
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
         build = Gauge(
             "memdb_build_info",
             "Version of the service and of Python",
@@ -83,20 +92,30 @@ class Metrics:
         build.labels(__version__, platform.python_version()).set(1)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self.registry.register(_RequestCollector(self))
         self.registry.register(_StoreCollector(self))
+        self.series: dict[tuple[str, str, int], Series] = {}
         self.routes: dict[tuple[str, str], RouteStats] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(method, route, code).inc()
-        self.latency.labels(method, route, code).observe(seconds)
-        stats = self.routes.get((method, route))
-        if stats is None:
-            stats = self.routes[(method, route)] = RouteStats()
+        series = self.series.get((method, route, status))
+        if series is None:
+            series = self._new_series(method, route, status)
+        series.count += 1
+        series.total += seconds
+        series.buckets[bisect_left(_BUCKETS, seconds)] += 1
+        stats = series.route
         stats.count += 1
         if status >= 500:
             stats.errors += 1
         stats.recent.append(seconds)
+
+    def _new_series(self, method: str, route: str, status: int) -> Series:
+        stats = self.routes.get((method, route))
+        if stats is None:
+            stats = self.routes[(method, route)] = RouteStats()
+        series = self.series[(method, route, status)] = Series(stats)
+        return series
 
     def uptime(self) -> float:
         return time.monotonic() - self.started
@@ -136,6 +155,38 @@ def rss_bytes() -> int | None:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
         return None
+
+
+_LE = [*map(floatToGoString, _BUCKETS), "+Inf"]
+
+
+class _RequestCollector(Collector):
+    """Request counts and the latency histogram, from the plain series."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["method", "route", "status"]
+        requests = CounterMetricFamily(
+            "memdb_http_requests",
+            "HTTP requests by method, route template and status",
+            labels=labels,
+        )
+        latency = HistogramMetricFamily(
+            "memdb_http_request_duration_seconds",
+            "HTTP request latency by method, route template and status",
+            labels=labels,
+        )
+        for (method, route, status), series in list(self.metrics.series.items()):
+            values = [method, route, str(status)]
+            requests.add_metric(values, series.count)
+            cumulative = list(accumulate(series.buckets))
+            latency.add_metric(
+                values, list(zip(_LE, map(float, cumulative))), series.total
+            )
+        yield requests
+        yield latency
 
 
 class _StoreCollector(Collector):

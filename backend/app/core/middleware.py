@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.errors import PayloadTooLarge
 from app.core.handlers import error_body
 from app.core.http import request_headers, send_body
+from app.core.logging import AccessLog
 from app.core.metrics import Metrics
 from app.core.security import WRITE_METHODS, ApiKeys, presented_key
 
@@ -42,6 +43,9 @@ class Runtime:
     metrics: Metrics | None = None
     warned_open: bool = False
     loopback_hosts: set[str] = field(default_factory=set)
+    access_log: AccessLog = field(
+        default_factory=lambda: AccessLog(structlog.get_logger("memdb.http"))
+    )
 
 
 _PREFIX = os.urandom(10).hex()  # 20 hex digits; with the counter, 32 in all
@@ -63,6 +67,45 @@ def sanitise_request_id(raw: str | None) -> str:
     return _new_request_id()
 
 
+def response_extras(request_id: str, is_api: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every answer carries: its request id, ``nosniff``, and for the
+    API, ``Cache-Control: private, no-cache``."""
+    extra = [(b"x-request-id", request_id.encode()), _NOSNIFF]
+    if is_api:
+        extra.append(_API_CACHE)
+    return extra
+
+
+def account(
+    runtime: Runtime,
+    method: str,
+    route: str,
+    status: int,
+    started: float,
+    request_id: str,
+) -> None:
+    """Count the request in the metrics and write its access line."""
+    seconds = time.perf_counter() - started
+    if runtime.metrics is not None:
+        runtime.metrics.observe(method, route, status, seconds)
+    runtime.access_log(method, route, status, round(seconds * 1000, 3), request_id)
+
+
+def report_failure(exc: Exception, request_id: str, method: str, route: str) -> None:
+    """The log line of an unexpected error: its type and where, never a trace."""
+    log.error(
+        "request.failed",
+        request_id=request_id,
+        method=method,
+        route=route,
+        error_type=type(exc).__name__,
+        where=_where(exc),
+    )
+
+
+INTERNAL_ERROR = "an unexpected error occurred; it has been logged"
+
+
 class RequestContextMiddleware:
     """Request id in and out, security headers, metrics, the access log and the
     last-resort 500 (keys, readiness and the body limit are the guard's)."""
@@ -78,15 +121,11 @@ class RequestContextMiddleware:
         state = scope["app"].state
         runtime: Runtime = getattr(state, "runtime", None) or Runtime()
         headers = dict(scope["headers"])
-        request_id = sanitise_request_id(_text(headers.get(b"x-request-id")))
+        request_id = sanitise_request_id(text(headers.get(b"x-request-id")))
         request_state = scope.setdefault("state", {})
         request_state["request_id"] = request_id
         request_state["headers"] = headers  # the inner layers read it, not rebuild it
-        path: str = scope["path"]
-        is_api = path.startswith("/api/")
-        extra = [(b"x-request-id", request_id.encode()), _NOSNIFF]
-        if is_api:
-            extra.append(_API_CACHE)
+        extra = response_extras(request_id, scope["path"].startswith("/api/"))
         status = 500
         response_started = False
 
@@ -101,34 +140,16 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # the last resort: never a stack trace to the client
-            log.error(
-                "request.failed",
-                request_id=request_id,
-                method=scope["method"],
-                route=_route(scope),
-                error_type=type(exc).__name__,
-                where=_where(exc),
-            )
+            report_failure(exc, request_id, scope["method"], _route(scope))
             if not response_started:
                 await _send_error(
                     send_wrapper,
                     status=500,
                     code="internal_error",
-                    message="an unexpected error occurred; it has been logged",
+                    message=INTERNAL_ERROR,
                     request_id=request_id,
                 )
-        seconds = time.perf_counter() - started
-        route = _route(scope)
-        if runtime.metrics is not None:
-            runtime.metrics.observe(scope["method"], route, status, seconds)
-        log.info(
-            "http.request",
-            method=scope["method"],
-            route=route,
-            status=status,
-            duration_ms=round(seconds * 1000, 3),
-            request_id=request_id,
-        )
+        account(runtime, scope["method"], _route(scope), status, started, request_id)
 
 
 class GuardMiddleware:
@@ -146,11 +167,11 @@ class GuardMiddleware:
         runtime: Runtime = getattr(state, "runtime", None) or Runtime()
         headers = request_headers(scope)
         is_api = scope["path"].startswith("/api/")
-        refusal = _refusal(scope, headers, state, runtime, is_api)
-        if refusal is None:
+        refused = refusal(scope, headers, state, runtime, is_api)
+        if refused is None:
             await self.app(scope, _limited(receive, runtime.max_body_bytes), send)
             return
-        code, status_code, message, more = refusal
+        code, status_code, message, more = refused
         await _send_error(
             send,
             status=status_code,
@@ -161,7 +182,7 @@ class GuardMiddleware:
         )
 
 
-def _refusal(
+def refusal(
     scope: Scope,
     headers: dict[bytes, bytes],
     state: Any,
@@ -175,7 +196,7 @@ def _refusal(
     if runtime.keys and (is_api or path == "/metrics"):
         role = runtime.keys.role(
             presented_key(
-                _text(headers.get(b"authorization")), _text(headers.get(b"x-api-key"))
+                text(headers.get(b"authorization")), text(headers.get(b"x-api-key"))
             )
         )
         if role is None:
@@ -192,7 +213,7 @@ def _refusal(
     if is_api and not getattr(state, "ready", False):
         message = getattr(state, "load_error", None) or "the store is still loading"
         return ("not_ready", 503, message, [])
-    length = _text(headers.get(b"content-length"))
+    length = text(headers.get(b"content-length"))
     if length is not None and length.isdigit() and int(length) > runtime.max_body_bytes:
         message = f"the body is larger than {runtime.max_body_bytes} bytes"
         return ("payload_too_large", 413, message, [(b"connection", b"close")])
@@ -228,7 +249,7 @@ def _where(exc: BaseException) -> str:
     return f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"
 
 
-def _text(value: bytes | None) -> str | None:
+def text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 

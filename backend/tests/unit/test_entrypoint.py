@@ -116,10 +116,12 @@ def test_main_configures_logging_then_serves_and_returns_0(
     assert entry.main(["--port", "8765"]) == 0
 
     assert [name for name, _ in events] == ["logging", "run"]
-    assert events[0][1] == {"level": "warning", "fmt": "console"}
+    assert events[0][1] == {"level": "warning", "fmt": "console", "batched": True}
     config = events[1][1]
     assert isinstance(config, uvicorn.Config)
     assert (config.host, config.port, config.workers) == ("127.0.0.1", 8765, 1)
+    assert (config.loop, config.http) == ("uvloop", "httptools")
+    assert config.proxy_headers is False
 
 
 @pytest.mark.usefixtures("saved_signals", "no_address_env")

@@ -133,6 +133,39 @@ def test_observe_feeds_the_prometheus_series() -> None:
     assert total == pytest.approx(0.005)
 
 
+def test_histogram_buckets_are_cumulative_and_their_bounds_inclusive() -> None:
+    metrics = _metrics()
+    for seconds in (0.0005, 0.00051, 0.001, 0.3, 10.0):
+        metrics.observe("GET", "/x", 200, seconds)
+    registry = metrics.registry
+
+    def bucket(le: str) -> float | None:
+        return registry.get_sample_value(
+            "memdb_http_request_duration_seconds_bucket",
+            {"method": "GET", "route": "/x", "status": "200", "le": le},
+        )
+
+    assert bucket("0.0005") == 1.0  # exactly on a bound counts in that bucket
+    assert bucket("0.001") == 3.0
+    assert bucket("0.25") == 3.0
+    assert bucket("0.5") == 4.0
+    assert bucket("5.0") == 4.0
+    assert bucket("+Inf") == 5.0
+
+
+def test_each_status_is_its_own_series_of_one_route() -> None:
+    metrics = _metrics()
+    metrics.observe("GET", "/x", 200, 0.001)
+    metrics.observe("GET", "/x", 404, 0.001)
+    metrics.observe("GET", "/x", 503, 0.001)
+    registry = metrics.registry
+    for status in ("200", "404", "503"):
+        labels = {"method": "GET", "route": "/x", "status": status}
+        assert registry.get_sample_value("memdb_http_requests_total", labels) == 1.0
+    (row,) = metrics.route_summary()
+    assert (row["count"], row["errors_5xx"]) == (3, 1)
+
+
 def test_two_registries_do_not_share_counts() -> None:
     first, second = _metrics(), _metrics()
     first.observe("GET", "/x", 200, 0.001)

@@ -1,0 +1,212 @@
+"""The two front doors agree: every request the fast path answers gets the same
+answer from the full stack (FastAPI's routes behind the middleware).
+
+A request with an ``Origin`` header always goes through the full stack (the CORS
+middleware answers browsers), so each case is sent twice, once plain and once
+with ``Origin``, and a spy on ``fastpath.serve`` checks which door answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+
+from app.api import fastpath
+from app.main import create_app
+from tests.conftest import USER, make_settings
+from tests.integration.helpers import API, SERVER_FIELDS, create, store_unchanged
+
+ORIGIN = {"Origin": "http://elsewhere.example"}
+# headers whose values differ between two answers by nature
+VARYING = {"date", "x-request-id", "etag", "location"}
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What ``fastpath.serve`` returns from now on, in order."""
+    answered: list[bool] = []
+    serve = fastpath.serve
+
+    async def spy(*args: Any) -> bool:
+        answered.append(await serve(*args))
+        return answered[-1]
+
+    monkeypatch.setattr(fastpath, "serve", spy)
+    return answered
+
+
+@pytest.fixture
+def doors(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, list[bool]]]:
+    """A started app and the list of what ``fastpath.serve`` returned, in order."""
+    answered = _spy(monkeypatch)
+    with TestClient(create_app(make_settings())) as client:
+        create(client, "things", {"id": "t1", "n": 1, "tags": ["a"]})
+        create(client, "things", {"id": "t2", "n": 2})
+        create(client, "things", {"id": "t3", "n": 3})
+        create(client, "users", {**USER, "id": "u1"})
+        answered.clear()
+        yield client, answered
+
+
+def _comparable(response: Response) -> tuple[int, Any, set[str]]:
+    body: Any = response.json() if response.content else None
+    if isinstance(body, dict) and "error" in body:
+        body = {**body, "error": {**body["error"], "request_id": "-"}}
+    return response.status_code, _without_server_fields(body), _header_names(response)
+
+
+def _without_server_fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _without_server_fields(v)
+            for k, v in value.items()
+            if k not in SERVER_FIELDS
+        }
+    if isinstance(value, list):
+        return [_without_server_fields(v) for v in value]
+    return value
+
+
+def _header_names(response: Response) -> set[str]:
+    names = set(response.headers) - VARYING
+    if response.status_code == 304:
+        names.discard("content-length")  # the one documented difference
+    return names
+
+
+def _both(
+    client: TestClient, answered: list[bool], send: Callable[..., Response]
+) -> tuple[Response, Response]:
+    plain = send({})
+    browser = send(ORIGIN)
+    assert answered == [True, False], "the plain request takes the fast path"
+    answered.clear()
+    return plain, browser
+
+
+READS = [
+    "/data/things/t1",
+    "/data/things/absent",
+    "/data/users/u1",
+    "/data/no_such_table/x",
+    "/data/things",
+    "/data/things?sort=-n&limit=2",
+    "/data/things?n=2",
+    "/data/things?limit=1&offset=1",
+    "/data/things?sort=",
+    "/data/things?limit=-1",
+    "/data/things?unknown__op=1",
+]
+
+
+@pytest.mark.parametrize("path", READS)
+def test_reads_get_the_same_answer_from_both_doors(
+    doors: tuple[TestClient, list[bool]], path: str
+) -> None:
+    client, answered = doors
+    plain, browser = _both(
+        client, answered, lambda h: client.get(f"{API}{path}", headers=h)
+    )
+    assert _comparable(plain) == _comparable(browser)
+    assert plain.headers.get("etag") == browser.headers.get("etag")
+    assert plain.headers.get("link") == browser.headers.get("link")
+
+
+@pytest.mark.parametrize("matching", [True, False])
+def test_conditional_reads_agree(
+    doors: tuple[TestClient, list[bool]], matching: bool
+) -> None:
+    client, answered = doors
+    etag = client.get(f"{API}/data/things/t1").headers["etag"]
+    answered.clear()
+    wanted = etag if matching else '"other"'
+    plain, browser = _both(
+        client,
+        answered,
+        lambda h: client.get(
+            f"{API}/data/things/t1", headers={**h, "If-None-Match": wanted}
+        ),
+    )
+    assert plain.status_code == browser.status_code == (304 if matching else 200)
+    assert _comparable(plain) == _comparable(browser)
+    assert plain.headers["etag"] == browser.headers["etag"] == etag
+
+
+WRITES: list[tuple[str, bytes, str]] = [
+    ("things", b'{"data": {"n": 9}}', "application/json"),
+    ("things", b'{"data": [{"n": 10}, {"n": 11}]}', "application/json"),
+    ("things", b'{"data": {"id": "t1", "n": 0}}', "application/json"),
+    ("things", b'{"data": {"n": 1', "application/json"),
+    ("things", b'{"data": {"n": 1}}', "text/plain"),
+    ("things", b'{"n": 1}', "application/json"),
+    ("things", b'{"data": 5}', "application/json"),
+    ("users", b'{"data": {"email": "not an email"}}', "application/json"),
+    ("orders", b'{"data": {"user_id": "nobody", "total": 1}}', "application/json"),
+]
+
+
+@pytest.mark.parametrize(("table", "body", "content_type"), WRITES)
+def test_creates_get_the_same_answer_from_both_doors(
+    doors: tuple[TestClient, list[bool]], table: str, body: bytes, content_type: str
+) -> None:
+    client, answered = doors
+
+    def send(headers: dict[str, str]) -> Response:
+        return client.post(
+            f"{API}/data/{table}",
+            content=body,
+            headers={**headers, "Content-Type": content_type},
+        )
+
+    plain, browser = _both(client, answered, send)
+    assert _comparable(plain) == _comparable(browser)
+    if plain.status_code == 201 and "location" in plain.headers:
+        for response in (plain, browser):
+            record = response.json()
+            assert response.headers["location"] == f"{API}/data/{table}/{record['id']}"
+
+
+def test_a_refused_write_changes_nothing_through_the_fast_path(
+    doors: tuple[TestClient, list[bool]],
+) -> None:
+    client, answered = doors
+    with store_unchanged(client):
+        answered.clear()
+        response = client.post(
+            f"{API}/data/things",
+            content=b'{"data": [{"n": 1}, {"id": "t1"}]}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 409, response.text
+        assert answered == [True]
+
+
+def test_refusals_are_left_to_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    answered = _spy(monkeypatch)
+    settings = make_settings(api_keys="rw-secret:rw,ro-secret:ro")
+    with TestClient(create_app(settings)) as client:
+        missing = client.get(f"{API}/data/things/x")
+        read_only = client.post(
+            f"{API}/data/things",
+            json={"data": {"n": 1}},
+            headers={"X-API-Key": "ro-secret"},
+        )
+        allowed = client.get(
+            f"{API}/data/things/x", headers={"Authorization": "Bearer rw-secret"}
+        )
+    assert (missing.status_code, read_only.status_code, allowed.status_code) == (
+        401,
+        403,
+        404,
+    )
+    assert missing.headers["www-authenticate"] == 'Bearer realm="memdb"'
+    assert answered == [False, False, True]
+
+
+def test_before_the_lifespan_the_full_stack_answers() -> None:
+    client = TestClient(create_app(make_settings()))  # not started: no runtime
+    response = client.get(f"{API}/data/things/x")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "not_ready"
