@@ -159,7 +159,7 @@ async def _read(call: Call) -> Answer:
 
 async def _list(call: Call) -> Answer:
     scope = call.scope
-    params = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    params = query_params(scope["query_string"].decode("latin-1"))
     page = call.services.queries.list_records(call.table, parse_query(params))
     body = orjson.dumps(
         {
@@ -174,6 +174,19 @@ async def _list(call: Call) -> Answer:
     if link:
         headers.append((b"link", link.encode("latin-1")))
     return 200, body, headers
+
+
+def query_params(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``, without its decoding work
+    when there is nothing to decode."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append((name, value))
+    return pairs
 
 
 async def _create(call: Call) -> Answer:

@@ -77,8 +77,13 @@ def _path(param: str, path: str) -> str:
     return path
 
 
+_JSON_STARTS = frozenset('-0123456789"[{tfn')
+
+
 def literal(raw: str) -> Any:
     """A query value read as a JSON literal where it parses, else as the string itself."""
+    if raw.lstrip(" \t\n\r")[:1] not in _JSON_STARTS:
+        return raw  # cannot be JSON: no parse attempt (and no exception) needed
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -322,7 +327,10 @@ def _candidates(
             size = len(keys)
         elif flt.path in table.indexes:
             index = table.indexes[flt.path]
-            size = sum(index.size(k) for k in set(keys))
+            if len(keys) == 1:
+                size = index.size(keys[0])
+            else:
+                size = sum(index.size(k) for k in set(keys))
         else:
             continue
         if best is None or size < best[0]:

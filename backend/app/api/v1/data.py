@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
@@ -83,6 +84,15 @@ async def create_record(
     return _record_response(table, record, status_code=201)
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quote(text: str) -> str:
+    """``quote_plus`` (what ``urlencode`` applies), skipped for the common text
+    that it would leave as it is."""
+    return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
+
+
 def page_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
     """RFC 8288 links to the first, previous, next and last pages."""
     if page.limit == 0:
@@ -93,13 +103,13 @@ def page_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
         offsets["prev"] = max(0, page.offset - page.limit)
     if page.offset + page.limit < page.total:
         offsets["next"] = page.offset + page.limit
-    base = [(k, v) for k, v in params if k != "offset"]
-    links = []
-    for rel in ("first", "prev", "next", "last"):
-        if rel in offsets:
-            query = urlencode([*base, ("offset", str(offsets[rel]))])
-            links.append(f'<{path}?{query}>; rel="{rel}"')
-    return ", ".join(links)
+    base = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params if k != "offset")
+    prefix = f"{path}?{base}&offset=" if base else f"{path}?offset="
+    return ", ".join(
+        f'<{prefix}{offsets[rel]}>; rel="{rel}"'
+        for rel in ("first", "prev", "next", "last")
+        if rel in offsets
+    )
 
 
 # Documented as the whole numbers they are, but taken as text: the query parser

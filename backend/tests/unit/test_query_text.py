@@ -1,0 +1,91 @@
+"""The shortcuts on the list path give exactly what the general code gives: the
+query string split, the Link header's encoding, a query value read as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from app.api.fastpath import query_params
+from app.api.v1.data import page_links
+from app.services.query import Page, literal
+
+# text rich in what query strings and URLs treat specially
+QUERY_TEXT = st.lists(
+    st.sampled_from([*"ab0_.~-&=%+ ;,/?#\"'<>é\u2603", "%20", "%zz", "%C3%A9"]),
+    max_size=20,
+).map("".join)
+
+
+@given(QUERY_TEXT)
+@example("")
+@example("&&a=1&&")
+@example("a")
+@example("a=")
+@example("=b")
+@example("a=b=c")
+@example("a+b=c%20d")
+def test_query_params_split_like_parse_qsl(query: str) -> None:
+    assert query_params(query) == parse_qsl(query, keep_blank_values=True)
+
+
+def _reference_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
+    """The Link header as ``urlencode`` spells every link."""
+    if page.limit == 0:
+        return ""
+    last = max(0, (page.total - 1) // page.limit * page.limit)
+    offsets = {"first": 0, "last": last}
+    if page.offset > 0:
+        offsets["prev"] = max(0, page.offset - page.limit)
+    if page.offset + page.limit < page.total:
+        offsets["next"] = page.offset + page.limit
+    base = [(k, v) for k, v in params if k != "offset"]
+    return ", ".join(
+        f'<{path}?{urlencode([*base, ("offset", str(offsets[rel]))])}>; rel="{rel}"'
+        for rel in ("first", "prev", "next", "last")
+        if rel in offsets
+    )
+
+
+@given(
+    params=st.lists(st.tuples(QUERY_TEXT, QUERY_TEXT), max_size=5),
+    total=st.integers(0, 50),
+    limit=st.integers(0, 10),
+    offset=st.integers(0, 60),
+)
+@example(params=[], total=5, limit=2, offset=2)
+@example(params=[("s", "a b"), ("t", "x~y"), ("u", "é")], total=5, limit=2, offset=2)
+@example(params=[("offset", "3"), ("s", "a b&c")], total=9, limit=3, offset=3)
+def test_page_links_spell_each_link_as_urlencode_does(
+    params: list[tuple[str, str]], total: int, limit: int, offset: int
+) -> None:
+    page = Page(items=[], total=total, limit=limit, offset=offset)
+    path = "/api/v1/data/rows"
+    assert page_links(path, params, page) == _reference_links(path, params, page)
+
+
+def _reference_literal(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+@given(
+    st.one_of(
+        st.text(max_size=20),
+        st.from_regex(r"\s*(-?\d+(\.\d+)?|true|false|null|\"[a-z]*\"|\[1\]|\{\})\s*"),
+    )
+)
+@example(" ")
+@example(" 7")
+@example("tru")
+@example("nul")
+@example('"unterminated')
+def test_literal_reads_what_orjson_reads_and_keeps_the_rest(raw: str) -> None:
+    assert literal(raw) == _reference_literal(raw)
+    assert type(literal(raw)) is type(_reference_literal(raw))
