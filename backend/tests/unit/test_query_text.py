@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.api.fastpath import query_params
-from app.api.v1.data import page_links
+from app.api.v1.data import page_links, page_offsets
 from app.services.query import Page, literal
 
 # text rich in what query strings and URLs treat specially
@@ -35,19 +35,10 @@ def test_query_params_split_like_parse_qsl(query: str) -> None:
 
 def _reference_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
     """The Link header as ``urlencode`` spells every link."""
-    if page.limit == 0:
-        return ""
-    last = max(0, (page.total - 1) // page.limit * page.limit)
-    offsets = {"first": 0, "last": last}
-    if page.offset > 0:
-        offsets["prev"] = max(0, page.offset - page.limit)
-    if page.offset + page.limit < page.total:
-        offsets["next"] = page.offset + page.limit
     base = [(k, v) for k, v in params if k != "offset"]
     return ", ".join(
-        f'<{path}?{urlencode([*base, ("offset", str(offsets[rel]))])}>; rel="{rel}"'
-        for rel in ("first", "prev", "next", "last")
-        if rel in offsets
+        f'<{path}?{urlencode([*base, ("offset", str(offset))])}>; rel="{rel}"'
+        for rel, offset in page_offsets(page).items()
     )
 
 

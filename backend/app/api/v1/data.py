@@ -93,22 +93,26 @@ def _quote(text: str) -> str:
     return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
 
 
-def page_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
-    """RFC 8288 links to the first, previous, next and last pages."""
+def page_offsets(page: Page) -> dict[str, int]:
+    """The offsets of the first, previous, next and last pages, in that order
+    (none when the limit is 0)."""
     if page.limit == 0:
-        return ""
-    last = max(0, (page.total - 1) // page.limit * page.limit)
-    offsets = {"first": 0, "last": last}
+        return {}
+    offsets = {"first": 0}
     if page.offset > 0:
         offsets["prev"] = max(0, page.offset - page.limit)
     if page.offset + page.limit < page.total:
         offsets["next"] = page.offset + page.limit
+    offsets["last"] = max(0, (page.total - 1) // page.limit * page.limit)
+    return offsets
+
+
+def page_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
+    """RFC 8288 links to the first, previous, next and last pages."""
     base = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params if k != "offset")
     prefix = f"{path}?{base}&offset=" if base else f"{path}?offset="
     return ", ".join(
-        f'<{prefix}{offsets[rel]}>; rel="{rel}"'
-        for rel in ("first", "prev", "next", "last")
-        if rel in offsets
+        f'<{prefix}{offset}>; rel="{rel}"' for rel, offset in page_offsets(page).items()
     )
 
 
