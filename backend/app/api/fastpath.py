@@ -132,7 +132,10 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
         report_failure(exc, request_id, method, route)
         status, body, out = _error(InternalError(INTERNAL_ERROR), request_id)
     out.extend(response_extras(request_id, True))
-    await send_body(send, status, body, out)
+    try:
+        await send_body(send, status, body, out)
+    except Exception as exc:  # the answer could not be sent: logged, not raised
+        report_failure(exc, request_id, method, route)
     account(runtime, method, route, status, started, request_id)
     return True
 

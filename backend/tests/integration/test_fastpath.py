@@ -8,6 +8,8 @@ with ``Origin``, and a spy on ``fastpath.serve`` checks which door answered.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -210,3 +212,36 @@ def test_before_the_lifespan_the_full_stack_answers() -> None:
     response = client.get(f"{API}/data/things/x")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_ready"
+
+
+def test_an_answer_that_cannot_be_sent_is_logged_not_raised(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with TestClient(create_app(make_settings())) as client:
+        create(client, "things", {"id": "t1", "n": 1})
+        capsys.readouterr()
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": f"{API}/data/things/t1",
+            "query_string": b"",
+            "headers": [(b"x-request-id", b"gone-1")],
+        }
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            raise OSError("the connection is gone")
+
+        served = asyncio.run(fastpath.serve(client.app, scope, receive, send))
+        out = capsys.readouterr().out
+
+    assert served is True
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    (failed,) = [e for e in events if e["event"] == "request.failed"]
+    assert failed["request_id"] == "gone-1"
+    assert failed["error_type"] == "OSError"
+    assert "connection is gone" not in out and "Traceback" not in out
+    (access,) = [e for e in events if e["event"] == "http.request"]
+    assert (access["request_id"], access["status"]) == ("gone-1", 200)
