@@ -41,7 +41,8 @@ def build_config(argv: Sequence[str] | None = None) -> uvicorn.Config:
         log_config=None,
         timeout_graceful_shutdown=15,
         server_header=False,
-        # nothing reads the client's address or scheme: no proxy headers to apply
+        # nothing the service answers or logs uses the client's address, and its
+        # links are paths: X-Forwarded-* headers are not read
         proxy_headers=False,
     )
 

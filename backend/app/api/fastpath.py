@@ -24,13 +24,20 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from app.api.deps import Services
 from app.api.v1.data import envelope_data, page_links
 from app.core.errors import DomainError, InternalError, PayloadTooLarge
 from app.core.handlers import error_body, persistence_error
-from app.core.http import etag_matches, etag_of, parse_json, send_body
+from app.core.http import (
+    check_json_type,
+    etag_matches,
+    etag_of,
+    parse_json,
+    send_body,
+)
 from app.core.middleware import (
     INTERNAL_ERROR,
     Runtime,
@@ -79,7 +86,12 @@ class Call:
         self.key = key
 
     def header(self, name: bytes) -> str | None:
-        return text(self.headers.get(name))
+        """The first value of a request header, as the routes read it."""
+        value: bytes
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value.decode("latin-1")
+        return None
 
 
 Handler = Callable[[Call], Awaitable[Answer]]
@@ -133,7 +145,11 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
         status, body, out = _error(InternalError(INTERNAL_ERROR), request_id)
     out.extend(response_extras(request_id, True))
     try:
-        await send_body(send, status, body, out)
+        if status == 304:  # no body, and no length (RFC 9110 section 15.4.5)
+            await send({"type": "http.response.start", "status": 304, "headers": out})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send_body(send, status, body, out)
     except Exception as exc:  # the answer could not be sent: logged, not raised
         report_failure(exc, request_id, method, route)
     account(runtime, method, route, status, started, request_id)
@@ -193,8 +209,10 @@ def query_params(query: str) -> list[tuple[str, str]]:
 
 
 async def _create(call: Call) -> Answer:
+    content_type = call.header(b"content-type") or ""
+    check_json_type(content_type)
     raw = await _body(call.receive, call.runtime.max_body_bytes)
-    data = envelope_data(parse_json(call.header(b"content-type") or "", raw))
+    data = envelope_data(parse_json(content_type, raw))
     records = call.services.records
     if isinstance(data, list):
         created = await records.create_records(call.table, data, bulk=True)
@@ -217,7 +235,7 @@ async def _body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientDisconnect()  # a part of a body is never taken for all of it
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

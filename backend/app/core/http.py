@@ -116,18 +116,22 @@ def _balanced(body: bytes) -> bool:
 async def read_json(request: Request) -> Any:
     """The parsed JSON body: 415 for another media type, 400 when it does not parse."""
     content_type = request.headers.get("content-type", "")
-    if not _is_json(content_type):
-        parse_json(content_type, b"")  # raises the 415
+    check_json_type(content_type)
     return parse_json(content_type, await request.body())
+
+
+def check_json_type(content_type: str) -> None:
+    """415 unless the media type is JSON: checked before the body is read."""
+    if not _is_json(content_type):
+        raise UnsupportedMediaType(
+            "the request body must be JSON (Content-Type: application/json)"
+        )
 
 
 def parse_json(content_type: str, body: bytes) -> Any:
     """A JSON body: 415 for another media type, 400 when it does not parse, 422
     when it is well formed but nested too deep."""
-    if not _is_json(content_type):
-        raise UnsupportedMediaType(
-            "the request body must be JSON (Content-Type: application/json)"
-        )
+    check_json_type(content_type)
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

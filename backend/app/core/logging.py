@@ -4,12 +4,15 @@ Every line goes to standard output through one ``LineWriter``. Under the server
 (``python -m app``) it batches: the lines of one turn of the event loop leave in
 one write, made as soon as that turn is over, instead of one write a request.
 Warnings, errors and lines logged outside the event loop's thread are written
-at once, after whatever is still pending, so the order of the lines is kept.
+at once, after whatever lines are still pending, which keeps their order.
 
 The access lines (``AccessLog``) go one step further under the server: a
 request leaves its five fields behind, and the structlog events of one loop turn
 are made together when the turn is over. Rendering them in one tight loop costs
-a fraction of rendering each in the middle of its request.
+a fraction of rendering each in the middle of its request. So an access line
+comes after the other lines logged in the same turn (a request's
+``request.failed`` comes before its access line either way), and its timestamp
+is when it is made, at most one loop turn after the answer.
 """
 
 from __future__ import annotations
@@ -139,16 +142,17 @@ class _Timestamp:
     once a second, not once a line."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        # one attribute, replaced whole: threads that log see a matching pair
+        self._cached: tuple[int, str] = (-1, "")
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         second = int(now)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        cached_second, prefix = self._cached
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cached = (second, prefix)
+        event["timestamp"] = f"{prefix}.{int((now - second) * 1e6):06d}Z"
         return event
 
 

@@ -72,10 +72,7 @@ def _without_server_fields(value: Any) -> Any:
 
 
 def _header_names(response: Response) -> set[str]:
-    names = set(response.headers) - VARYING
-    if response.status_code == 304:
-        names.discard("content-length")  # the one documented difference
-    return names
+    return set(response.headers) - VARYING
 
 
 def _both(
@@ -133,6 +130,8 @@ def test_conditional_reads_agree(
     )
     assert plain.status_code == browser.status_code == (304 if matching else 200)
     assert _comparable(plain) == _comparable(browser)
+    if matching:
+        assert "content-length" not in plain.headers  # RFC 9110 section 15.4.5
     assert plain.headers["etag"] == browser.headers["etag"] == etag
 
 
@@ -245,3 +244,115 @@ def test_an_answer_that_cannot_be_sent_is_logged_not_raised(
     assert "connection is gone" not in out and "Traceback" not in out
     (access,) = [e for e in events if e["event"] == "http.request"]
     assert (access["request_id"], access["status"]) == ("gone-1", 200)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Type", "application/json"), ("Content-Type", "text/plain")],
+        [("Content-Type", "text/plain"), ("Content-Type", "application/json")],
+    ],
+    ids=["json first", "text first"],
+)
+def test_a_repeated_content_type_is_read_alike(
+    doors: tuple[TestClient, list[bool]], headers: list[tuple[str, str]]
+) -> None:
+    client, answered = doors
+    body = b'{"data": {"n": 5}}'
+    plain, browser = _both(
+        client,
+        answered,
+        lambda h: client.post(
+            f"{API}/data/things", content=body, headers=[*h.items(), *headers]
+        ),
+    )
+    assert plain.status_code == browser.status_code
+    assert plain.status_code == (201 if headers[0][1] == "application/json" else 415)
+
+
+def test_a_repeated_if_none_match_is_read_alike(
+    doors: tuple[TestClient, list[bool]],
+) -> None:
+    client, answered = doors
+    etag = client.get(f"{API}/data/things/t1").headers["etag"]
+    answered.clear()
+    plain, browser = _both(
+        client,
+        answered,
+        lambda h: client.get(
+            f"{API}/data/things/t1",
+            headers=[*h.items(), ("If-None-Match", etag), ("If-None-Match", '"x"')],
+        ),
+    )
+    assert plain.status_code == browser.status_code == 304
+
+
+def test_the_media_type_is_refused_before_an_oversized_body_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answered = _spy(monkeypatch)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(64):
+            yield b"x" * 1024
+
+    with TestClient(create_app(make_settings(max_body_bytes=4096))) as client:
+        with store_unchanged(client):
+            answered.clear()
+            responses = [
+                client.post(
+                    f"{API}/data/things",
+                    content=chunks(),
+                    headers={**extra, "Content-Type": "text/plain"},
+                )
+                for extra in ({}, ORIGIN)
+            ]
+    assert [r.status_code for r in responses] == [415, 415]
+    assert [r.json()["error"]["code"] for r in responses] == [
+        "unsupported_media_type"
+    ] * 2
+    assert answered[:2] == [True, False]
+
+
+def test_a_body_cut_short_by_a_disconnect_creates_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with TestClient(create_app(make_settings())) as client:
+        with store_unchanged(client):
+            capsys.readouterr()
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": f"{API}/data/things",
+                "query_string": b"",
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-request-id", b"cut-1"),
+                ],
+            }
+            messages = iter(
+                [
+                    # a whole JSON document so far, but more was announced
+                    {
+                        "type": "http.request",
+                        "body": b'{"data": {}}',
+                        "more_body": True,
+                    },
+                    {"type": "http.disconnect"},
+                ]
+            )
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return next(messages)
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            asyncio.run(fastpath.serve(client.app, scope, receive, send))
+            out = capsys.readouterr().out
+
+    assert sent[0]["status"] == 500
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    (failed,) = [e for e in events if e["event"] == "request.failed"]
+    assert (failed["request_id"], failed["error_type"]) == ("cut-1", "ClientDisconnect")

@@ -46,11 +46,12 @@ def writer() -> Iterator[tuple[LineWriter, Stream]]:
 def output(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stream]:
     """The process-wide writer on a fresh stream, put back as it was afterwards."""
     stream = Stream()
+    was_batched, was_stream = OUTPUT.batched, OUTPUT.stream
     monkeypatch.setattr("sys.stdout", stream)
-    was = OUTPUT.batched
     configure_logging(batched=True)
     yield stream
-    configure_logging(batched=was)
+    configure_logging(batched=was_batched)
+    OUTPUT.stream = was_stream
 
 
 # -- LineWriter ------------------------------------------------------------
