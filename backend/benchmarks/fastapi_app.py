@@ -8,13 +8,13 @@ and a Pydantic model for the body: the way a tutorial writes it.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from typing import Sequence
 
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
+
+from benchmarks.serving import serve
 
 
 class Item(BaseModel):
@@ -46,19 +46,7 @@ def create_item(item: Item) -> Item:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fastapi_app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002)
-    args = parser.parse_args(argv)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve(app, prog="python -m benchmarks.fastapi_app", port=8002, argv=argv)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,16 @@ validation, no middleware, no logging.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from typing import Any, Sequence
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from benchmarks.serving import serve
 
 _items: dict[str, Any] = {}
 _ids = itertools.count(1_000_000)
@@ -53,19 +53,7 @@ app = Starlette(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.floor_app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    args = parser.parse_args(argv)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve(app, prog="python -m benchmarks.floor_app", port=8001, argv=argv)
 
 
 if __name__ == "__main__":

@@ -65,13 +65,12 @@ Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 class Call:
     """What a handler gets: the request and the services."""
 
-    __slots__ = ("scope", "receive", "headers", "services", "runtime", "table", "key")
+    __slots__ = ("scope", "receive", "services", "runtime", "table", "key")
 
     def __init__(
         self,
         scope: Scope,
         receive: Receive,
-        headers: Headers,
         services: Services,
         runtime: Runtime,
         table: str,
@@ -79,7 +78,6 @@ class Call:
     ) -> None:
         self.scope = scope
         self.receive = receive
-        self.headers = headers
         self.services = services
         self.runtime = runtime
         self.table = table
@@ -132,8 +130,7 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
     handler, route, table, key = found
     method: str = scope["method"]
     request_id = sanitise_request_id(text(headers.get(b"x-request-id")))
-    scope["app"] = app
-    call = Call(scope, receive, headers, state.services, runtime, table, key)
+    call = Call(scope, receive, state.services, runtime, table, key)
     try:
         status, body, out = await handler(call)
     except DomainError as exc:

@@ -48,6 +48,16 @@ ENTRIES: list[Entry] = [
 ]
 
 
+def files(data: Path) -> list[str]:
+    """The names in a data directory, sorted."""
+    return sorted(p.name for p in data.iterdir())
+
+
+def generation(number: int) -> list[str]:
+    """The files of a data directory holding only generation ``number``."""
+    return [f"appendonly.{number}.aof", f"snapshot.{number}.db"]
+
+
 def write_entries(path: Path, entries: list[Entry]) -> list[int]:
     """Write framed entries to ``path``; the byte offset of each record."""
     offsets: list[int] = []
@@ -358,10 +368,7 @@ def test_compaction_then_recovery_gives_the_same_store(
     store.create_index("users", "email", unique=True)
     workload(store, "one")
     asyncio.run(log.compact())
-    assert sorted(p.name for p in data.iterdir()) == [
-        "appendonly.1.aof",
-        "snapshot.1.db",
-    ]
+    assert files(data) == generation(1)
     snapshot = scan(data / "snapshot.1.db", last=False).entries
     assert snapshot[0] == {"op": "snapshot", "version": 1, "generation": 1}
     assert snapshot[-1] == {"op": "end", "records": store.total}
@@ -374,10 +381,7 @@ def test_compaction_then_recovery_gives_the_same_store(
     workload(store, "three")
     before = store_state(store)
     close(log)
-    assert sorted(p.name for p in data.iterdir()) == [
-        "appendonly.2.aof",
-        "snapshot.2.db",
-    ]
+    assert files(data) == generation(2)
     assert store_state(reload(data)) == before
 
     # and the reloaded log goes on where it stopped
@@ -489,7 +493,7 @@ def test_a_crash_at_any_step_of_a_compaction_leaves_everything_loadable(
     workload(store, "after")  # goes to the new log, as it would have
     before = store_state(store)
     close(log)
-    names = sorted(p.name for p in data.iterdir())
+    names = files(data)
     assert "appendonly.0.aof" in names and "appendonly.1.aof" in names
     if step == "after-snapshot-rename":
         assert "snapshot.1.db" in names
@@ -506,10 +510,7 @@ def test_a_crash_at_any_step_of_a_compaction_leaves_everything_loadable(
     workload(again, "later")
     after = store_state(again)
     close(log)
-    assert sorted(p.name for p in data.iterdir()) == [
-        "appendonly.2.aof",
-        "snapshot.2.db",
-    ]
+    assert files(data) == generation(2)
     assert store_state(reload(data)) == after
 
 
@@ -529,10 +530,7 @@ def test_recovery_removes_temporary_and_superseded_files(
     again = reload(data)
     assert store_state(again) == before
     assert "ghost" not in again.tables
-    assert sorted(p.name for p in data.iterdir()) == [
-        "appendonly.1.aof",
-        "snapshot.1.db",
-    ]
+    assert files(data) == generation(1)
 
 
 def test_an_incomplete_snapshot_refuses_recovery(
