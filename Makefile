@@ -10,7 +10,7 @@ PORT ?= 8000
 IMAGE ?= memdb:latest
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run docker-lint smoke fuzz soak
+.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run docker-lint smoke fuzz soak abuse
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ fuzz: $(STAMP) ## deeper schemathesis run (FUZZ_EXAMPLES per operation, default 
 
 soak: $(STAMP) ## mixed load on a real server for SOAK_SECONDS (default 180), RSS watched; writes backend/scripts/soak-result.json
 	cd backend && ../$(BIN)/python scripts/soak.py
+
+abuse: $(STAMP) ## the abuse suite against a real server, /health timed meanwhile; writes backend/scripts/abuse-result.json
+	cd backend && MEMDB_ABUSE_REPORT=scripts/abuse-result.json ../$(BIN)/python -m pytest tests/e2e/test_abuse.py -q -p no:cacheprovider
 
 cli: $(STAMP) ## the command line: make cli ARGS="export dump.json" (import, export, load)
 	cd backend && ../$(BIN)/python -m app.cli $(ARGS)

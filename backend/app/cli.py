@@ -199,6 +199,12 @@ def cmd_repair(args: argparse.Namespace) -> int:
     if not findings:
         console.print("nothing to repair")
         return 0
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError(
+            f"{len(findings)} damaged file(s); repair asks before it cuts a log, "
+            "and there is no terminal to ask: run `check` to see them, then "
+            "`repair --yes`"
+        )
     for line in findings:
         console.print(line)
     if not args.yes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from app.core.handlers import install_error_handlers
 from app.api.operations import install_docs
 from app.core.cors import SettingsCORSMiddleware
 from app.core.logging import AccessLog, configure_logging
+from app.core.loop import GcMonitor, LoopMonitor
 from app.core.metrics import Metrics
 from app.core.middleware import GuardMiddleware, RequestContextMiddleware, Runtime
 from app.core.security import ApiKeys
@@ -35,6 +35,7 @@ from app.services.query import QueryService
 from app.services.records import RecordService, ensure_builtins
 from app.services.stats import StatsService
 from app.services.tables import TableService
+from app.services.work import Limits
 from app.storage.aof import AppendOnlyLog, CorruptLog
 from app.storage.memory import JournalError, Store
 
@@ -49,20 +50,30 @@ joins and dumps. Every error answers with one envelope:
 
 def build_state(app: FastAPI, settings: Settings) -> None:
     """The store and the services, on ``app.state`` for the dependencies."""
-    store = Store(max_records=settings.max_records)
+    store = Store(max_records=settings.max_records, max_tables=settings.max_tables)
     ensure_builtins(store)
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
         parallelism=settings.argon2_parallelism,
     )
-    records = RecordService(store, hasher=hasher, max_bulk=settings.max_bulk)
+    limits = Limits(budget=settings.query_budget, max_heavy=settings.max_heavy_requests)
+    records = RecordService(
+        store,
+        hasher=hasher,
+        max_bulk=settings.max_bulk,
+        max_passwords=settings.max_passwords,
+        limits=limits,
+    )
     app.state.store = store
+    app.state.limits = limits
+    app.state.gc_monitor = GcMonitor()
+    app.state.loop_monitor = LoopMonitor(app.state.gc_monitor)
     app.state.services = Services(
         records=records,
-        joins=JoinService(store),
-        tables=TableService(store),
-        queries=QueryService(store),
+        joins=JoinService(store, limits, max_rows=settings.max_join_rows),
+        tables=TableService(store, limits),
+        queries=QueryService(store, limits, max_filters=settings.max_filters),
         imports=ImportService(store, records),
         stats=StatsService(store),
     )
@@ -90,6 +101,13 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
         except (CorruptLog, OSError) as exc:
             _fatal(app, f"the data directory cannot be loaded: {_describe(exc)}")
             return
+        try:
+            normalised = app.state.services.records.normalise_stored_emails()
+        except DomainError as exc:
+            _fatal(app, f"the data directory cannot be loaded: {exc.message}")
+            return
+        if normalised:
+            log.info("users.emails_normalised", count=normalised)
         aof.open(store)
         aof.start()
         fresh = replayed == 0
@@ -104,7 +122,7 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
             return
     # the loaded records live as long as the service: keep the cycle collector
     # from walking them again and again (records are freed by refcount anyway)
-    gc.freeze()
+    app.state.gc_monitor.loaded()
     app.state.ready = True
 
 
@@ -166,8 +184,16 @@ def build_runtime(app: FastAPI, settings: Settings) -> None:
         raise SystemExit(2) from None
     app.state.runtime = Runtime(
         max_body_bytes=settings.max_body_bytes,
+        max_query_bytes=settings.max_query_bytes,
         keys=keys,
-        metrics=Metrics(app.state.store, started=app.state.started),
+        metrics=Metrics(
+            app.state.store,
+            started=app.state.started,
+            work=app.state.limits.stats,
+            loop=app.state.loop_monitor,
+            gc_monitor=app.state.gc_monitor,
+            max_tables=settings.metrics_max_tables,
+        ),
         access_log=AccessLog(structlog.get_logger("memdb.http").bind()),
     )
 
@@ -240,10 +266,14 @@ def create_app(settings: Settings | None = None) -> MemDB:
                 "security.open",
                 message="MEMDB_API_KEYS is not set: the API is open to every client",
             )
+        app.state.loop_monitor.start()
+        app.state.gc_monitor.install()
         loading = asyncio.create_task(load_store(app, current))
         yield
         if not loading.done():
             loading.cancel()
+        await app.state.loop_monitor.stop()
+        app.state.gc_monitor.remove()
         app.state.runtime.access_log.flush()
         aof: AppendOnlyLog | None = getattr(app.state, "aof", None)
         if aof is not None:

@@ -27,28 +27,33 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from starlette.responses import Response
+
 from app.api.deps import Services
-from app.api.v1.data import envelope_data, page_links
+from app.api.paging import list_body, list_headers
+from app.api.streaming import answer
+from app.api.v1.data import envelope_data
 from app.core.errors import DomainError, InternalError, PayloadTooLarge
 from app.core.handlers import error_body, persistence_error
 from app.core.http import (
     check_json_type,
     etag_matches,
     etag_of,
-    parse_json,
+    parse_json_off_loop,
     send_body,
 )
 from app.core.middleware import (
+    ABORTED,
     INTERNAL_ERROR,
     Runtime,
     account,
     refusal,
+    report_abort,
     report_failure,
     response_extras,
     sanitise_request_id,
     text,
 )
-from app.services.query import parse_query
 from app.storage.memory import JournalError
 
 PREFIX = "/api/v1/data/"
@@ -60,6 +65,8 @@ _JSON = (b"content-type", b"application/json")
 
 Headers = dict[bytes, bytes]
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+# a handler answers with its parts, or with a response to run (a long list)
+Result = Answer | Response
 
 
 class Call:
@@ -92,7 +99,7 @@ class Call:
         return None
 
 
-Handler = Callable[[Call], Awaitable[Answer]]
+Handler = Callable[[Call], Awaitable[Result]]
 
 
 def match(scope: Scope) -> tuple[Handler, str, str, str] | None:
@@ -131,18 +138,31 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
     method: str = scope["method"]
     request_id = sanitise_request_id(text(headers.get(b"x-request-id")))
     call = Call(scope, receive, state.services, runtime, table, key)
+    response: Response | None = None
     try:
-        status, body, out = await handler(call)
+        result = await handler(call)
+        if isinstance(result, Response):
+            response = result
+            status, body, out = response.status_code, b"", list[tuple[bytes, bytes]]()
+        else:
+            status, body, out = result
     except DomainError as exc:
         status, body, out = _error(exc, request_id)
     except JournalError as exc:
         status, body, out = _error(persistence_error(exc), request_id)
+    except ClientDisconnect:
+        report_abort(request_id, method, route)
+        account(runtime, method, route, ABORTED, started, request_id)
+        return True
     except Exception as exc:  # the last resort: never a stack trace to the client
         report_failure(exc, request_id, method, route)
         status, body, out = _error(InternalError(INTERNAL_ERROR), request_id)
     out.extend(response_extras(request_id, True))
     try:
-        if status == 304:  # no body, and no length (RFC 9110 section 15.4.5)
+        if response is not None:
+            response.raw_headers.extend(out)
+            await response(scope, receive, send)
+        elif status == 304:  # no body, and no length (RFC 9110 section 15.4.5)
             await send({"type": "http.response.start", "status": 304, "headers": out})
             await send({"type": "http.response.body", "body": b""})
         else:
@@ -160,7 +180,8 @@ def _error(exc: DomainError, request_id: str) -> Answer:
         request_id=request_id,
         details=exc.details,
     )
-    return exc.status_code, body, [_JSON]
+    more = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers]
+    return exc.status_code, body, [_JSON, *more]
 
 
 async def _read(call: Call) -> Answer:
@@ -173,23 +194,18 @@ async def _read(call: Call) -> Answer:
     return 200, body, [_JSON, (b"etag", etag.encode())]
 
 
-async def _list(call: Call) -> Answer:
+async def _list(call: Call) -> Result:
     scope = call.scope
     params = query_params(scope["query_string"].decode("latin-1"))
-    page = call.services.queries.list_records(call.table, parse_query(params))
-    body = orjson.dumps(
-        {
-            "items": page.items,
-            "total": page.total,
-            "limit": page.limit,
-            "offset": page.offset,
-        }
-    )
-    headers = [_JSON, (b"x-total-count", str(page.total).encode())]
-    link = page_links(scope["path"], params, page)
-    if link:
-        headers.append((b"link", link.encode("latin-1")))
-    return 200, body, headers
+    queries = call.services.queries
+    page = await queries.list_records(call.table, queries.parse(params))
+    headers = list_headers(scope["path"], params, page)
+    body = list_body(page)
+    if not isinstance(body, bytes):
+        return await answer(body, queries.limits.work(), headers=headers)
+    out = [_JSON]
+    out += [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
+    return 200, body, out
 
 
 def query_params(query: str) -> list[tuple[str, str]]:
@@ -209,13 +225,18 @@ async def _create(call: Call) -> Answer:
     content_type = call.header(b"content-type") or ""
     check_json_type(content_type)
     raw = await _body(call.receive, call.runtime.max_body_bytes)
-    data = envelope_data(parse_json(content_type, raw))
+    data = envelope_data(await parse_json_off_loop(content_type, raw))
     records = call.services.records
+    weight = len(raw)
     if isinstance(data, list):
-        created = await records.create_records(call.table, data, bulk=True)
+        created = await records.create_records(
+            call.table, data, bulk=True, weight=weight
+        )
         body = orjson.dumps({"items": created, "count": len(created)})
         return 201, body, [_JSON]
-    (record,) = await records.create_records(call.table, [data], bulk=False)
+    (record,) = await records.create_records(
+        call.table, [data], bulk=False, weight=weight
+    )
     body = orjson.dumps(record)
     location = f"{PREFIX}{call.table}/{record['id']}".encode()
     return (

@@ -22,6 +22,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_records: int = Field(default=5_000_000, ge=1)
     max_bulk: int = Field(default=1000, ge=1)
+    max_tables: int = Field(default=10_000, ge=2)
+    # Cost bounds of one request (README, "Limits"): the query string, the
+    # filters in it, the units of work a query may spend, the rows a join may
+    # make without a limit, the passwords one request may hash, and how many
+    # heavy requests run at once before the next one is told to come back.
+    max_query_bytes: int = Field(default=8192, ge=256)
+    max_filters: int = Field(default=32, ge=1)
+    query_budget: int = Field(default=20_000_000, ge=1000)
+    max_join_rows: int = Field(default=1_000_000, ge=1)
+    max_passwords: int = Field(default=100, ge=1)
+    max_heavy_requests: int = Field(default=4, ge=1)
+    metrics_max_tables: int = Field(default=50, ge=1)
     seed_file: str | None = None
     persistence: Literal["none", "aof"] = "none"
     data_dir: str = "data"

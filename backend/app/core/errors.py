@@ -11,10 +11,17 @@ class DomainError(Exception):
     status_code: int = 400
     code: str = "bad_request"
 
-    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.headers = headers or []
 
 
 class BadRequest(DomainError):
@@ -25,6 +32,14 @@ class BadRequest(DomainError):
 class InvalidJSON(DomainError):
     status_code = 400
     code = "invalid_json"
+
+
+class QueryTooCostly(DomainError):
+    """The request would do more work than one request may (a query's work
+    budget, or a join's row bound)."""
+
+    status_code = 400
+    code = "query_too_costly"
 
 
 class Unauthorized(DomainError):
@@ -75,6 +90,21 @@ class ValidationFailed(DomainError):
 class NotReady(DomainError):
     status_code = 503
     code = "not_ready"
+
+
+class Busy(DomainError):
+    """Too many heavy requests run already: come back after ``Retry-After``."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers=[("retry-after", str(retry_after))])
+
+
+class UriTooLong(DomainError):
+    status_code = 414
+    code = "uri_too_long"
 
 
 class PersistenceUnavailable(DomainError):

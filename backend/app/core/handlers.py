@@ -24,6 +24,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "validation_error",
     503: "not_ready",
@@ -77,6 +78,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONBytes:
         code=exc.code,
         message=exc.message,
         details=exc.details,
+        headers=dict(exc.headers) if exc.headers else None,
     )
 
 

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any, Awaitable, Callable, Mapping
 
+import anyio.to_thread
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
@@ -14,6 +15,8 @@ from fastapi.responses import Response
 from app.core.errors import InvalidJSON, UnsupportedMediaType, ValidationFailed
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
+# A body larger than this is parsed in a worker thread, off the event loop.
+LARGE_BODY = 64 * 1024
 
 
 class JSONBytes(Response):
@@ -117,7 +120,14 @@ async def read_json(request: Request) -> Any:
     """The parsed JSON body: 415 for another media type, 400 when it does not parse."""
     content_type = request.headers.get("content-type", "")
     check_json_type(content_type)
-    return parse_json(content_type, await request.body())
+    return await parse_json_off_loop(content_type, await request.body())
+
+
+async def parse_json_off_loop(content_type: str, body: bytes) -> Any:
+    """``parse_json``, in a worker thread when the body is large."""
+    if len(body) > LARGE_BODY:
+        return await anyio.to_thread.run_sync(parse_json, content_type, body)
+    return parse_json(content_type, body)
 
 
 def check_json_type(content_type: str) -> None:

@@ -28,6 +28,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from app import __version__
+from app.core.loop import GcMonitor, LoopMonitor
+from app.services.work import WorkStats
 from app.storage.memory import Store
 
 _SAMPLES = 1024
@@ -51,11 +53,12 @@ _BUCKETS = (
 class RouteStats:
     """Count and a window of the latest durations of one route."""
 
-    __slots__ = ("count", "errors", "recent")
+    __slots__ = ("count", "errors", "aborted", "recent")
 
     def __init__(self) -> None:
         self.count = 0
         self.errors = 0
+        self.aborted = 0
         self.recent: deque[float] = deque(maxlen=_SAMPLES)
 
 
@@ -78,9 +81,22 @@ class Metrics:
     Requests are counted in plain objects on the event loop's thread, one dict
     lookup a request; the registry reads them when it is scraped."""
 
-    def __init__(self, store: Store, *, started: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        started: float,
+        work: WorkStats | None = None,
+        loop: LoopMonitor | None = None,
+        gc_monitor: GcMonitor | None = None,
+        max_tables: int = 50,
+    ) -> None:
         self.store = store
         self.started = started
+        self.work = work or WorkStats()
+        self.loop = loop or LoopMonitor()
+        self.gc = gc_monitor or GcMonitor()
+        self.max_tables = max_tables
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         build = Gauge(
@@ -108,6 +124,9 @@ class Metrics:
         stats.count += 1
         if status >= 500:
             stats.errors += 1
+        elif status == 499:
+            stats.aborted += 1
+            return  # a client that left says nothing of the service's latency
         stats.recent.append(seconds)
 
     def _new_series(self, method: str, route: str, status: int) -> Series:
@@ -119,6 +138,22 @@ class Metrics:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+    def loop_summary(self) -> dict[str, Any]:
+        return {
+            "lag_ms": round(self.loop.latest * 1000, 3),
+            "max_lag_ms": round(self.loop.worst() * 1000, 3),
+            "gc": self.gc.summary(),
+        }
+
+    def work_summary(self) -> dict[str, int]:
+        work = self.work
+        return {
+            "heavy_active": work.heavy_active,
+            "heavy_total": work.heavy_total,
+            "busy_refusals": work.busy,
+            "budget_exceeded": work.budget_exceeded,
+        }
 
     def route_summary(self) -> list[dict[str, Any]]:
         out = []
@@ -132,6 +167,7 @@ class Metrics:
                     "route": route,
                     "count": stats.count,
                     "errors_5xx": stats.errors,
+                    "aborted": stats.aborted,
                     "p50_ms": _percentile(recent, 0.50),
                     "p95_ms": _percentile(recent, 0.95),
                     "p99_ms": _percentile(recent, 0.99),
@@ -190,13 +226,16 @@ class _RequestCollector(Collector):
 
 
 class _StoreCollector(Collector):
-    """Store gauges, read when Prometheus scrapes."""
+    """Store gauges, read when Prometheus scrapes: O(tables), never O(records).
+    The largest ``max_tables`` tables have series of their own; the others are
+    summed under the table ``other``."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        store = self.metrics.store
+    def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        store = metrics.store
         with store.lock:
             tables = [
                 (
@@ -206,18 +245,28 @@ class _StoreCollector(Collector):
                 )
                 for name, t in store.tables.items()
             ]
+        tables.sort(key=lambda t: -t[1])
+        shown, rest = tables[: metrics.max_tables], tables[metrics.max_tables :]
         records = GaugeMetricFamily(
             "memdb_records", "Records per table", labels=["table"]
         )
         entries = GaugeMetricFamily(
             "memdb_index_entries", "Entries per index", labels=["table", "field"]
         )
-        for name, count, indexes in tables:
+        for name, count, indexes in shown:
             records.add_metric([name], count)
             for field, size in indexes:
                 entries.add_metric([name, field], size)
+        if rest:
+            records.add_metric(["other"], sum(t[1] for t in rest))
+            entries.add_metric(
+                ["other", "other"], sum(n for t in rest for _, n in t[2])
+            )
         yield records
         yield entries
+        yield GaugeMetricFamily(
+            "memdb_tables", "Tables in the store", value=len(tables)
+        )
         yield GaugeMetricFamily(
             "memdb_memory_estimate_bytes",
             "Estimated bytes held by records and indexes",
@@ -226,5 +275,31 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily(
             "memdb_uptime_seconds",
             "Seconds since the service started",
-            value=self.metrics.uptime(),
+            value=metrics.uptime(),
+        )
+        yield GaugeMetricFamily(
+            "memdb_event_loop_lag_seconds",
+            "The largest delay of the event loop over the last 10 seconds",
+            value=metrics.loop.worst(),
+        )
+        yield GaugeMetricFamily(
+            "memdb_gc_pause_max_seconds",
+            "The longest pause of the cycle collector among its latest 64 runs",
+            value=max(metrics.gc.recent, default=0.0),
+        )
+        work = metrics.work
+        yield GaugeMetricFamily(
+            "memdb_heavy_requests",
+            "Requests running in slices now (MEMDB_MAX_HEAVY_REQUESTS at most)",
+            value=work.heavy_active,
+        )
+        yield CounterMetricFamily(
+            "memdb_busy_refusals",
+            "Heavy requests refused with 503 busy",
+            value=work.busy,
+        )
+        yield CounterMetricFamily(
+            "memdb_query_budget_exceeded",
+            "Requests ended with 400 query_too_costly",
+            value=work.budget_exceeded,
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge
@@ -39,6 +40,7 @@ class Runtime:
     """What the middleware needs from the settings, built in the lifespan."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY
+    max_query_bytes: int = 8192
     keys: ApiKeys = field(default_factory=lambda: ApiKeys(""))
     metrics: Metrics | None = None
     warned_open: bool = False
@@ -103,7 +105,15 @@ def report_failure(exc: Exception, request_id: str, method: str, route: str) -> 
     )
 
 
+def report_abort(request_id: str, method: str, route: str) -> None:
+    """The client went away before its request was read whole: not an error
+    of the service, so logged and counted as 499, never as a 5xx."""
+    log.info("request.aborted", request_id=request_id, method=method, route=route)
+
+
 INTERNAL_ERROR = "an unexpected error occurred; it has been logged"
+# the status nginx logs for a client that closed the connection first
+ABORTED = 499
 
 
 class RequestContextMiddleware:
@@ -139,6 +149,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            status = ABORTED
+            report_abort(request_id, scope["method"], _route(scope))
         except Exception as exc:  # the last resort: never a stack trace to the client
             report_failure(exc, request_id, scope["method"], _route(scope))
             if not response_started:
@@ -213,6 +226,9 @@ def refusal(
     if is_api and not getattr(state, "ready", False):
         message = getattr(state, "load_error", None) or "the store is still loading"
         return ("not_ready", 503, message, [])
+    if is_api and len(scope["query_string"]) > runtime.max_query_bytes:
+        message = f"the query string is longer than {runtime.max_query_bytes} bytes"
+        return ("uri_too_long", 414, message, [])
     length = text(headers.get(b"content-length"))
     if length is not None and length.isdigit() and int(length) > runtime.max_body_bytes:
         message = f"the body is larger than {runtime.max_body_bytes} bytes"

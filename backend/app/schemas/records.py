@@ -109,7 +109,10 @@ class JoinOut(BaseModel):
     right: str
     on: JoinOn
     how: str
-    count: int
+    count: int = Field(description="Rows in this answer")
+    total: int = Field(description="Rows of the whole join")
+    limit: int | None
+    offset: int
     items: list[JoinRow]
 
 
@@ -153,6 +156,7 @@ class IndexCreate(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"field": "email", "unique": True}]},
     )
 
@@ -177,9 +181,31 @@ class RouteStatsOut(BaseModel):
     route: str
     count: int
     errors_5xx: int
+    aborted: int
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+
+
+class GcStats(BaseModel):
+    collections: list[int] = Field(description="Runs of each generation")
+    max_pause_ms: float = Field(description="The longest pause since the start")
+    recent_max_pause_ms: float = Field(description="The longest of the latest 64")
+    frozen_objects: int
+    freezes: int = Field(description="Collections and freezes of the grown heap")
+
+
+class LoopStats(BaseModel):
+    lag_ms: float = Field(description="The latest lag of the event loop")
+    max_lag_ms: float = Field(description="The largest over the last 10 seconds")
+    gc: GcStats
+
+
+class WorkStatsOut(BaseModel):
+    heavy_active: int
+    heavy_total: int
+    busy_refusals: int
+    budget_exceeded: int
 
 
 class StatsOut(BaseModel):
@@ -187,4 +213,6 @@ class StatsOut(BaseModel):
     records: int
     tables: dict[str, TableStats]
     memory: MemoryStats
+    event_loop: LoopStats
+    work: WorkStatsOut
     requests: list[RouteStatsOut]

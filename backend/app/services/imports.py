@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import anyio.to_thread
 import orjson
 
-from app.core.http import check_integers
+from app.core.http import LARGE_BODY, check_integers
 from app.core.errors import Conflict, StoreFull, ValidationFailed, field_error
 from app.services.records import RecordService, conflict_from, now_iso
 from app.services.validation import TABLE_NAME
@@ -16,6 +16,8 @@ from app.storage.memory import CapacityExceeded, DuplicateKey, Record, Store
 
 Mode = Literal["merge", "replace"]
 _MAX_DETAILS = 50
+# An import of more records than this is checked and written in a worker thread.
+_INLINE_RECORDS = 10_000
 
 
 @dataclass
@@ -83,26 +85,64 @@ class ImportService:
         check_integers(raw)
         return self.plan(payload)
 
-    async def run(self, payload: Any, *, mode: Mode = "merge") -> dict[str, int]:
-        """Validate off the event loop, hash passwords, then write all or nothing."""
-        plan = await anyio.to_thread.run_sync(self.plan, payload)
+    async def run(
+        self, payload: Any, *, mode: Mode = "merge", weight: int = 0
+    ) -> dict[str, int]:
+        """Validate off the event loop (a large import as a heavy request),
+        hash passwords, then write all or nothing."""
+        with self.records.limits.work() as work:
+            if weight > LARGE_BODY:
+                work.become_heavy()
+            plan = await anyio.to_thread.run_sync(self.plan, payload)
         return await self.apply(plan, mode=mode)
 
     async def apply(self, plan: ImportPlan, *, mode: Mode) -> dict[str, int]:
+        """Check everything the write will check, then hash the passwords (at
+        most ``max_passwords``), then write all or nothing (checked again)."""
+        replace = mode == "replace"
+        self.records.check_passwords(
+            [p for _, _, passwords in plan.tables for p in passwords], ["body"]
+        )
+        unhashed = [(name, records, None) for name, records, _ in plan.tables]
+        size = sum(len(records) for _, records, _ in plan.tables)
+        await self._locked(size, self._check, plan, unhashed, replace, False)
         batches = []
         for name, records, passwords in plan.tables:
             secrets = await self.records.hash_all(passwords)
             batches.append((name, records, secrets))
-        with self.store.lock:
-            self._check_references(plan, replace=mode == "replace")
-            try:
-                self.store.load(batches, replace=mode == "replace")
-            except DuplicateKey as exc:
-                raise conflict_from(exc) from None
-            except CapacityExceeded as exc:
-                raise StoreFull(str(exc)) from None
+        await self._locked(size, self._check, plan, batches, replace, True)
         await self.store.sync()
         return {name: len(records) for name, records, _ in plan.tables}
+
+    async def _locked(self, size: int, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` (which takes the store's lock): on the event loop for a
+        small import, in a worker thread for a large one (a seed file), so
+        that the loop keeps answering meanwhile."""
+        if size > _INLINE_RECORDS:
+            await anyio.to_thread.run_sync(fn, *args)
+        else:
+            fn(*args)
+
+    def _check(
+        self, plan: ImportPlan, batches: list[Any], replace: bool, write: bool
+    ) -> None:
+        with self.store.lock:
+            self._check_references(plan, replace=replace)
+            self._check_store(batches, replace=replace, write=write)
+
+    def _check_store(
+        self, batches: list[Any], *, replace: bool, write: bool = False
+    ) -> None:
+        """Ids, unique indexes, the record and table limits (and the write)."""
+        try:
+            if write:
+                self.store.load(batches, replace=replace)
+            else:
+                self.store.check_load(batches, replace=replace)
+        except DuplicateKey as exc:
+            raise conflict_from(exc) from None
+        except CapacityExceeded as exc:
+            raise StoreFull(str(exc)) from None
 
     def _check_references(self, plan: ImportPlan, *, replace: bool) -> None:
         """Orders name users that exist once the import is applied. Lock held."""

@@ -1,35 +1,40 @@
-"""Hash joins: O(|left| + |right| + |result|), the hash table on the smaller side."""
+"""Hash joins: O(|left| + |right| + |result|), counted before any row is made.
+
+A join is planned in two passes over a snapshot of both tables. The first
+groups the right rows by their join value and reads each left row's value; it
+knows then how many rows the answer has (``total``) without making one, so a
+join that would make more than ``MEMDB_MAX_JOIN_ROWS`` rows is refused before
+it costs anything more, unless the client asks for a page of it (``limit``).
+The second pass makes the rows of the page asked for, in batches, skipping the
+rows before ``offset`` by their counts. Both passes run in slices that give the
+event loop back, within the request's work budget.
+"""
 
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Literal, Sequence
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Hashable, Iterable, Iterator, Literal
 
-from app.core.errors import NotFound, ValidationFailed, field_error
+from app.core.errors import NotFound, QueryTooCostly, ValidationFailed, field_error
 from app.schemas.builtin import BUILTIN_SCHEMAS
 from app.services.validation import FIELD_NAME, check_table_name
+from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
 from app.storage.memory import Record, Store
 
 How = Literal["inner", "left", "right", "full"]
 Pair = tuple[Record | None, Record | None]
 
-
-@dataclass(frozen=True)
-class JoinResult:
-    left: str
-    right: str
-    left_on: str
-    right_on: str
-    how: How
-    rows: list[Pair]
+# Rows of one step of the planning passes, and pairs of one batch of output.
+STEP = 4096
+BATCH = 2048
 
 
 def _key_fn(column: str) -> Callable[[Record], Hashable]:
     """The join key of a record: ``None`` when the value is missing or null."""
     if column == "id":
-        return lambda record: record["id"]
+        return operator.itemgetter("id")
     parts = split_path(column)
     if len(parts) == 1:
         get = operator.methodcaller("get", column)
@@ -51,91 +56,147 @@ def _key_fn(column: str) -> Callable[[Record], Hashable]:
     return key
 
 
-def hash_join(
-    left: Sequence[Record],
-    right: Sequence[Record],
-    *,
-    left_on: str,
-    right_on: str,
-    how: How = "inner",
-    build_by_id: dict[str, Record] | None = None,
-) -> list[Pair]:
-    """Pair the rows of ``left`` and ``right`` whose columns are equal as JSON.
+class Join:
+    """A planned join of two snapshots: ``plan()`` counts, ``batches()`` makes rows.
 
     Rows come in left order, each left row's matches in right order; rows of
     ``right`` that matched nothing (``right``/``full``) follow in right order.
     Missing and null values never match. ``right_by_id`` is the right table's
-    ``build_by_id`` is the smaller side's own id map, used instead of building
-    a hash table when that side joins on its id.
+    own id map, used as its hash table when the right side joins on its id.
     """
-    left_key, right_key = _key_fn(left_on), _key_fn(right_on)
-    keep_left = how in ("left", "full")
-    keep_right = how in ("right", "full")
-    rows: list[Pair] = []
-    matched_right: set[int] = set()
 
-    if len(right) <= len(left):
-        lookup = _lookup(right, right_key, right_on, build_by_id)
-        for lrow in left:
-            key = left_key(lrow)
-            hits = lookup(key) if key is not None else ()
-            if hits:
-                for rrow in hits:
-                    rows.append((lrow, rrow))
-                    if keep_right:
-                        matched_right.add(id(rrow))
-            elif keep_left:
-                rows.append((lrow, None))
-    else:
-        lookup = _lookup(left, left_key, left_on, build_by_id)
-        buckets: dict[int, list[Record]] = {}
-        for rrow in right:
-            key = right_key(rrow)
-            hits = lookup(key) if key is not None else ()
-            if hits:
-                for lrow in hits:
-                    buckets.setdefault(id(lrow), []).append(rrow)
-                if keep_right:
-                    matched_right.add(id(rrow))
-        for lrow in left:
-            found = buckets.get(id(lrow))
-            if found:
-                rows.extend((lrow, rrow) for rrow in found)
-            elif keep_left:
-                rows.append((lrow, None))
-    if keep_right:
-        rows.extend((None, rrow) for rrow in right if id(rrow) not in matched_right)
-    return rows
+    def __init__(
+        self,
+        left: list[Record],
+        right: list[Record],
+        *,
+        left_on: str,
+        right_on: str,
+        how: How = "inner",
+        right_by_id: dict[str, Record] | None = None,
+    ) -> None:
+        self.left = left
+        self.right = right
+        self.left_on = left_on
+        self.right_on = right_on
+        self.keep_left = how in ("left", "full")
+        self.keep_right = how in ("right", "full")
+        self.by_id = right_by_id if right_on == "id" else None
+        self.groups: dict[Hashable, list[Record]] = {}
+        self.left_keys: list[Hashable] = []
+        self.unmatched: list[Record] = []
+        self.total = 0
 
-
-def _lookup(
-    rows: Sequence[Record],
-    key_fn: Callable[[Record], Hashable],
-    column: str,
-    by_id: dict[str, Record] | None,
-) -> Callable[[Hashable], Sequence[Record]]:
-    if column == "id" and by_id is not None:
-        get = by_id.get
-
-        def from_ids(key: Hashable) -> Sequence[Record]:
-            found = get(key) if isinstance(key, str) else None
+    def _matches(self, key: Hashable) -> list[Record] | tuple[Record, ...]:
+        if key is None:
+            return ()
+        if self.by_id is not None:
+            found = self.by_id.get(key) if isinstance(key, str) else None
             return (found,) if found is not None else ()
+        return self.groups.get(key, ())
 
-        return from_ids
-    table: dict[Hashable, list[Record]] = {}
-    for row in rows:
-        key = key_fn(row)
-        if key is not None:
-            table.setdefault(key, []).append(row)
+    def plan(self) -> Iterator[int]:
+        """Group the right side, read the left keys, count the rows: yields the
+        rows handled after each step, so that a caller can pause between."""
+        if self.by_id is None:
+            right_key = _key_fn(self.right_on)
+            groups = self.groups
+            for start in range(0, len(self.right), STEP):
+                for row in self.right[start : start + STEP]:
+                    key = right_key(row)
+                    if key is not None:
+                        bucket = groups.get(key)
+                        if bucket is None:
+                            groups[key] = [row]
+                        else:
+                            bucket.append(row)
+                yield min(STEP, len(self.right) - start)
+        left_key = _key_fn(self.left_on)
+        total = 0
+        for start in range(0, len(self.left), STEP):
+            chunk = self.left[start : start + STEP]
+            keys = [left_key(row) for row in chunk]
+            self.left_keys += keys
+            for key in keys:
+                found = len(self._matches(key))
+                total += found if found or not self.keep_left else 1
+            yield len(chunk)
+        if self.keep_right:
+            seen = set(self.left_keys)
+            seen.discard(None)
+            right_key = _key_fn(self.right_on)
+            for start in range(0, len(self.right), STEP):
+                chunk = self.right[start : start + STEP]
+                self.unmatched += [r for r in chunk if right_key(r) not in seen]
+                yield len(chunk)
+            total += len(self.unmatched)
+        self.total = total
 
-    def from_table(key: Hashable) -> Sequence[Record]:
-        return table.get(key, ())
+    def batches(
+        self, offset: int = 0, limit: int | None = None
+    ) -> Iterator[list[Pair]]:
+        """The rows ``offset`` to ``offset + limit`` (all without a limit), in
+        batches of about ``BATCH``."""
+        wanted = self.total - offset if limit is None else limit
+        if wanted <= 0:
+            return
+        skip = offset
+        batch: list[Pair] = []
+        for lrow, key in zip(self.left, self.left_keys):
+            hits = self._matches(key)
+            count = len(hits) if hits else int(self.keep_left)
+            if skip >= count:
+                skip -= count
+                continue
+            if hits:
+                take = hits[skip : skip + wanted]
+                batch += [(lrow, rrow) for rrow in take]
+                wanted -= len(take)
+            else:
+                batch.append((lrow, None))
+                wanted -= 1
+            skip = 0
+            if wanted <= 0:
+                break
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if wanted > 0 and self.keep_right:
+            tail = self.unmatched[skip : skip + wanted]
+            for start in range(0, len(tail), BATCH):
+                batch += [(None, rrow) for rrow in tail[start : start + BATCH]]
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
-    return from_table
+
+def hash_join(
+    left: list[Record],
+    right: list[Record],
+    *,
+    left_on: str,
+    right_on: str,
+    how: How = "inner",
+    right_by_id: dict[str, Record] | None = None,
+) -> list[Pair]:
+    """Every row of the join at once (for callers that want a plain list)."""
+    join = Join(
+        left,
+        right,
+        left_on=left_on,
+        right_on=right_on,
+        how=how,
+        right_by_id=right_by_id,
+    )
+    for _ in join.plan():
+        pass
+    return [pair for batch in join.batches() for pair in batch]
 
 
 def _valid_path(path: str) -> bool:
-    return all(FIELD_NAME.fullmatch(part) for part in path.split("."))
+    parts = path.split(".")
+    return len(parts) <= 32 and all(FIELD_NAME.fullmatch(part) for part in parts)
 
 
 def join_column(table: str, rows: Iterable[Record], key: str) -> str:
@@ -147,11 +208,36 @@ def join_column(table: str, rows: Iterable[Record], key: str) -> str:
     return key if any(resolve(r, parts) is not MISSING for r in rows) else "id"
 
 
-class JoinService:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+@dataclass
+class JoinResult:
+    left: str
+    right: str
+    left_on: str
+    right_on: str
+    how: How
+    total: int
+    offset: int
+    limit: int | None
+    batches: AsyncIterator[list[Pair]]
+    work: Work = field(repr=False)
 
-    def join(
+    async def rows(self) -> list[Pair]:
+        """Every row of the page, collected (for small answers and tests)."""
+        out: list[Pair] = []
+        async for batch in self.batches:
+            out += batch
+        return out
+
+
+class JoinService:
+    def __init__(
+        self, store: Store, limits: Limits | None = None, *, max_rows: int = 1_000_000
+    ) -> None:
+        self.store = store
+        self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
+        self.max_rows = max_rows
+
+    async def join(
         self,
         left: str,
         right: str,
@@ -160,8 +246,12 @@ class JoinService:
         how: How = "inner",
         left_on: str | None = None,
         right_on: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> JoinResult:
-        """Join two tables as they are at one instant (a snapshot under the lock)."""
+        """Plan a join of two tables as they are at one instant (a snapshot
+        under the lock), and count its rows; the rows come from ``batches``.
+        The caller closes ``result.work`` once it has read them."""
         check_table_name(left)
         check_table_name(right)
         for name, column in (
@@ -182,21 +272,70 @@ class JoinService:
             left_map = self.store.require(left).records
             right_map = self.store.require(right).records
             left_rows, right_rows = list(left_map.values()), list(right_map.values())
-            lcol = left_on or join_column(left, left_rows, key)
             rcol = right_on or join_column(right, right_rows, key)
-            # The smaller side is the build side; on its id, its own map is the
-            # hash table (copied here at C speed, so it matches the snapshot).
-            right_builds = len(right_rows) <= len(left_rows)
-            build_col, build_map = (
-                (rcol, right_map) if right_builds else (lcol, left_map)
-            )
-            by_id = dict(build_map) if build_col == "id" else None
-        rows = hash_join(
+            # on its id, the right side's own map is the hash table (copied at
+            # C speed, so that it matches the snapshot)
+            by_id = dict(right_map) if rcol == "id" else None
+        lcol = left_on or join_column(left, left_rows, key)
+        join = Join(
             left_rows,
             right_rows,
             left_on=lcol,
             right_on=rcol,
             how=how,
-            build_by_id=by_id,
+            right_by_id=by_id,
         )
-        return JoinResult(left, right, lcol, rcol, how, rows)
+        work = self.limits.work()
+        try:
+            work.spend((len(left_rows) + len(right_rows)) >> 6)
+            for done in join.plan():
+                work.spend(done)
+                await work.pause()
+        except BaseException:
+            work.close()
+            raise
+        rows = max(
+            0, join.total - offset if limit is None else min(limit, join.total - offset)
+        )
+        # the rows of the page, and the left rows walked to skip to it
+        needed = rows + (len(left_rows) if offset else 0)
+        if limit is None and join.total > self.max_rows:
+            work.close()
+            raise QueryTooCostly(
+                f"the join would make {join.total} rows, more than "
+                f"MEMDB_MAX_JOIN_ROWS ({self.max_rows}); read it in pages with "
+                "limit and offset",
+                details=[
+                    field_error(["query", "limit"], "required for this join", "rows")
+                    | {"rows": join.total, "max_rows": self.max_rows}
+                ],
+            )
+        if limit is not None and work.spent + needed > work.budget:
+            work.close()
+            raise QueryTooCostly(
+                f"a page of {rows} rows of this join needs more than "
+                f"MEMDB_QUERY_BUDGET ({work.budget}) units of work; ask for fewer",
+                details=[field_error(["query", "limit"], "too many rows", "budget")],
+            )
+        return JoinResult(
+            left=left,
+            right=right,
+            left_on=lcol,
+            right_on=rcol,
+            how=how,
+            total=join.total,
+            offset=offset,
+            limit=limit,
+            batches=_paced(join.batches(offset, limit), work),
+            work=work,
+        )
+
+
+async def _paced(
+    batches: Iterator[list[Pair]], work: Work
+) -> AsyncIterator[list[Pair]]:
+    """The batches of a join, each one counted and followed by a pause."""
+    for batch in batches:
+        work.spend(len(batch))
+        yield batch
+        await work.pause()

@@ -5,18 +5,29 @@ only with a number and a string only with a string; a value of another type does
 not match. Sorting puts values of different types in a fixed order
 (null, numbers, strings, booleans, arrays, objects) and missing values last in
 both directions.
+
+Every query is bounded: the number of filters, the length of each value, the
+nesting of JSON literals, the depth of paths, the sort keys and projected
+fields are limited when the query is parsed (400), and the work of running it
+is counted against the request's budget (``app.services.work``). Large tables
+are scanned, sorted and projected in slices that give the event loop back.
 """
 
 from __future__ import annotations
 
-import re
+import math
+from bisect import insort
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import neg
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import orjson
 
-from app.core.errors import BadRequest, NotFound, field_error
-from app.services.validation import FIELD_NAME, check_table_name
+from app.core.errors import BadRequest, NotFound, QueryTooCostly, field_error
+from app.services.matching import PatternError, like
+from app.services.validation import FIELD_NAME, MAX_DEPTH, check_table_name
+from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
 from app.storage.memory import Record, Store, Table
 
@@ -27,6 +38,17 @@ RESERVED = frozenset({"q", "sort", "limit", "offset", "fields"})
 HIDDEN = frozenset({"password"})
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# Bounds of one query (README, "Limits"); the number of filters and the length
+# of the whole query string are settings.
+DEFAULT_MAX_FILTERS = 32
+MAX_VALUE_CHARS = 4096
+MAX_PATH_PARTS = MAX_DEPTH
+MAX_SORT_KEYS = 8
+MAX_PROJECTED = 64
+# An unindexed sort of more rows than this selects its page in slices, and may
+# reach at most SORT_WINDOW rows deep (offset + limit).
+INLINE_SORT = 2000
+SORT_WINDOW = 10_000
 
 Predicate = Callable[[Any], bool]
 
@@ -70,6 +92,8 @@ def _bad(param: str, message: str) -> BadRequest:
 
 def _path(param: str, path: str) -> str:
     parts = path.split(".")
+    if len(parts) > MAX_PATH_PARTS:
+        raise _bad(param, f"a path has at most {MAX_PATH_PARTS} parts")
     if not all(FIELD_NAME.fullmatch(p) for p in parts):
         raise _bad(param, f"{path!r} is not a field name or dotted path")
     if parts[0] in HIDDEN:
@@ -90,6 +114,36 @@ def literal(raw: str) -> Any:
         return raw
 
 
+def _bracket_depth(raw: str) -> int:
+    """How deeply the brackets of a text nest, outside its JSON strings."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for char in raw:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _value(param: str, raw: str) -> Any:
+    """A filter's value as a JSON literal, within the nesting of bodies (one
+    too deep for the parser itself is refused alike, not read as text)."""
+    if raw.lstrip(" \t\n\r")[:1] in ("[", "{") and _bracket_depth(raw) > MAX_DEPTH:
+        raise _bad(param, f"a JSON value nests at most {MAX_DEPTH} levels")
+    return literal(raw)
+
+
 def _int(param: str, raw: str, *, low: int, high: int | None) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 15:
         raise _bad(param, "must be a whole number")
@@ -100,15 +154,26 @@ def _int(param: str, raw: str, *, low: int, high: int | None) -> int:
     return value
 
 
-def parse_query(params: Iterable[tuple[str, str]]) -> Query:
+def _items(param: str, raw: str, most: int) -> list[str]:
+    items = [s for s in (s.strip() for s in raw.split(",")) if s]
+    if len(items) > most:
+        raise _bad(param, f"at most {most} comma-separated items")
+    return items
+
+
+def parse_query(
+    params: Iterable[tuple[str, str]], *, max_filters: int = DEFAULT_MAX_FILTERS
+) -> Query:
     """Read the query string; a malformed part is 400 naming its parameter."""
     query = Query()
     for param, raw in params:
+        if len(raw) > MAX_VALUE_CHARS:
+            raise _bad(param, f"a value is at most {MAX_VALUE_CHARS} characters")
         if param == "q":
             query.q = raw
         elif param == "sort":
             query.sort = []
-            for item in filter(None, (s.strip() for s in raw.split(","))):
+            for item in _items(param, raw, MAX_SORT_KEYS):
                 descending = item.startswith("-")
                 query.sort.append((_path(param, item.lstrip("-+")), descending))
         elif param == "limit":
@@ -116,11 +181,10 @@ def parse_query(params: Iterable[tuple[str, str]]) -> Query:
         elif param == "offset":
             query.offset = _int(param, raw, low=0, high=None)
         elif param == "fields":
-            query.fields = [
-                _path(param, f)
-                for f in filter(None, (s.strip() for s in raw.split(",")))
-            ]
+            query.fields = [_path(param, f) for f in _items(param, raw, MAX_PROJECTED)]
         else:
+            if len(query.filters) >= max_filters:
+                raise _bad(param, f"a query has at most {max_filters} filters")
             query.filters.append(_filter(param, raw))
     return query
 
@@ -135,15 +199,23 @@ def _filter(param: str, raw: str) -> Filter:
     path = _path(param, path)
     value: Any
     if op == "in":
-        value = [literal(v) for v in raw.split(",")] if raw else []
+        value = [_value(param, v) for v in raw.split(",")] if raw else []
     elif op == "exists":
         if raw not in ("true", "false"):
             raise _bad(param, "exists takes true or false")
         value = raw == "true"
-    elif op in ("contains", "startswith", "endswith", "like", "ilike"):
+    elif op in ("like", "ilike"):
+        try:
+            like(raw)
+        except PatternError as exc:
+            raise _bad(param, str(exc)) from None
+        value = raw
+    elif op in ("contains", "startswith", "endswith"):
+        if op == "contains":
+            _value(param, raw)
         value = raw
     else:
-        value = literal(raw)
+        value = _value(param, raw)
     return Filter(param, path, op, value)
 
 
@@ -159,23 +231,30 @@ def _same_kind(a: Any, b: Any) -> bool:
     return isinstance(a, str) and isinstance(b, str)
 
 
-def _like(pattern: str, flags: int) -> re.Pattern[str]:
-    out = []
-    for char in pattern:
-        out.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
-    return re.compile("".join(out), flags | re.DOTALL)
+def _metered_key(value: Any, extra: list[int]) -> Hashable:
+    """``json_key``, counting the bytes of a list or object it has to write out."""
+    key = json_key(value)
+    if type(key) is tuple and type(key[1]) is bytes:
+        extra[0] += len(key[1]) >> 5
+    return key
 
 
-def predicate(flt: Filter) -> Predicate:
-    """A test of one value (``MISSING`` when the path leads nowhere)."""
+def predicate(flt: Filter, extra: list[int] | None = None) -> Predicate:
+    """A test of one value (``MISSING`` when the path leads nowhere). Operators
+    that read a whole value add what they read to ``extra[0]`` (see ``Work``)."""
     op, value = flt.op, flt.value
+    meter = extra if extra is not None else [0]
     if op == "exists":
         return lambda v: (v is not MISSING) is value
     if op in ("eq", "ne", "in"):
         wanted = {json_key(v) for v in value} if op == "in" else {json_key(value)}
+
+        def key(v: Any) -> Hashable:
+            return v if type(v) is str else _metered_key(v, meter)
+
         if op == "ne":
-            return lambda v: v is MISSING or json_key(v) not in wanted
-        return lambda v: v is not MISSING and json_key(v) in wanted
+            return lambda v: v is MISSING or key(v) not in wanted
+        return lambda v: v is not MISSING and key(v) in wanted
     if op in ("gt", "gte", "lt", "lte"):
         compare: Callable[[Any, Any], bool] = {
             "gt": lambda a, b: a > b,
@@ -190,9 +269,11 @@ def predicate(flt: Filter) -> Predicate:
 
         def contains(v: Any) -> bool:
             if isinstance(v, str):
+                meter[0] += len(v) >> 6
                 return value in v
             if isinstance(v, list):
-                return any(json_key(x) == item_key for x in v)
+                meter[0] += len(v)
+                return any(_metered_key(x, meter) == item_key for x in v)
             return False
 
         return contains
@@ -200,28 +281,42 @@ def predicate(flt: Filter) -> Predicate:
         return lambda v: isinstance(v, str) and v.startswith(value)
     if op == "endswith":
         return lambda v: isinstance(v, str) and v.endswith(value)
-    pattern = _like(value, re.IGNORECASE if op == "ilike" else 0)
-    return lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None
+    matches = like(value, ignore_case=op == "ilike")
+
+    def like_test(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        meter[0] += len(v) >> 4
+        return matches(v)
+
+    return like_test
 
 
-def _strings(value: Any) -> Iterable[str]:
+def _strings(value: Any, meter: list[int] | None = None) -> Iterable[str]:
+    """Every string in a value, nested ones too; ``meter`` counts the values
+    looked at and the characters of the strings."""
+    count = meter if meter is not None else [0]
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
+            count[0] += len(item) >> 6
             yield item
         elif isinstance(item, dict):
+            count[0] += len(item)
             stack.extend(item.values())
         elif isinstance(item, list):
+            count[0] += len(item)
             stack.extend(item)
 
 
-def search(text: str) -> Callable[[Record], bool]:
+def search(text: str, extra: list[int] | None = None) -> Callable[[Record], bool]:
     """``q``: a case-insensitive substring of any string field (nested too)."""
     needle = text.casefold()
+    meter = extra if extra is not None else [0]
 
     def found(record: Record) -> bool:
-        return any(needle in s.casefold() for s in _strings(record))
+        return any(needle in s.casefold() for s in _strings(record, meter))
 
     return found
 
@@ -243,6 +338,49 @@ def sort_value(value: Any) -> tuple[int, Any]:
         return (_STRING, value)
     dumped = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     return (_ARRAY if isinstance(value, list) else _OBJECT, dumped)
+
+
+def _inverted(rank: int, value: Any) -> Any:
+    """A value whose ascending order is the descending order of ``value`` (of
+    one sort rank): numbers negated, strings and serialised arrays or objects
+    as their negated code points, closed by a mark that puts a prefix after
+    the longer values it starts."""
+    if rank == 0:
+        return 0
+    if rank == _NUMBER:
+        return -value
+    if rank == _BOOL:
+        return -int(value)
+    units = map(ord, value) if rank == _STRING else iter(value)
+    return (*map(neg, units), 1)
+
+
+def sort_key(
+    keys: Sequence[tuple[str, bool]], extra: list[int] | None = None
+) -> Callable[[Record], tuple[Any, ...]]:
+    """One key whose ascending order is ``sort_records``'s order (the ties,
+    which ``sort_records`` keeps in their order, compare equal). ``extra``
+    counts the characters an inverted (descending) text costs."""
+    plans = [(split_path(path), descending) for path, descending in keys]
+    meter = extra if extra is not None else [0]
+
+    def key(record: Record) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for parts, descending in plans:
+            value = resolve(record, parts)
+            if value is MISSING:
+                out += (1, 0, 0)
+                continue
+            rank, plain = sort_value(value)
+            if descending:
+                if rank >= _STRING and rank != _BOOL:
+                    meter[0] += len(plain)  # a new tuple of its code points
+                out += (0, -rank, _inverted(rank, plain))
+            else:
+                out += (0, rank, plain)
+        return tuple(out)
+
+    return key
 
 
 def sort_records(rows: list[Record], keys: Sequence[tuple[str, bool]]) -> list[Record]:
@@ -280,36 +418,186 @@ def project(record: Record, fields: Sequence[str]) -> Record:
     return out
 
 
+# -- running a query -----------------------------------------------------------
+
+
+def _record_test(test: Predicate, parts: tuple[str, ...]) -> Callable[[Record], bool]:
+    if len(parts) == 1:
+        name = parts[0]
+        return lambda record: test(record.get(name, MISSING))
+    return lambda record: test(resolve(record, parts))
+
+
+def _row_test(
+    filters: Sequence[Filter], q: str | None, extra: list[int]
+) -> Callable[[Record], bool] | None:
+    """One test of a whole record: every filter and ``q``; None when there is none."""
+    tests = [_record_test(predicate(flt, extra), flt.parts) for flt in filters]
+    if q:
+        tests.append(search(q, extra))
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+    return lambda record: all(test(record) for test in tests)
+
+
+async def select(
+    rows: Sequence[Record], test: Callable[[Record], bool], cost: int, work: Work
+) -> list[Record]:
+    """The rows that pass ``test``, in slices; ``cost`` is the units of one row."""
+    kept: list[Record] = []
+    extra = work.extra
+    position, count = 0, len(rows)
+    while position < count:
+        room = work.slice_left()
+        stop = min(count, position + max(1, room // cost))
+        start = position
+        while position < stop:
+            record = rows[position]
+            position += 1
+            if test(record):
+                kept.append(record)
+            if extra[0] >= room:
+                break
+        work.spend((position - start) * cost)
+        await work.pause()
+    return kept
+
+
+async def sorted_page(
+    rows: list[Record],
+    keys: Sequence[tuple[str, bool]],
+    offset: int,
+    limit: int,
+    work: Work,
+) -> list[Record]:
+    """``sort_records(rows, keys)[offset:offset + limit]``; over ``INLINE_SORT``
+    rows, the page is selected in slices, keeping only the best rows so far."""
+    count = len(rows)
+    window = offset + limit
+    if count <= INLINE_SORT:
+        work.spend(count * len(keys) * max(1, int(math.log2(count + 1))))
+        return sort_records(list(rows), keys)[offset:window]
+    if window > SORT_WINDOW:
+        raise QueryTooCostly(
+            f"a sort of {count} rows without a sorted index reaches at most "
+            f"{SORT_WINDOW} rows deep (offset + limit); filter first",
+            details=[field_error(["query", "offset"], "too deep", "sort_window")],
+        )
+    if window == 0:
+        return []
+    extra = work.extra
+    key = sort_key(keys, extra)
+    cost = 1 + len(keys)
+    best: list[tuple[tuple[Any, ...], int]] = []
+    bound: tuple[Any, ...] | None = None  # the worst key kept, once best is full
+    position = 0
+    while position < count:
+        room = work.slice_left()
+        stop = min(count, position + max(1, room // cost))
+        start = position
+        chunk = []
+        while position < stop:
+            found = key(rows[position])
+            if bound is None or found < bound:
+                chunk.append((found, position))
+            position += 1
+            if extra[0] >= room:
+                break
+        merged = 0
+        if chunk:
+            chunk.sort()
+            if len(chunk) * 32 < len(best):  # a few: each put in its place
+                for item in chunk:
+                    insort(best, item)
+                merged = len(chunk) * 16
+            else:  # many: two sorted runs, one merge
+                best += chunk
+                best.sort()
+                merged = len(best)
+            del best[window:]
+            if len(best) == window:
+                bound = best[-1][0]
+        work.spend((position - start) * cost + (merged >> 2))
+        await work.pause()
+    return [rows[i] for _, i in best[offset:window]]
+
+
+async def project_all(
+    items: list[Record], fields: Sequence[str], work: Work
+) -> list[Record]:
+    out: list[Record] = []
+    cost = 1 + sum(len(split_path(f)) for f in fields)
+    for record in items:
+        out.append(project(record, fields))
+        work.spend(cost)
+        if work.due():
+            await work.pause()
+    return out
+
+
+async def run_query(
+    rows: list[Record], filters: list[Filter], query: Query, work: Work
+) -> Page:
+    """Filter, search, sort, page and project ``rows`` within ``work``'s budget."""
+    test = _row_test(filters, query.q, work.extra)
+    if test is not None:
+        cost = 1 + len(filters) + (1 if query.q else 0)
+        rows = await select(rows, test, cost, work)
+    total = len(rows)
+    if query.sort:
+        items = await sorted_page(rows, query.sort, query.offset, query.limit, work)
+    else:
+        items = rows[query.offset : query.offset + query.limit]
+    if query.fields is not None:
+        items = await project_all(items, query.fields, work)
+    return Page(items=items, total=total, limit=query.limit, offset=query.offset)
+
+
 # -- the service -------------------------------------------------------------
 
 
 class QueryService:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        limits: Limits | None = None,
+        *,
+        max_filters: int = DEFAULT_MAX_FILTERS,
+    ) -> None:
         self.store = store
+        self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
+        self.max_filters = max_filters
 
-    def list_records(self, table: str, query: Query) -> Page:
+    def parse(self, params: Iterable[tuple[str, str]]) -> Query:
+        """``parse_query`` with this service's limits."""
+        return parse_query(params, max_filters=self.max_filters)
+
+    async def list_records(self, table: str, query: Query) -> Page:
         """Filter, search, sort, page and project one table's records."""
         check_table_name(table)
+        plain = not (query.filters or query.q or query.sort)
         with self.store.lock:
             current = self.store.table(table)
             if current is None:
                 raise NotFound(f"no table named {table!r}")
-            rows, rest = _candidates(current, query.filters)
-        tests = [(f.parts, predicate(f)) for f in rest]
-        if tests:
-            rows = [r for r in rows if all(t(resolve(r, p)) for p, t in tests)]
-        if query.q:
-            found = search(query.q)
-            rows = [r for r in rows if found(r)]
-        if query.sort:
-            rows = sort_records(list(rows), query.sort)
-        total = len(rows)
-        items = rows[query.offset : query.offset + query.limit]
-        if query.fields is not None:
-            items = [project(r, query.fields) for r in items]
-        return Page(
-            items=list(items), total=total, limit=query.limit, offset=query.offset
-        )
+            if plain:  # a page of the table as it is: no copy of the rest
+                records = current.records
+                end = query.offset + query.limit
+                page = list(islice(records.values(), query.offset, end))
+                total = len(records)
+            else:
+                rows, rest = _candidates(current, query.filters)
+        if plain:
+            with self.limits.work() as work:
+                work.spend(query.offset >> 6)
+                if query.fields is not None:
+                    page = await project_all(page, query.fields, work)
+            return Page(items=page, total=total, limit=query.limit, offset=query.offset)
+        with self.limits.work() as work:
+            work.spend(len(rows) >> 6)  # the copy of the candidates
+            return await run_query(rows, rest, query, work)
 
 
 def _candidates(

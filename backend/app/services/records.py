@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio.to_thread
+
 from app.core.errors import (
     Conflict,
     NotFound,
@@ -15,17 +17,19 @@ from app.core.errors import (
     ValidationFailed,
     field_error,
 )
-from app.core.http import etag_matches, record_etag
+from app.core.http import LARGE_BODY, etag_matches, record_etag
 from app.schemas.builtin import BUILTIN_INDEXES, BUILTIN_SCHEMAS
 from app.services.passwords import PasswordHasher
 from app.services.validation import (
     check_table_name,
     field_errors,
+    normalise_email,
     normalise_id,
     raise_if,
     schema_errors,
     valid_record_id,
 )
+from app.services.work import Limits
 from app.storage.memory import (
     CapacityExceeded,
     DuplicateKey,
@@ -80,6 +84,8 @@ def conflict_from(exc: DuplicateKey) -> Conflict:
         message = f"{exc.table} already has a record with id {exc.value!r}"
     else:
         message = f"{exc.table}.{exc.field} must be unique; the value is already taken"
+        if exc.ids is not None:
+            message += f" (records {exc.ids[0]!r} and {exc.ids[1]!r})"
     return Conflict(
         message,
         details=[field_error(["body", "data", exc.field], "already taken", "unique")],
@@ -102,17 +108,31 @@ def merge_patch(target: Any, patch: Any) -> Any:
 class RecordService:
     """The rules of records; the only writer of the store's records."""
 
-    def __init__(self, store: Store, *, hasher: PasswordHasher, max_bulk: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        hasher: PasswordHasher,
+        max_bulk: int,
+        max_passwords: int = 100,
+        limits: Limits | None = None,
+    ) -> None:
         self.store = store
         self.hasher = hasher
         self.max_bulk = max_bulk
+        self.max_passwords = max_passwords
+        self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
 
     # -- create ------------------------------------------------------------
 
     async def create_records(
-        self, table: str, items: list[Any], *, bulk: bool
+        self, table: str, items: list[Any], *, bulk: bool, weight: int = 0
     ) -> list[Record]:
-        """Validate every item, hash passwords, then insert all or none."""
+        """Validate every item, hash passwords, then insert all or none.
+
+        ``weight`` is the size of the body the items came in: a large one is
+        checked in a worker thread, as a heavy request, so that the event loop
+        keeps answering meanwhile."""
         check_table_name(table)
         loc: Loc = ["body", "data"]
         if len(items) > self.max_bulk:
@@ -122,17 +142,20 @@ class RecordService:
                     field_error(loc, f"more than {self.max_bulk} items", "too_long")
                 ],
             )
-        now = now_iso()
-        records: list[Record] = []
-        passwords: list[str | None] = []
-        errors: list[dict[str, Any]] = []
-        for position, item in enumerate(items):
-            where = [*loc, position] if bulk else loc
-            record, password, item_errors = self.prepare_record(table, item, where, now)
-            errors.extend(item_errors)
-            records.append(record)
-            passwords.append(password)
-        raise_if(errors)
+        if bulk and not items:
+            raise ValidationFailed(
+                "a bulk create needs at least one record",
+                details=[field_error(loc, "an empty list", "too_short")],
+            )
+        if weight > LARGE_BODY or len(items) > 64:
+            with self.limits.work() as work:
+                work.become_heavy()
+                records, passwords = await anyio.to_thread.run_sync(
+                    self._prepare_all, table, items, bulk
+                )
+        else:
+            records, passwords = self._prepare_all(table, items, bulk)
+        self.check_passwords(passwords, loc)
         if any(passwords):
             # refuse a taken id or email before paying for the password hashes;
             # the insert below checks again, atomically
@@ -153,6 +176,34 @@ class RecordService:
                 raise StoreFull(str(exc)) from None
         await self.store.sync()
         return records
+
+    def _prepare_all(
+        self, table: str, items: list[Any], bulk: bool
+    ) -> tuple[list[Record], list[str | None]]:
+        loc: Loc = ["body", "data"]
+        now = now_iso()
+        records: list[Record] = []
+        passwords: list[str | None] = []
+        errors: list[dict[str, Any]] = []
+        for position, item in enumerate(items):
+            where = [*loc, position] if bulk else loc
+            record, password, item_errors = self.prepare_record(table, item, where, now)
+            errors.extend(item_errors)
+            records.append(record)
+            passwords.append(password)
+        raise_if(errors)
+        return records, passwords
+
+    def check_passwords(self, passwords: list[str | None], loc: Loc) -> None:
+        """At most ``max_passwords`` password hashes for one request (each
+        costs tens of milliseconds of a core and 64 MiB)."""
+        count = sum(1 for p in passwords if p is not None)
+        if count > self.max_passwords:
+            raise ValidationFailed(
+                f"one request may set at most {self.max_passwords} passwords "
+                f"(MEMDB_MAX_PASSWORDS); this one sets {count}",
+                details=[field_error(loc, "too many passwords", "too_many_passwords")],
+            )
 
     def prepare_record(
         self, table: str, item: Any, loc: Loc, now: str, *, imported: bool = False
@@ -206,7 +257,7 @@ class RecordService:
         if errors or table != "users":
             return fields, None, errors
         password = fields.pop("password", None)
-        fields["email"] = fields["email"].strip().lower()
+        fields["email"] = normalise_email(fields["email"])
         return fields, password, []
 
     async def hash_all(
@@ -236,6 +287,31 @@ class RecordService:
             if record["user_id"] not in users
         ]
         raise_if(errors, "an order must name an existing user")
+
+    def normalise_stored_emails(self) -> int:
+        """Bring the stored users' emails to their normalised form (data written
+        before addresses were normalised); returns how many changed. Two users
+        whose addresses are one mailbox raise ``Conflict`` naming both."""
+        with self.store.lock:
+            users = self.store.require("users").records
+            owners: dict[str, str] = {}
+            changed: list[Record] = []
+            for record_id, user in users.items():
+                email = user.get("email")
+                if not isinstance(email, str):
+                    continue
+                normal = normalise_email(email)
+                other = owners.setdefault(normal, record_id)
+                if other != record_id:
+                    raise Conflict(
+                        f"users {other!r} and {record_id!r} have the same email "
+                        f"once normalised ({normal!r}); remove or change one of them"
+                    )
+                if normal != email:
+                    changed.append({**user, "email": normal})
+            for record in changed:
+                self.store.replace("users", record)
+        return len(changed)
 
     # -- read --------------------------------------------------------------
 

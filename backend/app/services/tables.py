@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
+from app.core.errors import (
+    Conflict,
+    NotFound,
+    StoreFull,
+    ValidationFailed,
+    field_error,
+)
 from app.schemas.builtin import BUILTIN_INDEXES, BUILTIN_SCHEMAS
 from app.services.validation import check_table_name
-from app.storage.memory import DuplicateKey, Record, Store, UnknownIndex
+from app.services.work import Limits, Work
+from app.storage.memory import DuplicateKey, Record, Store, UnknownIndex, UnknownTable
 
 _BUILTIN_INDEX_NAMES = {(t, f) for t, f, _ in BUILTIN_INDEXES}
+# Indexes one table may have: each one costs memory and time on every write.
+MAX_INDEXES = 32
 
 
 def table_schema(name: str) -> dict[str, Any] | None:
@@ -18,8 +27,9 @@ def table_schema(name: str) -> dict[str, Any] | None:
 
 
 class TableService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, limits: Limits | None = None) -> None:
         self.store = store
+        self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
 
     def list_tables(self) -> list[dict[str, Any]]:
         with self.store.lock:
@@ -61,19 +71,33 @@ class TableService:
                 ],
             )
         with self.store.lock:
-            if self.store.table(table) is None:
+            current = self.store.table(table)
+            if current is None:
                 raise NotFound(f"no table named {table!r}")
-            if field in self.store.require(table).indexes:
+            if field in current.indexes or field in current.builds:
                 raise Conflict(f"{table}.{field} is already indexed")
-            try:
-                self.store.create_index(table, field, unique=unique)
-            except DuplicateKey:
-                raise Conflict(
-                    f"{table}.{field} holds duplicate values; a unique index cannot be built",
-                    details=[
-                        field_error(["body", "field"], "duplicate values", "unique")
-                    ],
-                ) from None
+            if len(current.indexes) >= MAX_INDEXES:
+                raise StoreFull(
+                    f"{table} has {MAX_INDEXES} indexes, the most a table may have"
+                )
+            build = self.store.start_index(table, field, unique=unique)
+        # built in slices while writes go on; the writes made meanwhile are
+        # applied to it at the end, under the lock
+        try:
+            with self.limits.work(bounded=False) as work:
+                for done in build.steps():
+                    work.spend(done)
+                    await work.pause()
+            self.store.finish_index(build)
+        except DuplicateKey:
+            raise Conflict(
+                f"{table}.{field} holds duplicate values; a unique index cannot be built",
+                details=[field_error(["body", "field"], "duplicate values", "unique")],
+            ) from None
+        except UnknownTable:
+            raise NotFound(f"the table {table!r} was dropped meanwhile") from None
+        finally:
+            self.store.abort_index(build)
         await self.store.sync()
         return {"field": field, "unique": unique, "builtin": False}
 
@@ -90,14 +114,16 @@ class TableService:
                 raise NotFound(f"{table}.{field} is not indexed") from None
         await self.store.sync()
 
-    def dump_table(self, table: str) -> list[Record]:
-        """Every record of one table, as they are at one instant."""
+    def dump_table(self, table: str) -> tuple[list[Record], Work]:
+        """Every record of one table, as they are at one instant, and the meter
+        that paces writing them out (close it when done)."""
         check_table_name(table)
         with self.store.lock:
             if self.store.table(table) is None:
                 raise NotFound(f"no table named {table!r}")
-            return self.store.snapshot(table)
+            rows = self.store.snapshot(table)
+        return rows, self.limits.work(bounded=False)
 
-    def dump_all(self) -> dict[str, list[Record]]:
+    def dump_all(self) -> tuple[dict[str, list[Record]], Work]:
         """Every table at one instant, in the json-server ``db.json`` shape."""
-        return self.store.snapshot_all()
+        return self.store.snapshot_all(), self.limits.work(bounded=False)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -148,3 +150,18 @@ def raise_if(
 ) -> None:
     if errors:
         raise ValidationFailed(message, details=errors)
+
+
+def normalise_email(address: str) -> str:
+    """The one form of an address that two spellings of one mailbox share: the
+    validator's normalised form (the local part in Unicode NFC, the domain
+    through IDNA and back to Unicode), lowercased, in NFC. An address that
+    does not validate is only trimmed and lowercased (the schema refuses it)."""
+    plain = address.strip().lower()
+    if plain.isascii() and "xn--" not in plain:
+        return plain  # what the validator would give, lowercased
+    try:
+        address = validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        address = address.strip()
+    return unicodedata.normalize("NFC", address.lower())

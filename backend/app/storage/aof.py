@@ -41,11 +41,13 @@ CRASH_ENV = "MEMDB_CRASH_AT"
 
 
 class CorruptLog(Exception):
-    """A record in the middle of a file is damaged: the service must not start."""
+    """A complete record is damaged: the service must not start."""
 
     def __init__(self, path: Path, offset: int, reason: str) -> None:
         super().__init__(
-            f"{path.name}: damaged record at byte offset {offset} ({reason})"
+            f"{path.name}: damaged record at byte offset {offset} ({reason}); "
+            "`python -m app.cli repair` can cut the log there, keeping the "
+            "removed bytes in a .corrupt file"
         )
         self.path = path
         self.offset = offset
@@ -78,8 +80,10 @@ class Scan:
 def scan(path: Path, *, last: bool) -> Scan:
     """Read a log or snapshot file, checking every record's checksum.
 
-    A damaged record at the very end of the newest log is a torn write and is
-    reported in ``torn``; anywhere else it raises ``CorruptLog``.
+    A last record of the newest log that lacks its line end is a write cut
+    short (torn) and is reported in ``torn``. Every complete record that fails
+    its check, the last one too, raises ``CorruptLog``: it was acknowledged
+    whole, so its bytes are damaged, not torn.
     """
     data = path.read_bytes()
     result = Scan(path, size=len(data))
@@ -94,7 +98,7 @@ def scan(path: Path, *, last: bool) -> Scan:
             offset = end + 1
             result.good_bytes = offset
             continue
-        if last and (end < 0 or end + 1 == len(data)):
+        if last and end < 0:
             result.torn = reason
             return result
         raise CorruptLog(path, offset, reason)
@@ -179,8 +183,32 @@ def check(directory: Path) -> list[str]:
     return findings
 
 
+def keep_aside(path: Path, offset: int, data: bytes) -> Path:
+    """Copy the bytes a log is about to lose beside it, as
+    ``<log>.<offset>.corrupt`` (fsynced), before the log is cut."""
+    aside = path.with_name(f"{path.name}.{offset}.corrupt")
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    _fsync_directory(path.parent)
+    return aside
+
+
+def truncate(path: Path, offset: int, data: bytes) -> Path:
+    """Cut ``path`` at ``offset`` once the bytes after it are kept aside."""
+    aside = keep_aside(path, offset, data[offset:])
+    with path.open("r+b") as handle:
+        handle.truncate(offset)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return aside
+
+
 def repair(directory: Path) -> list[str]:
-    """Truncate every damaged log at its first bad record (like redis-check-aof --fix)."""
+    """Truncate every damaged log at its first bad record (like redis-check-aof
+    --fix); what is cut off is kept beside the log in a ``.corrupt`` file."""
     done: list[str] = []
     plan = recovery_plan(directory)
     for path in plan.logs:
@@ -192,12 +220,10 @@ def repair(directory: Path) -> list[str]:
                 break
             offset = end + 1
         if offset < len(data):
-            with path.open("r+b") as handle:
-                handle.truncate(offset)
-                handle.flush()
-                os.fsync(handle.fileno())
+            aside = truncate(path, offset, data)
             done.append(
-                f"{path.name}: truncated to {offset} bytes (dropped {len(data) - offset})"
+                f"{path.name}: truncated to {offset} bytes (dropped "
+                f"{len(data) - offset}, kept in {aside.name})"
             )
     return done
 
@@ -251,8 +277,9 @@ class AppendOnlyLog:
     ) -> int:
         """Load the newest snapshot and replay the logs after it into ``store``.
 
-        A torn last record is dropped (the file is truncated to the last good
-        record) with a warning; damage anywhere else raises ``CorruptLog``.
+        A torn last record (no line end) is dropped with a warning: the file is
+        cut back to the last good record, and the bytes cut off are kept in a
+        ``.corrupt`` file beside it. A damaged complete record raises ``CorruptLog``.
         Returns the number of entries replayed.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -287,9 +314,7 @@ class AppendOnlyLog:
                     dropped_bytes=found.size - found.good_bytes,
                     reason=found.torn,
                 )
-                with path.open("r+b") as handle:
-                    handle.truncate(found.good_bytes)
-                    os.fsync(handle.fileno())
+                truncate(path, found.good_bytes, path.read_bytes())
             if progress is not None and time.monotonic() - last_report > 1:
                 progress(seen, total)
                 last_report = time.monotonic()

@@ -12,10 +12,9 @@ across several calls to make a read-check-write sequence atomic.
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
-from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Iterator, Sequence
 
 from app.storage.index import HashIndex
 from app.storage.keys import MISSING, resolve
@@ -32,15 +31,18 @@ class StoreError(Exception):
 class DuplicateKey(StoreError):
     """An id, or a value of a unique index, is taken."""
 
-    def __init__(self, table: str, field: str, value: Any) -> None:
+    def __init__(
+        self, table: str, field: str, value: Any, ids: tuple[str, str] | None = None
+    ) -> None:
         super().__init__(f"{table}.{field} already holds {value!r}")
         self.table = table
         self.field = field
         self.value = value
+        self.ids = ids  # the record holding the value and the one refused
 
 
 class CapacityExceeded(StoreError):
-    """The write would take the store past its record limit."""
+    """The write would take the store past its record or table limit."""
 
 
 class UnknownTable(StoreError):
@@ -66,11 +68,24 @@ class JournalError(StoreError):
 class Table:
     """One table: records by id in insertion order, plus its indexes."""
 
-    __slots__ = ("name", "records", "indexes", "seq", "next_seq", "secrets")
+    __slots__ = (
+        "name",
+        "records",
+        "indexes",
+        "seq",
+        "next_seq",
+        "secrets",
+        "size",
+        "builds",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.records: dict[str, Record] = {}
+        # estimated bytes of the records, kept up to date by every write
+        self.size = 0
+        # indexes being built while writes go on (Store.start_index)
+        self.builds: dict[str, IndexBuild] = {}
         self.indexes: dict[str, HashIndex] = {}
         # Insertion positions, kept only while the table has an index, so that
         # ids found through an index can be put back in insertion order.
@@ -78,6 +93,13 @@ class Table:
         self.next_seq = 0
         # Write-only values (password hashes) kept beside the records, never in them.
         self.secrets: dict[str, Secret] = {}
+
+    def touch(self, record_id: str, *, inserted: bool) -> None:
+        """Note a write for the index builds under way."""
+        for build in self.builds.values():
+            build.touched.add(record_id)
+            if inserted:
+                build.inserted.append(record_id)
 
     def in_order(self, ids: Iterable[str]) -> list[str]:
         """The given ids of this table, in insertion order."""
@@ -90,12 +112,60 @@ class Table:
         return sorted(ids, key=seq.__getitem__)
 
 
+class IndexBuild:
+    """An index being built from a copy of a table, with the writes made since."""
+
+    STEP = 4096
+
+    def __init__(self, table: Table, index: HashIndex, snapshot: dict[str, Record]):
+        self.table = table
+        self.index = index
+        self.snapshot = snapshot
+        self.touched: set[str] = set()
+        self.inserted: list[str] = []
+        self.cancelled = False
+
+    def add(self, record_id: str, record: Record) -> None:
+        index = self.index
+        key = index.key_of(record)
+        if index.unique:
+            holder = index.holder(key)
+            if holder is not None and holder != record_id:
+                raise DuplicateKey(
+                    self.table.name,
+                    index.field,
+                    resolve_field(record, index),
+                    (holder, record_id),
+                )
+        index.add(record_id, key)
+
+    def steps(self) -> Iterator[int]:
+        """Index the copy, ``STEP`` records at a time: yields the count of each."""
+        items = list(self.snapshot.items())
+        for start in range(0, len(items), self.STEP):
+            chunk = items[start : start + self.STEP]
+            for record_id, record in chunk:
+                self.add(record_id, record)
+            yield len(chunk)
+
+    def positions(self, records: dict[str, Record]) -> dict[str, int]:
+        """Insertion positions of ``records`` (the table now): the copy's order,
+        then the records inserted since, in the order they came."""
+        seq = {rid: i for i, rid in enumerate(self.snapshot) if rid in records}
+        after = len(self.snapshot)
+        for position, record_id in enumerate(self.inserted):
+            if record_id in records:
+                seq[record_id] = after + position
+        return seq
+
+
 class Store:
     """Tables of records behind one re-entrant lock."""
 
-    def __init__(self, *, max_records: int) -> None:
+    def __init__(self, *, max_records: int, max_tables: int = 10_000) -> None:
         self.lock = threading.RLock()
         self.max_records = max_records
+        self.max_tables = max_tables
         self.total = 0
         self.tables: dict[str, Table] = {}
         self.journal: Journal | None = None
@@ -134,6 +204,7 @@ class Store:
         with self.lock:
             table = self.tables.get(name)
             if table is None:
+                self._check_tables(1)
                 self._emit({"op": "create_table", "table": name})
                 table = self.tables[name] = Table(name)
             return table
@@ -191,6 +262,9 @@ class Store:
                     index.remove(record_id, old_key)
                     index.add(record_id, new_key)
             table.records[record_id] = record
+            table.size += record_size(record) - record_size(old)
+            if table.builds:
+                table.touch(record_id, inserted=False)
             if secret is not MISSING:
                 self._set_secret(table, record_id, secret)
             return old
@@ -202,6 +276,9 @@ class Store:
                 raise UnknownRecord(record_id)
             self._emit({"op": "delete", "table": name, "id": record_id})
             old = table.records.pop(record_id)
+            table.size -= record_size(old)
+            if table.builds:
+                table.touch(record_id, inserted=False)
             for index in table.indexes.values():
                 index.remove(record_id, index.key_of(old))
             if table.seq is not None:
@@ -216,6 +293,7 @@ class Store:
             table = self.require(name)
             self._emit({"op": "drop", "table": name})
             self.total -= len(table.records)
+            self._cancel_builds(table)
             del self.tables[name]
 
     def clear(self, name: str) -> None:
@@ -225,20 +303,21 @@ class Store:
             self._emit({"op": "clear", "table": name})
             self.total -= len(table.records)
             table.records.clear()
+            self._cancel_builds(table)
+            table.size = 0
             table.secrets.clear()
             for index in table.indexes.values():
                 index.clear()
             if table.seq is not None:
                 table.seq.clear()
 
-    def load(
+    def check_load(
         self,
         batches: Sequence[tuple[str, Sequence[Record], Sequence[Secret | None] | None]],
         *,
         replace: bool,
     ) -> None:
-        """Write several tables at once, all or nothing: each batch is upserted into
-        its table, or replaces the table's records when ``replace`` is set."""
+        """Raise what ``load`` would raise for these batches, writing nothing."""
         with self.lock:
             change = 0
             for name, records, _ in batches:
@@ -262,6 +341,18 @@ class Store:
                 raise CapacityExceeded(
                     f"the store holds {self.total} of at most {self.max_records} records"
                 )
+            self._check_tables(len({n for n, _, _ in batches} - self.tables.keys()))
+
+    def load(
+        self,
+        batches: Sequence[tuple[str, Sequence[Record], Sequence[Secret | None] | None]],
+        *,
+        replace: bool,
+    ) -> None:
+        """Write several tables at once, all or nothing: each batch is upserted into
+        its table, or replaces the table's records when ``replace`` is set."""
+        with self.lock:
+            self.check_load(batches, replace=replace)
             self._emit(
                 {
                     "op": "load",
@@ -286,27 +377,65 @@ class Store:
                 self.journal = journal
 
     def create_index(self, name: str, field: str, *, unique: bool = False) -> HashIndex:
-        """Build an index over the table's records; a unique one refuses duplicates."""
+        """Build an index over the table's records at once; a unique one
+        refuses duplicates. (``start_index`` builds one while writes go on.)"""
+        with self.lock:
+            build = self.start_index(name, field, unique=unique)
+            try:
+                for _ in build.steps():
+                    pass
+                return self.finish_index(build)
+            finally:
+                self.abort_index(build)
+
+    def start_index(self, name: str, field: str, *, unique: bool = False) -> IndexBuild:
+        """Begin an index build over a copy of the table's records. The steps
+        run without the lock; writes meanwhile are noted, and ``finish_index``
+        applies them under the lock, so the index ends exactly as if it had
+        been built at that instant. ``abort_index`` ends a build that failed."""
         with self.lock:
             table = self.require(name)
-            if field in table.indexes:
+            if field in table.indexes or field in table.builds:
                 raise DuplicateKey(name, "index", field)
-            index = HashIndex(field, unique=unique)
-            for record_id, record in table.records.items():
-                key = index.key_of(record)
-                if unique:
-                    holder = index.holder(key)
-                    if holder is not None:
-                        raise DuplicateKey(name, field, resolve_field(record, index))
-                index.add(record_id, key)
-            self._emit(
-                {"op": "create_index", "table": name, "field": field, "unique": unique}
+            build = IndexBuild(
+                table, HashIndex(field, unique=unique), dict(table.records)
             )
+            table.builds[field] = build
+            return build
+
+    def finish_index(self, build: IndexBuild) -> HashIndex:
+        table, index = build.table, build.index
+        with self.lock:
+            if table.builds.get(index.field) is not build or build.cancelled:
+                raise UnknownTable(table.name)
+            records = table.records
+            for record_id in build.touched:
+                old = build.snapshot.get(record_id)
+                if old is not None:
+                    index.remove(record_id, index.key_of(old))
+            for record_id in build.touched:
+                record = records.get(record_id)
+                if record is not None:
+                    build.add(record_id, record)
+            self._emit(
+                {
+                    "op": "create_index",
+                    "table": table.name,
+                    "field": index.field,
+                    "unique": index.unique,
+                }
+            )
+            del table.builds[index.field]
             if table.seq is None:
-                table.seq = {rid: i for i, rid in enumerate(table.records)}
-                table.next_seq = max(table.next_seq, len(table.records))
-            table.indexes[field] = index
+                table.seq = build.positions(records)
+                table.next_seq = max(table.next_seq, len(table.seq))
+            table.indexes[index.field] = index
             return index
+
+    def abort_index(self, build: IndexBuild) -> None:
+        with self.lock:
+            if build.table.builds.get(build.index.field) is build:
+                del build.table.builds[build.index.field]
 
     def drop_index(self, name: str, field: str) -> None:
         with self.lock:
@@ -347,7 +476,15 @@ class Store:
             )
         if table is not None:
             self._check_unique(table, records, replacing=upsert)
+        else:
+            self._check_tables(1)
         return added
+
+    def _check_tables(self, new: int) -> None:
+        if new and len(self.tables) + new > self.max_tables:
+            raise CapacityExceeded(
+                f"the store holds {len(self.tables)} of at most {self.max_tables} tables"
+            )
 
     def _put(
         self,
@@ -385,6 +522,9 @@ class Store:
                 index.remove(record_id, index.key_of(old))
             index.add(record_id, index.key_of(record))
         table.records[record_id] = record
+        table.size += record_size(record) - (record_size(old) if old else 0)
+        if table.builds:
+            table.touch(record_id, inserted=old is None)
         if old is None and table.seq is not None:
             table.seq[record_id] = table.next_seq
         if old is None:
@@ -411,7 +551,10 @@ class Store:
                     continue
                 if key in seen:
                     raise DuplicateKey(
-                        table.name, index.field, resolve_field(record, index)
+                        table.name,
+                        index.field,
+                        resolve_field(record, index),
+                        (seen[key], record["id"]),
                     )
                 seen[key] = record["id"]
                 holder = index.holder(key) if existing else None
@@ -421,8 +564,17 @@ class Store:
                     and holder not in batch
                 ):
                     raise DuplicateKey(
-                        table.name, index.field, resolve_field(record, index)
+                        table.name,
+                        index.field,
+                        resolve_field(record, index),
+                        (holder, record["id"]),
                     )
+
+    @staticmethod
+    def _cancel_builds(table: Table) -> None:
+        for build in table.builds.values():
+            build.cancelled = True
+        table.builds.clear()
 
     @staticmethod
     def _set_secret(table: Table, record_id: str, secret: Secret | None) -> None:
@@ -475,39 +627,45 @@ class Store:
 
     # -- sizes -------------------------------------------------------------
 
-    def memory_estimate(self, sample: int = 256) -> int:
-        """Estimated bytes held by records and indexes: the deep size of up to
-        ``sample`` records of each table, scaled to the table's count."""
+    def memory_estimate(self) -> int:
+        """Estimated bytes held by records and indexes, from the sizes every
+        write keeps up to date: O(tables), whatever the records hold."""
         with self.lock:
-            tables = [
-                (
-                    len(t.records),
-                    sys.getsizeof(t.records),
-                    list(itertools.islice(t.records.values(), sample)),
-                    [(sys.getsizeof(i.groups), i.count) for i in t.indexes.values()],
-                )
-                for t in self.tables.values()
-            ]
-        total = 0
-        for count, table_size, records, indexes in tables:
-            total += table_size
-            if records:
-                total += sum(map(_deep_size, records)) * count // len(records)
-            for groups_size, entries in indexes:
-                total += groups_size + entries * _INDEX_ENTRY_BYTES
-        return total
+            total = 0
+            for table in self.tables.values():
+                total += sys.getsizeof(table.records) + table.size
+                for index in table.indexes.values():
+                    total += (
+                        sys.getsizeof(index.groups) + index.count * _INDEX_ENTRY_BYTES
+                    )
+            return total
 
 
 # A set slot plus a share of the set object, for ids grouped under one key.
 _INDEX_ENTRY_BYTES = 48
+_CONTAINERS = (list, dict)
+
+
+def record_size(record: Record) -> int:
+    """The estimated bytes of a record: the dict and its values, nested lists
+    and objects walked (their cost was paid once already, to parse them)."""
+    size = sys.getsizeof(record) + sum(map(sys.getsizeof, record.values()))
+    for value in record.values():
+        if type(value) in _CONTAINERS:
+            size += _deep_size(value) - sys.getsizeof(value)
+    return size
 
 
 def _deep_size(value: Any) -> int:
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        size += sum(_deep_size(v) for v in value.values())
-    elif isinstance(value, list):
-        size += sum(_deep_size(v) for v in value)
+    size = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        size += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return size
 
 

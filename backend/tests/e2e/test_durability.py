@@ -553,6 +553,8 @@ def test_a_torn_last_record_is_dropped_with_a_warning(
         assert torn["file"] == "appendonly.0.aof"
         assert (torn["offset"], torn["dropped_bytes"]) == (last, cut - last)
         assert (data / "appendonly.0.aof").stat().st_size == last
+        kept = (data / f"appendonly.0.aof.{last}.corrupt").read_bytes()
+        assert kept == (tmp_path / "data" / "appendonly.0.aof").read_bytes()[last:cut]
     # the next write starts on a clean line and survives a restart
     cut, data, server = copies[0]
     post_records(server, "logged", ["after"])
@@ -560,6 +562,34 @@ def test_a_torn_last_record_is_dropped_with_a_warning(
     server = server_factory(**aof_env(data))
     assert ids_of(server, "logged") == {f"r{i}" for i in range(9)} | {"after"}
     assert events_named(server, "aof.torn_tail") == []
+
+
+def test_a_flipped_byte_in_the_last_complete_record_refuses_the_start(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    """The last record has its line end: it was written whole, and under
+    ``always`` acknowledged; a bad checksum there is damage, not a torn write."""
+    data = tmp_path / "data"
+    log = ten_records(server_factory, data)
+    last = record_offsets(log)[-1]
+    content = bytearray(log.read_bytes())
+    content[last + 20] ^= 0x01
+    log.write_bytes(bytes(content))
+
+    server = server_factory(wait=False, **aof_env(data))
+    assert server.wait_exit() == 1
+    (refused,) = events_named(server, "service.cannot_start")
+    assert f"offset {last}" in refused["message"]
+    assert "repair" in refused["message"]
+    assert log.read_bytes() == bytes(content)
+    assert not list(data.glob("*.corrupt"))
+
+    assert cli("repair", str(data), "--yes").returncode == 0
+    assert (data / f"appendonly.0.aof.{last}.corrupt").read_bytes() == bytes(
+        content[last:]
+    )
+    server = server_factory(**aof_env(data))
+    assert ids_of(server, "logged") == {f"r{i}" for i in range(9)}
 
 
 def test_a_damaged_middle_record_refuses_to_start_until_repaired(
@@ -584,14 +614,19 @@ def test_a_damaged_middle_record_refuses_to_start_until_repaired(
     assert checked.returncode == 1
     report = flat(checked.stderr + checked.stdout)
     assert "appendonly.0.aof" in report and f"offset {offset}" in report
-    declined = cli("repair", str(data))  # answers "n"
+    declined = cli("repair", str(data))  # no terminal to ask on: refused
     assert declined.returncode == 1
+    said = (declined.stderr + declined.stdout).strip()
+    assert len(said.splitlines()) == 1 and "--yes" in said, said
+    assert "Traceback" not in said and "EOFError" not in said
     assert log.read_bytes() == bytes(content)
 
     repaired = cli("repair", str(data), "--yes")
     assert repaired.returncode == 0, repaired.stderr
     assert f"truncated to {offset} bytes" in flat(repaired.stderr + repaired.stdout)
     assert log.stat().st_size == offset
+    aside = data / f"appendonly.0.aof.{offset}.corrupt"
+    assert aside.read_bytes() == bytes(content)[offset:]
     assert cli("check", str(data)).returncode == 0
 
     server = server_factory(**aof_env(data))

@@ -223,6 +223,9 @@ def check_readme_answers(
         "on": {"left": "id", "right": "user_id"},
         "how": "inner",
         "count": 1,
+        "total": 1,
+        "limit": None,
+        "offset": 0,
         "items": [{"left": updated_body, "right": order_body}],
     }
 

@@ -9,6 +9,14 @@ of CONTRACT section 6, never a 500) and leaves the store as it was (``GET
 /api/v1/dump`` before and after). The log (stdout) stays one JSON object a
 line, with nothing of the input in it but the sanitised request id.
 
+The last section holds the requests of the review's attack on the running
+service (costly rather than malformed: a backtracking ``like``, a 25-million-row
+join, 8,000 filters, deep literals, empty tables, password-heavy imports, two
+spellings of one mailbox): each is refused, or answered at once, and changes
+nothing. The same attacks against a real server, with ``/health`` timed and the
+RSS watched, are ``tests/e2e/test_abuse.py``; the worst latency and RSS growth
+each one caused are listed in 3_EVALUATION.yaml (reliability, abuse suite).
+
 Most requests go through ``TestClient``; the ones a client library would
 refuse or rewrite (raw ``..`` segments, CR/LF and non-ASCII bytes in headers,
 70 KB paths) go to the ASGI app as they are. The last tests send bytes over a
@@ -537,12 +545,12 @@ def test_a_strange_query_value_is_only_a_value(harness: Harness, query: str) -> 
         assert response.json()["items"] == []
 
 
-def test_a_60_kb_query_parameter_name_is_400(harness: Harness) -> None:
+def test_a_60_kb_query_string_is_414(harness: Harness) -> None:
     with store_unchanged(harness.client):
         raw = send_raw(
             harness.client, "GET", f"{API}/data/notes", query=b"k" * 60_000 + b"=1"
         )
-        raw.error(400, "bad_request")
+        raw.error(414, "uri_too_long")
 
 
 @pytest.mark.parametrize(
@@ -860,3 +868,84 @@ def test_bad_bytes_on_the_wire_never_reach_the_store(tmp_path: Path) -> None:
         assert isinstance(json.loads(line), dict), line
         for text in NEVER_LOGGED:
             assert text not in line, line
+
+
+# -- the review's attacks ------------------------------------------------------------
+
+ATTACKS = [
+    ("GET", f"{API}/data/notes?s__like=%25a%25a%25a%25a%25b", None, 200, None),
+    ("GET", f"{API}/data/notes?s__like=" + "%25" * 257, None, 400, "bad_request"),
+    (
+        "GET",
+        f"{API}/data/notes?" + "&".join(["k__ne=2"] * 8000),
+        None,
+        414,
+        "uri_too_long",
+    ),
+    (
+        "GET",
+        f"{API}/data/notes?" + "&".join(["k__ne=2"] * 33),
+        None,
+        400,
+        "bad_request",
+    ),
+    ("GET", f"{API}/data/notes?x=" + "[" * 255 + "]" * 255, None, 400, "bad_request"),
+    ("GET", f"{API}/data/notes?x=" + "[" * 500 + "]" * 500, None, 400, "bad_request"),
+    (
+        "GET",
+        f"{API}/data/notes?fields=" + ".".join(["a"] * 33),
+        None,
+        400,
+        "bad_request",
+    ),
+    (
+        "GET",
+        f"{API}/data/notes?sort=" + ",".join("abcdefghi"),
+        None,
+        400,
+        "bad_request",
+    ),
+    ("POST", f"{API}/data/e1", {"data": []}, 422, "validation_error"),
+    (
+        "POST",
+        f"{API}/tables/notes/indexes",
+        {"field": "kind", "unique": "yes"},
+        422,
+        "validation_error",
+    ),
+    ("GET", f"{API}/join/notes/notes/kind?limit=-1", None, 400, "bad_request"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status", "code"),
+    ATTACKS,
+    ids=[
+        "like-backtracking",
+        "like-pattern-too-long",
+        "8000-filters",
+        "33-filters",
+        "literal-255-deep",
+        "literal-500-deep",
+        "path-33-parts",
+        "nine-sort-keys",
+        "empty-bulk",
+        "unique-yes",
+        "join-negative-limit",
+    ],
+)
+def test_the_reviews_attacks_are_refused_or_answered_at_once(
+    harness: Harness,
+    method: str,
+    url: str,
+    body: Any,
+    status: int,
+    code: str | None,
+) -> None:
+    with store_unchanged(harness.client):
+        response = harness.client.request(method, url, json=body)
+        if code is None:
+            assert response.status_code == status, response.text
+        else:
+            assert_error(response, status, code)
+    harness.log_events()

@@ -648,6 +648,9 @@ class ApiModel(RuleBasedStateMachine):
             "on": {"left": "id", "right": "user_id"},
             "how": how,
             "count": len(rows),
+            "total": len(rows),
+            "limit": None,
+            "offset": 0,
             "items": rows,
         }
 

@@ -566,12 +566,16 @@ def test_a_torn_tail_is_dropped_truncated_and_warned_about(
     last_start = path.stat().st_size - len(frame(entries[-1]))
     with path.open("r+b") as handle:
         handle.truncate(last_start + 100)
+    torn = path.read_bytes()[last_start:]
 
     with capture_logs() as logs:
         again = new_store()
         AppendOnlyLog(data, fsync="no").recover(again)
     assert store_state(again) == before
     assert path.stat().st_size == last_start
+    # the bytes dropped are kept beside the log, never destroyed
+    aside = data / f"appendonly.0.aof.{last_start}.corrupt"
+    assert aside.read_bytes() == torn
     warnings = [e for e in logs if e["event"] == "aof.torn_tail"]
     assert len(warnings) == 1
     assert warnings[0]["log_level"] == "warning"
@@ -682,12 +686,16 @@ def test_check_reports_and_repair_cuts_at_a_damaged_middle_record(
     assert "appendonly.0.aof" in findings[0]
     assert f"offset {offsets[2]}" in findings[0]
     assert f"of {size} bytes" in findings[0]
+    original = path.read_bytes()
     assert repair(tmp_path) == [
         f"appendonly.0.aof: truncated to {offsets[2]} bytes "
-        f"(dropped {size - offsets[2]})"
+        f"(dropped {size - offsets[2]}, kept in appendonly.0.aof.{offsets[2]}.corrupt)"
     ]
     assert check(tmp_path) == []
     assert path.read_bytes() == b"".join(frame(e) for e in ENTRIES[:2])
+    # nothing is destroyed: the bytes cut off are kept beside the log
+    aside = tmp_path / f"appendonly.0.aof.{offsets[2]}.corrupt"
+    assert aside.read_bytes() == original[offsets[2] :]
     store = new_store()
     AppendOnlyLog(tmp_path, fsync="no").recover(store)
     assert store.snapshot("t") == [{"id": "a", "n": 1}]
@@ -1042,3 +1050,56 @@ def test_should_compact_follows_size_and_growth(open_log: Opener) -> None:
         store.insert("t", [{"id": f"r{i}", "pad": "x" * 30}])
         i += 1
     assert log.should_compact()
+
+
+@pytest.mark.parametrize("where", ["checksum", "body"])
+def test_a_flipped_byte_in_the_last_complete_record_is_corrupt_not_torn(
+    tmp_path: Path, open_log: Opener, where: str
+) -> None:
+    """A last record with its line end was written whole (and acknowledged
+    under ``always``): a bad checksum there is damage, which refuses the start
+    like damage in the middle, and ``repair`` keeps what it cuts."""
+    data = tmp_path / "data"
+    log, store = open_log()
+    workload(store, "one")
+    close(log)
+    path = data / "appendonly.0.aof"
+    original = path.read_bytes()
+    last_start = original.rindex(b"\n", 0, len(original) - 1) + 1
+    flip(path, last_start + (3 if where == "checksum" else 12))
+    damaged = path.read_bytes()
+
+    with pytest.raises(CorruptLog) as caught:
+        AppendOnlyLog(data, fsync="no").recover(new_store())
+    assert caught.value.offset == last_start
+    assert "repair" in str(caught.value)
+    assert path.read_bytes() == damaged  # recovery changed nothing
+
+    findings = check(data)
+    assert len(findings) == 1 and f"offset {last_start}" in findings[0]
+    assert "torn" not in findings[0]
+    assert repair(data) == [
+        f"appendonly.0.aof: truncated to {last_start} bytes (dropped "
+        f"{len(damaged) - last_start}, kept in appendonly.0.aof.{last_start}.corrupt)"
+    ]
+    aside = data / f"appendonly.0.aof.{last_start}.corrupt"
+    assert aside.read_bytes() == damaged[last_start:]
+    assert check(data) == []
+
+
+def test_a_truncated_last_record_starts_and_keeps_the_cut_bytes(
+    tmp_path: Path, open_log: Opener
+) -> None:
+    data = tmp_path / "data"
+    log, store = open_log()
+    workload(store, "one")
+    close(log)
+    path = data / "appendonly.0.aof"
+    original = path.read_bytes()
+    last_start = original.rindex(b"\n", 0, len(original) - 1) + 1
+    path.write_bytes(original[:-1])  # only the line end is missing
+    again = new_store()
+    AppendOnlyLog(data, fsync="no").recover(again)
+    assert path.read_bytes() == original[:last_start]
+    aside = data / f"appendonly.0.aof.{last_start}.corrupt"
+    assert aside.read_bytes() == original[last_start:-1]

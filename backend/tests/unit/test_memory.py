@@ -22,6 +22,7 @@ from hypothesis.stateful import (
 
 from app.storage.index import HashIndex
 from app.storage.memory import (
+    record_size,
     CapacityExceeded,
     DuplicateKey,
     JournalError,
@@ -894,6 +895,23 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.store.create_index("t", "g")
 
+    @precondition(lambda self: "g" not in self.table.indexes)
+    @rule(batch=BATCHES, gone=IDS, after=st.integers(0, 2))
+    def build_group_index_while_writing(
+        self, batch: list[Record], gone: str, after: int
+    ) -> None:
+        """An index built in steps while writes go on ends as a fresh one."""
+        build = self.store.start_index("t", "g")
+        steps = build.steps()
+        for _ in range(after):
+            next(steps, None)
+        self._put(batch, upsert=True)
+        self.delete(gone)
+        for _ in steps:
+            pass
+        self.store.finish_index(build)
+        assert "g" in self.table.indexes and not self.table.builds
+
     @precondition(lambda self: len(self.snapshots) < 3)
     @rule()
     def take_snapshot(self) -> None:
@@ -922,6 +940,10 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.table.in_order(ids[::2][::-1]) == ids[::2]
         if self.table.seq is not None:
             assert set(self.table.seq) == set(ids)
+
+    @invariant()
+    def the_size_estimate_follows_every_write(self) -> None:
+        assert self.table.size == sum(map(record_size, self.model.values()))
 
     @invariant()
     def snapshots_never_change(self) -> None:

@@ -8,6 +8,7 @@ follow the module's documented rules, sharing no code with it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from dataclasses import dataclass
@@ -18,25 +19,36 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.core.errors import BadRequest, NotFound, ValidationFailed
+from app.core.errors import BadRequest, NotFound, QueryTooCostly, ValidationFailed
 from app.services.query import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Filter,
+    Page,
+    Query,
     QueryService,
     literal,
+    sort_key,
+    sorted_page,
     parse_query,
     predicate,
     project,
     sort_records,
     sort_value,
 )
+from app.services.work import Limits
 from app.storage.keys import MISSING
 from app.storage.memory import Record, Store
 
 from tests.unit.jsonvalues import equal_variants, json_equal
 
 TABLE = "things"
+
+
+def listed(service: QueryService, table: str, query: Query) -> Page:
+    """``QueryService.list_records``, run to its end."""
+    return asyncio.run(service.list_records(table, query))
+
 
 # -- the reference ------------------------------------------------------------
 
@@ -490,7 +502,7 @@ def check_against_the_reference(plan: Plan, cases: list[Case]) -> None:
         for case in cases:
             expected_items, expected_total = reference_list(case)
             query = parse_query(case.params)
-            page = QueryService(store).list_records(TABLE, query)
+            page = listed(QueryService(store), TABLE, query)
             where = (label, case.params)
             assert page.total == expected_total, where
             ids = [r["id"] for r in page.items]
@@ -564,16 +576,16 @@ def test_an_index_narrowed_list_keeps_insertion_order_after_deletes_and_updates(
     store.replace(TABLE, {"id": "y", "g": 1.0})
     service = QueryService(store)
 
-    def listed(param: str, raw: str) -> list[str]:
-        page = service.list_records(TABLE, parse_query([(param, raw)]))
+    def ids(param: str, raw: str) -> list[str]:
+        page = listed(service, TABLE, parse_query([(param, raw)]))
         return [r["id"] for r in page.items]
 
-    assert listed("g", "1") == ["z", "y", "a", "x", "b"]
-    assert listed("g__in", "1,2") == ["z", "y", "a", "x", "b", "c"]
-    assert listed("g__in", "2,1") == ["z", "y", "a", "x", "b", "c"]
-    assert listed("id__in", "x,b,z,q") == ["z", "x", "b"]
+    assert ids("g", "1") == ["z", "y", "a", "x", "b"]
+    assert ids("g__in", "1,2") == ["z", "y", "a", "x", "b", "c"]
+    assert ids("g__in", "2,1") == ["z", "y", "a", "x", "b", "c"]
+    assert ids("id__in", "x,b,z,q") == ["z", "x", "b"]
     store.drop_index(TABLE, "g")
-    assert listed("g", "1") == ["z", "y", "a", "x", "b"]
+    assert ids("g", "1") == ["z", "y", "a", "x", "b"]
 
 
 # -- parse_query --------------------------------------------------------------
@@ -979,7 +991,7 @@ def test_project_keeps_id_and_builds_nested_objects_for_dotted_paths() -> None:
 
 def test_list_records_on_a_missing_table_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
-        QueryService(store).list_records("nothing", parse_query([]))
+        listed(QueryService(store), "nothing", parse_query([]))
 
 
 @pytest.mark.parametrize("name", ["1abc", "a-b", "", "a" * 65])
@@ -987,19 +999,149 @@ def test_list_records_on_a_bad_table_name_is_a_validation_error(
     store: Store, name: str
 ) -> None:
     with pytest.raises(ValidationFailed):
-        QueryService(store).list_records(name, parse_query([]))
+        listed(QueryService(store), name, parse_query([]))
 
 
 def test_list_records_pages_and_counts(store: Store) -> None:
     store.insert(TABLE, [{"id": f"r{i:02d}", "n": i} for i in range(25)])
     service = QueryService(store)
-    page = service.list_records(
-        TABLE, parse_query([("n__gte", "5"), ("limit", "10"), ("offset", "10")])
+    page = listed(
+        service,
+        TABLE,
+        parse_query([("n__gte", "5"), ("limit", "10"), ("offset", "10")]),
     )
     assert page.total == 20
     assert [r["n"] for r in page.items] == list(range(15, 25))
     assert (page.limit, page.offset) == (10, 10)
-    empty = service.list_records(TABLE, parse_query([("offset", "100")]))
+    empty = listed(service, TABLE, parse_query([("offset", "100")]))
     assert empty.items == [] and empty.total == 25
-    count_only = service.list_records(TABLE, parse_query([("limit", "0")]))
+    count_only = listed(service, TABLE, parse_query([("limit", "0")]))
     assert count_only.items == [] and count_only.total == 25
+
+
+# -- bounds -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "found"),
+    [
+        ([("k__ne", "2")] * 33, "at most 32 filters"),
+        ([("k", "x" * 4097)], "at most 4096 characters"),
+        ([("k", "[" * 33 + "]" * 33)], "nests at most 32"),
+        ([("k__in", "1," + "[" * 40 + "]" * 40)], "nests at most 32"),
+        ([("k__contains", "[" * 33 + "]" * 33)], "nests at most 32"),
+        ([(".".join(["a"] * 33), "1")], "at most 32 parts"),
+        ([("sort", ",".join("abcdefghi"))], "at most 8"),
+        ([("fields", ",".join(f"f{i}" for i in range(65)))], "at most 64"),
+        ([("name__like", "%" * 257)], "at most 256 characters"),
+    ],
+    ids=[
+        "33-filters",
+        "long-value",
+        "deep-literal",
+        "deep-in-item",
+        "deep-contains",
+        "deep-path",
+        "nine-sort-keys",
+        "65-fields",
+        "long-pattern",
+    ],
+)
+def test_a_query_past_its_bounds_is_400(
+    params: list[tuple[str, str]], found: str
+) -> None:
+    error = bad_request(params)
+    assert found in error.message
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    query = parse_query(
+        [("k__ne", "2")] * 31
+        + [("deep", "[" * 32 + "]" * 32), ("sort", ",".join("abcdefgh"))]
+    )
+    assert len(query.filters) == 32
+    assert len(query.sort) == 8
+    assert parse_query([("k__ne", "2")] * 40, max_filters=40).filters
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = '["' + "[" * 40 + '\\"' + "{" * 40 + '"]'
+    query = parse_query([("x", text)])
+    assert query.filters[0].value == ["[" * 40 + '"' + "{" * 40]
+
+
+def test_a_literal_255_brackets_deep_is_400_not_a_crash() -> None:
+    """The attack of the review: ``?x=`` and 255 (or 500) nested lists."""
+    for depth in (33, 255, 500, 2000):
+        error = bad_request([("x", "[" * depth + "]" * depth)])
+        assert error.details[0]["loc"] == ["query", "x"]
+
+
+# -- sorting in slices --------------------------------------------------------
+
+
+def _run_sorted_page(
+    rows: list[Record], keys: list[tuple[str, bool]], offset: int, limit: int
+) -> list[Record]:
+    async def run() -> list[Record]:
+        with Limits(budget=10**9, max_heavy=4).work() as work:
+            return await sorted_page(list(rows), keys, offset, limit, work)
+
+    return asyncio.run(run())
+
+
+SORT_ROWS = st.lists(
+    st.fixed_dictionaries({}, optional={"a": VALUES, "b": VALUES}), max_size=40
+).map(lambda rows: [{"id": f"r{i}", **r} for i, r in enumerate(rows)])
+SORT_KEYS = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "a.a"]), st.booleans()),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=SORT_ROWS,
+    keys=SORT_KEYS,
+    offset=st.integers(0, 45),
+    limit=st.integers(0, 45),
+)
+def test_a_page_selected_in_slices_equals_the_sorted_table(
+    rows: list[Record],
+    keys: list[tuple[str, bool]],
+    offset: int,
+    limit: int,
+) -> None:
+    expected = sort_records(list(rows), keys)[offset : offset + limit]
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr("app.services.query.INLINE_SORT", 0)
+        sliced = _run_sorted_page(rows, keys, offset, limit)
+    assert strict(sliced) == strict(expected)
+    assert _run_sorted_page(rows, keys, offset, limit) == expected
+
+
+@settings(max_examples=200)
+@given(a=VALUES, b=VALUES)
+def test_the_composite_key_orders_as_sort_records(a: Any, b: Any) -> None:
+    rows: list[Record] = [{"id": "1", "v": a}, {"id": "2", "v": b}, {"id": "3"}]
+    for descending in (False, True):
+        keys = [("v", descending)]
+        key = sort_key(keys)
+        by_key = sorted(rows, key=key)
+        assert [r["id"] for r in by_key] == [
+            r["id"] for r in sort_records(list(rows), keys)
+        ]
+
+
+def test_a_deep_unindexed_sort_of_a_large_table_is_too_costly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("app.services.query.INLINE_SORT", 10)
+    rows: list[Record] = [{"id": str(i), "n": i} for i in range(50)]
+    monkeypatch.setattr("app.services.query.SORT_WINDOW", 20)
+    assert [r["n"] for r in _run_sorted_page(rows, [("n", True)], 15, 5)] == list(
+        range(34, 29, -1)
+    )
+    with pytest.raises(QueryTooCostly):
+        _run_sorted_page(rows, [("n", True)], 15, 6)

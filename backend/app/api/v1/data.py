@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
-from urllib.parse import quote_plus
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
@@ -12,7 +10,9 @@ from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
 from app.api.deps import QueriesDep, RecordId, RecordsDep, TableName
+from app.api.paging import list_body, list_headers
 from app.api.responses import errors, json_body
+from app.api.streaming import answer
 from app.core.errors import ValidationFailed, field_error
 from app.core.http import etag_matches, etag_of, json_response, read_json
 from app.schemas.records import (
@@ -23,7 +23,6 @@ from app.schemas.records import (
     RecordPage,
     RecordUpdate,
 )
-from app.services.query import Page, parse_query
 
 router = APIRouter(prefix="/api/v1/data", tags=["records"])
 
@@ -77,43 +76,12 @@ async def create_record(
     """Create a record (``{"data": {...}}``) or, all or nothing, a list of them
     (``{"data": [...]}``). The table is created on first write."""
     data = envelope_data(await read_json(request))
+    weight = len(await request.body())
     if isinstance(data, list):
-        created = await records.create_records(table, data, bulk=True)
+        created = await records.create_records(table, data, bulk=True, weight=weight)
         return json_response({"items": created, "count": len(created)}, status_code=201)
-    (record,) = await records.create_records(table, [data], bulk=False)
+    (record,) = await records.create_records(table, [data], bulk=False, weight=weight)
     return _record_response(table, record, status_code=201)
-
-
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
-
-
-def _quote(text: str) -> str:
-    """``quote_plus`` (what ``urlencode`` applies), skipped for the common text
-    that it would leave as it is."""
-    return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
-
-
-def page_offsets(page: Page) -> dict[str, int]:
-    """The offsets of the first, previous, next and last pages, in that order
-    (none when the limit is 0)."""
-    if page.limit == 0:
-        return {}
-    offsets = {"first": 0}
-    if page.offset > 0:
-        offsets["prev"] = max(0, page.offset - page.limit)
-    if page.offset + page.limit < page.total:
-        offsets["next"] = page.offset + page.limit
-    offsets["last"] = max(0, (page.total - 1) // page.limit * page.limit)
-    return offsets
-
-
-def page_links(path: str, params: list[tuple[str, str]], page: Page) -> str:
-    """RFC 8288 links to the first, previous, next and last pages."""
-    base = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params if k != "offset")
-    prefix = f"{path}?{base}&offset=" if base else f"{path}?offset="
-    return ", ".join(
-        f'<{prefix}{offset}>; rel="{rel}"' for rel, offset in page_offsets(page).items()
-    )
 
 
 # Documented as the whole numbers they are, but taken as text: the query parser
@@ -150,18 +118,13 @@ async def list_records(
     nested objects; values are JSON literals where they parse. ``X-Total-Count``
     and ``Link`` headers describe the pages. Every parameter, ``limit`` and
     ``offset`` too, is checked by the query parser, so a bad one is one 400."""
-    page = queries.list_records(table, parse_query(request.query_params.multi_items()))
-    headers = {"X-Total-Count": str(page.total)}
-    link = page_links(request.url.path, request.query_params.multi_items(), page)
-    if link:
-        headers["Link"] = link
-    body = {
-        "items": page.items,
-        "total": page.total,
-        "limit": page.limit,
-        "offset": page.offset,
-    }
-    return json_response(body, headers=headers)
+    params = request.query_params.multi_items()
+    page = await queries.list_records(table, queries.parse(params))
+    headers = list_headers(request.url.path, params, page)
+    body = list_body(page)
+    if isinstance(body, bytes):
+        return json_response(body, headers=headers)
+    return await answer(body, queries.limits.work(), headers=headers)
 
 
 @router.get(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from app.api.deps import TableName, TablesDep
 from app.api.responses import errors
-from app.api.streaming import CHUNK, db_chunks, json_chunks, ndjson_chunks
-from app.core.http import json_response
+from app.api.streaming import answer, db_object, json_object, rows_json, rows_ndjson
 from app.schemas.records import TableDump
+from app.services.work import paced
 
 router = APIRouter(prefix="/api/v1/dump", tags=["dumps"])
 
@@ -26,10 +26,11 @@ NDJSON = "application/x-ndjson"
 )
 async def dump_all(tables: TablesDep) -> Response:
     """Every table, all taken at the same instant: ``{"users": [...], ...}``."""
-    snapshot = tables.dump_all()
-    if sum(len(rows) for rows in snapshot.values()) <= CHUNK:
-        return json_response(snapshot)
-    return StreamingResponse(db_chunks(snapshot), media_type="application/json")
+    snapshot, work = tables.dump_all()
+    pieces = db_object(
+        (name, rows_json(paced(rows, work))) for name, rows in snapshot.items()
+    )
+    return await answer(pieces, work)
 
 
 @router.get(
@@ -52,12 +53,8 @@ async def dump_table(
 ) -> Response:
     """Every record of a table in insertion order: ``{"table", "count", "items"}``,
     or NDJSON (one record a line) when the client accepts ``application/x-ndjson``."""
-    rows = tables.dump_table(table)
+    rows, work = tables.dump_table(table)
     if accept and NDJSON in accept:
-        return StreamingResponse(ndjson_chunks(rows), media_type=NDJSON)
+        return await answer(rows_ndjson(paced(rows, work)), work, media_type=NDJSON)
     head = {"table": table, "count": len(rows)}
-    if len(rows) <= CHUNK:
-        return json_response({**head, "items": rows})
-    return StreamingResponse(
-        json_chunks(head, "items", rows), media_type="application/json"
-    )
+    return await answer(json_object(head, "items", rows_json(paced(rows, work))), work)

@@ -72,7 +72,7 @@ async def import_tables(
     their ids (numbers become strings) and timestamps; everything is checked first
     and then written at once, or nothing is."""
     payload = await read_json(request)
-    counts = await imports.run(payload, mode=mode)
+    counts = await imports.run(payload, mode=mode, weight=len(await request.body()))
     return json_response(
         {"mode": mode, "counts": counts, "total": sum(counts.values())}
     )

@@ -1,19 +1,16 @@
-"""``/join/{left}/{right}/{key}``: hash joins of two tables."""
+"""``/join/{left}/{right}/{key}``: hash joins of two tables, whole or in pages."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any
 
-import anyio.to_thread
-
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
 
 from app.api.deps import TABLE_PATTERN, JoinsDep
+from app.api.paging import page_links
 from app.api.responses import errors
-from app.api.streaming import CHUNK, json_chunks
-from app.core.http import json_response
+from app.api.streaming import answer, json_object, rows_json
 from app.schemas.records import JoinOut
 from app.services.joins import How, Pair
 
@@ -39,6 +36,7 @@ async def join_tables(
     left: Table,
     right: Annotated[str, Path(pattern=TABLE_PATTERN, examples=["orders"])],
     key: Annotated[str, Path(examples=["user_id"])],
+    request: Request,
     joins: JoinsDep,
     how: Annotated[How, Query(description="inner, left, right or full")] = "inner",
     left_on: Annotated[
@@ -47,25 +45,48 @@ async def join_tables(
     right_on: Annotated[
         str | None, Query(description="The right column, outright")
     ] = None,
+    limit: Annotated[
+        int | None, Query(ge=0, description="Rows of this page (default: all)")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, description="Rows to skip")] = 0,
 ) -> Response:
     """Pair the records of two tables. On each side the column is ``key`` when the
     table has that field, and ``id`` otherwise: ``users/orders/user_id`` pairs each
-    user with its orders. Missing and null values never match."""
-    # the hash join is CPU work: a worker thread keeps the event loop answering
-    result = await anyio.to_thread.run_sync(
-        partial(
-            joins.join, left, right, key, how=how, left_on=left_on, right_on=right_on
-        )
+    user with its orders. Missing and null values never match. ``total`` counts
+    every row of the join; a join of more than ``MEMDB_MAX_JOIN_ROWS`` rows must
+    be read in pages (``limit``, ``offset``)."""
+    result = await joins.join(
+        left,
+        right,
+        key,
+        how=how,
+        left_on=left_on,
+        right_on=right_on,
+        limit=limit,
+        offset=offset,
     )
+    remaining = max(0, result.total - offset)
+    count = remaining if limit is None else min(limit, remaining)
     head = {
         "left": result.left,
         "right": result.right,
         "on": {"left": result.left_on, "right": result.right_on},
         "how": result.how,
-        "count": len(result.rows),
+        "count": count,
+        "total": result.total,
+        "limit": limit,
+        "offset": offset,
     }
-    if len(result.rows) <= CHUNK:
-        return json_response({**head, "items": [_row(p) for p in result.rows]})
-    return StreamingResponse(
-        json_chunks(head, "items", result.rows, _row), media_type="application/json"
-    )
+    headers = {"X-Total-Count": str(result.total)}
+    if limit is not None:
+        link = page_links(
+            request.url.path,
+            request.query_params.multi_items(),
+            limit=limit,
+            offset=offset,
+            total=result.total,
+        )
+        if link:
+            headers["Link"] = link
+    pieces = json_object(head, "items", rows_json(result.batches, _row))
+    return await answer(pieces, result.work, headers=headers)

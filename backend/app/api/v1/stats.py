@@ -25,13 +25,16 @@ router = APIRouter(prefix="/api/v1/stats", tags=["operations"])
 )
 async def read_stats(request: Request, stats: StatsDep) -> Response:
     """Records and index entries per table, the store's memory estimate and the
-    process RSS, uptime, and per-route request counts with p50/p95/p99 latency
-    over each route's latest 1024 requests."""
+    process RSS, uptime, the event loop's lag (latest and worst of the last 10
+    seconds), heavy requests and refusals, and per-route request counts with
+    p50/p95/p99 latency over each route's latest 1024 requests."""
     metrics: Metrics = request.app.state.runtime.metrics
     return json_response(
         {
             "uptime_s": round(metrics.uptime(), 3),
             **stats.store_stats(),
+            "event_loop": metrics.loop_summary(),
+            "work": metrics.work_summary(),
             "requests": metrics.route_summary(),
         }
     )

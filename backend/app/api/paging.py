@@ -1,0 +1,73 @@
+"""Pages of a list or a join: the ``Link`` header and the list answer's body."""
+
+from __future__ import annotations
+
+import re
+from typing import AsyncIterator
+from urllib.parse import quote_plus
+
+import orjson
+
+from app.api.streaming import batches_of, json_object, rows_json
+from app.services.query import Page
+
+# A query longer than this is not repeated in Link (four times over, it would
+# make a header that proxies and clients refuse); X-Total-Count still says it all.
+MAX_LINK_QUERY = 1024
+# A page of at most this many items is written with one orjson call.
+_SMALL_PAGE = 20
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quote(text: str) -> str:
+    """``quote_plus`` (what ``urlencode`` applies), skipped for the common text
+    that it would leave as it is."""
+    return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
+
+
+def page_offsets(*, limit: int, offset: int, total: int) -> dict[str, int]:
+    """The offsets of the first, previous, next and last pages, in that order
+    (none when the limit is 0)."""
+    if limit == 0:
+        return {}
+    offsets = {"first": 0}
+    if offset > 0:
+        offsets["prev"] = max(0, offset - limit)
+    if offset + limit < total:
+        offsets["next"] = offset + limit
+    offsets["last"] = max(0, (total - 1) // limit * limit)
+    return offsets
+
+
+def page_links(
+    path: str, params: list[tuple[str, str]], *, limit: int, offset: int, total: int
+) -> str:
+    """RFC 8288 links to the first, previous, next and last pages; none when
+    the query is longer than ``MAX_LINK_QUERY``."""
+    base = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params if k != "offset")
+    if len(base) > MAX_LINK_QUERY:
+        return ""
+    prefix = f"{path}?{base}&offset=" if base else f"{path}?offset="
+    offsets = page_offsets(limit=limit, offset=offset, total=total)
+    return ", ".join(f'<{prefix}{at}>; rel="{rel}"' for rel, at in offsets.items())
+
+
+def list_headers(
+    path: str, params: list[tuple[str, str]], page: Page
+) -> dict[str, str]:
+    headers = {"X-Total-Count": str(page.total)}
+    link = page_links(
+        path, params, limit=page.limit, offset=page.offset, total=page.total
+    )
+    if link:
+        headers["Link"] = link
+    return headers
+
+
+def list_body(page: Page) -> bytes | AsyncIterator[bytes]:
+    """The list answer: its bytes when the page is small, else its pieces."""
+    tail = {"total": page.total, "limit": page.limit, "offset": page.offset}
+    if len(page.items) <= _SMALL_PAGE:
+        return orjson.dumps({"items": page.items, **tail})
+    return json_object({}, "items", rows_json(batches_of(page.items)), tail)
