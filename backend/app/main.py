@@ -32,12 +32,14 @@ from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.passwords import PasswordHasher
 from app.services.query import QueryService
-from app.services.records import RecordService, ensure_builtins
+from app.schemas.builtin import BUILTIN_RULES
+from app.services.records import RecordService
 from app.services.stats import StatsService
 from app.services.tables import TableService
 from app.services.work import Limits
 from app.storage.aof import AppendOnlyLog, CorruptLog
-from app.storage.memory import JournalError, Store
+from app.storage.base import JournalError, StoreBackend
+from app.storage.memory import MemoryStore
 
 log = structlog.get_logger("memdb")
 
@@ -48,10 +50,18 @@ joins and dumps. Every error answers with one envelope:
 """
 
 
+def build_store(settings: Settings) -> StoreBackend:
+    """The backend ``MEMDB_STORE`` names, with the built-in rules."""
+    return MemoryStore(
+        max_records=settings.max_records,
+        max_tables=settings.max_tables,
+        rules=BUILTIN_RULES,
+    )
+
+
 def build_state(app: FastAPI, settings: Settings) -> None:
     """The store and the services, on ``app.state`` for the dependencies."""
-    store = Store(max_records=settings.max_records, max_tables=settings.max_tables)
-    ensure_builtins(store)
+    store = build_store(settings)
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
@@ -80,11 +90,14 @@ def build_state(app: FastAPI, settings: Settings) -> None:
 
 
 async def load_store(app: FastAPI, settings: Settings) -> None:
-    """Recover the log (``MEMDB_PERSISTENCE=aof``), load ``MEMDB_SEED_FILE`` into an
-    empty store, then declare the service ready. A damaged log stops the service."""
-    store: Store = app.state.store
+    """Open the store; with the memory store, recover the log
+    (``MEMDB_PERSISTENCE=aof``) and load ``MEMDB_SEED_FILE`` into an empty store;
+    then declare the service ready. A damaged log stops the service."""
+    backend: StoreBackend = app.state.store
+    await backend.open()
     fresh = True
-    if settings.persistence == "aof":
+    if settings.persistence == "aof" and isinstance(backend, MemoryStore):
+        store = backend.engine
         aof = AppendOnlyLog(
             Path(settings.data_dir),
             fsync=settings.fsync,
@@ -102,7 +115,7 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
             _fatal(app, f"the data directory cannot be loaded: {_describe(exc)}")
             return
         try:
-            normalised = app.state.services.records.normalise_stored_emails()
+            normalised = await app.state.services.records.normalise_stored_emails()
         except DomainError as exc:
             _fatal(app, f"the data directory cannot be loaded: {exc.message}")
             return
@@ -187,7 +200,6 @@ def build_runtime(app: FastAPI, settings: Settings) -> None:
         max_query_bytes=settings.max_query_bytes,
         keys=keys,
         metrics=Metrics(
-            app.state.store,
             started=app.state.started,
             work=app.state.limits.stats,
             loop=app.state.loop_monitor,

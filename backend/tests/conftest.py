@@ -10,8 +10,9 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 from app.services.passwords import PasswordHasher
-from app.services.records import RecordService, ensure_builtins
-from app.storage.memory import Store
+from app.schemas.builtin import BUILTIN_RULES
+from app.services.records import RecordService
+from app.storage.memory import MemoryStore, Store
 
 # argon2id at its cheapest: the same code path, milliseconds instead of seconds.
 FAST_HASH: dict[str, Any] = {
@@ -60,10 +61,17 @@ def client() -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def store() -> Store:
-    s = Store(max_records=1_000_000)
-    ensure_builtins(s)
-    return s
+def memory() -> MemoryStore:
+    """The memory backend with the built-in tables and rules."""
+    backend = MemoryStore(max_records=1_000_000, rules=BUILTIN_RULES)
+    backend.ensure_builtins()
+    return backend
+
+
+@pytest.fixture
+def store(memory: MemoryStore) -> Store:
+    """The memory backend's engine (the synchronous store inside it)."""
+    return memory.engine
 
 
 @pytest.fixture
@@ -72,5 +80,5 @@ def hasher() -> PasswordHasher:
 
 
 @pytest.fixture
-def records(store: Store, hasher: PasswordHasher) -> RecordService:
-    return RecordService(store, hasher=hasher, max_bulk=100)
+def records(memory: MemoryStore, hasher: PasswordHasher) -> RecordService:
+    return RecordService(memory, hasher=hasher, max_bulk=100)

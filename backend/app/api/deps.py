@@ -14,7 +14,6 @@ from app.services.query import QueryService
 from app.services.records import RecordService
 from app.services.stats import StatsService
 from app.services.tables import TableService
-from app.storage.memory import Store
 
 
 @dataclass(frozen=True)
@@ -30,11 +29,6 @@ class Services:
 async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-async def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
 
 
 async def get_records(request: Request) -> RecordService:
@@ -68,7 +62,6 @@ async def get_stats(request: Request) -> StatsService:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[Store, Depends(get_store)]
 RecordsDep = Annotated[RecordService, Depends(get_records)]
 JoinsDep = Annotated[JoinService, Depends(get_joins)]
 TablesDep = Annotated[TableService, Depends(get_tables)]

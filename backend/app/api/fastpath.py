@@ -185,7 +185,7 @@ def _error(exc: DomainError, request_id: str) -> Answer:
 
 
 async def _read(call: Call) -> Answer:
-    record = call.services.records.read_record(call.table, call.key)
+    record = await call.services.records.read_record(call.table, call.key)
     body = orjson.dumps(record)
     etag = etag_of(body)
     wanted = call.header(b"if-none-match")

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.deps import StatsDep
 from app.api.responses import errors
 from app.core.metrics import Metrics
 
@@ -27,10 +28,12 @@ ASSETS = "/static/docs"
         **errors(),
     },
 )
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, stats: StatsDep) -> Response:
     """Requests and latency by method, route and status; records per table; index
     entries; memory estimate; uptime; build info; process metrics."""
     current: Metrics = request.app.state.runtime.metrics
+    current.tables = await stats.tables()
+    current.memory = await stats.memory()
     return Response(generate_latest(current.registry), media_type=CONTENT_TYPE_LATEST)
 
 

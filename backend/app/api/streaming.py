@@ -11,7 +11,7 @@ pauses the writer).
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 
 import anyio
 import orjson
@@ -29,7 +29,7 @@ Row = Callable[[Any], Any]
 
 
 async def rows_json(
-    batches: AsyncIterator[list[Any]], row: Row | None = None
+    batches: AsyncIterable[list[Any]], row: Row | None = None
 ) -> AsyncIterator[bytes]:
     """The rows of ``batches`` as the inside of a JSON array (``a,b,c``), in
     pieces of about ``PIECE`` bytes."""
@@ -67,15 +67,17 @@ async def json_object(
     head: Mapping[str, Any],
     key: str,
     rows: AsyncIterator[bytes],
-    tail: Mapping[str, Any] | None = None,
+    tail: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """``{**head, key: [rows...], **tail}`` in pieces; ``rows`` from ``rows_json``."""
+    """``{**head, key: [rows...], **tail}`` in pieces; ``rows`` from ``rows_json``.
+    A callable ``tail`` is called once the rows are written (a count of them)."""
     opening = orjson.dumps(dict(head))[:-1]
     yield opening + (b"," if head else b"") + orjson.dumps(key) + b":["
     async for piece in rows:
         yield piece
-    closing = orjson.dumps(dict(tail)) if tail else b"{}"
-    yield b"]" + (b"," + closing[1:] if tail else b"}")
+    ending = tail() if callable(tail) else tail
+    closing = orjson.dumps(dict(ending)) if ending else b"{}"
+    yield b"]" + (b"," + closing[1:] if ending else b"}")
 
 
 async def db_object(
@@ -89,6 +91,22 @@ async def db_object(
             yield piece
         yield b"]"
     yield b"}"
+
+
+class Counted:
+    """Batches passed through, their rows counted (``rows``)."""
+
+    def __init__(self, batches: AsyncIterator[list[Any]]) -> None:
+        self.batches = batches
+        self.rows = 0
+
+    def __aiter__(self) -> AsyncIterator[list[Any]]:
+        return self._count()
+
+    async def _count(self) -> AsyncIterator[list[Any]]:
+        async for batch in self.batches:
+            self.rows += len(batch)
+            yield batch
 
 
 async def batches_of(rows: list[Any], size: int = 2048) -> AsyncIterator[list[Any]]:

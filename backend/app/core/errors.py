@@ -102,6 +102,19 @@ class Busy(DomainError):
         super().__init__(message, headers=[("retry-after", str(retry_after))])
 
 
+class StoreUnavailable(DomainError):
+    """The store cannot be reached right now (Redis down, loading, failing over)."""
+
+    status_code = 503
+    code = "store_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(
+            f"the store is unavailable ({message}); retry shortly",
+            headers=[("retry-after", str(retry_after))],
+        )
+
+
 class UriTooLong(DomainError):
     status_code = 414
     code = "uri_too_long"

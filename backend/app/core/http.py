@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any, Awaitable, Callable, Mapping
@@ -13,6 +12,9 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from app.core.errors import InvalidJSON, UnsupportedMediaType, ValidationFailed
+from app.core.etags import etag_matches, etag_of, record_etag
+
+__all__ = ["etag_matches", "etag_of", "record_etag"]
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 # A body larger than this is parsed in a worker thread, off the event loop.
@@ -57,33 +59,6 @@ def request_headers(scope: Mapping[str, Any]) -> dict[bytes, bytes]:
     state = scope.get("state") or {}
     found: dict[bytes, bytes] | None = state.get("headers")
     return found if found is not None else dict(scope["headers"])
-
-
-def etag_of(body: bytes) -> str:
-    """A strong validator: a hash of the record's JSON, which every write changes."""
-    return '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'
-
-
-def record_etag(record: Mapping[str, Any]) -> str:
-    return etag_of(orjson.dumps(record))
-
-
-def etag_matches(header: str, etag: str, *, weak: bool = True) -> bool:
-    """Whether an ``If-None-Match`` (weak comparison) or, with ``weak=False``, an
-    ``If-Match`` header (strong comparison: a ``W/`` tag never matches) names
-    this entity tag (RFC 9110 section 13.1)."""
-    header = header.strip()
-    if header == "*":
-        return True
-    for candidate in header.split(","):
-        candidate = candidate.strip()
-        if candidate.startswith("W/"):
-            if not weak:
-                continue
-            candidate = candidate[2:]
-        if candidate == etag:
-            return True
-    return False
 
 
 def _is_json(content_type: str) -> bool:

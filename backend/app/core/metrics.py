@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 from app import __version__
 from app.core.loop import GcMonitor, LoopMonitor
 from app.services.work import WorkStats
-from app.storage.memory import Store
+from app.storage.base import TableInfo
 
 _SAMPLES = 1024
 _BUCKETS = (
@@ -83,7 +83,6 @@ class Metrics:
 
     def __init__(
         self,
-        store: Store,
         *,
         started: float,
         work: WorkStats | None = None,
@@ -91,8 +90,11 @@ class Metrics:
         gc_monitor: GcMonitor | None = None,
         max_tables: int = 50,
     ) -> None:
-        self.store = store
         self.started = started
+        # what the store said when it was last asked (the /metrics route asks
+        # it, asynchronously, just before the registry is rendered)
+        self.tables: list[TableInfo] = []
+        self.memory = 0
         self.work = work or WorkStats()
         self.loop = loop or LoopMonitor()
         self.gc = gc_monitor or GcMonitor()
@@ -235,16 +237,10 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         metrics = self.metrics
-        store = metrics.store
-        with store.lock:
-            tables = [
-                (
-                    name,
-                    len(t.records),
-                    [(i.field, i.entries()) for i in t.indexes.values()],
-                )
-                for name, t in store.tables.items()
-            ]
+        tables = [
+            (t.name, t.count, [(i.field, i.entries) for i in t.indexes])
+            for t in metrics.tables
+        ]
         tables.sort(key=lambda t: -t[1])
         shown, rest = tables[: metrics.max_tables], tables[metrics.max_tables :]
         records = GaugeMetricFamily(
@@ -270,7 +266,7 @@ class _StoreCollector(Collector):
         yield GaugeMetricFamily(
             "memdb_memory_estimate_bytes",
             "Estimated bytes held by records and indexes",
-            value=store.memory_estimate(),
+            value=metrics.memory,
         )
         yield GaugeMetricFamily(
             "memdb_uptime_seconds",

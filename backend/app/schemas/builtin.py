@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from app.storage.base import Reference, Rules
+
 
 class UserRecord(BaseModel):
     """A user. ``password`` is write-only: it is stored only as an argon2id hash."""
@@ -41,3 +43,24 @@ BUILTIN_INDEXES: tuple[tuple[str, str, bool], ...] = (
     ("users", "email", True),
     ("orders", "user_id", False),
 )
+
+# The built-in rules, declared once: each store backend enforces them atomically.
+BUILTIN_RULES = Rules(
+    tables=tuple(BUILTIN_SCHEMAS),
+    indexes=BUILTIN_INDEXES,
+    references=(Reference(table="orders", field="user_id", target="users"),),
+    write_only={"users": ("password",)},
+)
+
+# Valid values of each built-in table's required fields: an update is checked
+# by validating the fields it gives over these, so that only the given fields
+# can fail (the stored record was valid already).
+PLACEHOLDERS: dict[str, dict[str, object]] = {
+    "users": {"email": "placeholder@example.com", "full_name": "placeholder"},
+    "orders": {
+        "product_name": "placeholder",
+        "quantity": 1,
+        "total_price": 0.0,
+        "user_id": "placeholder",
+    },
+}

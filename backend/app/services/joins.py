@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Hashable, Iterable, Iterator, Literal
+from typing import AsyncIterator, Callable, Hashable, Iterator, Literal
 
-from app.core.errors import NotFound, QueryTooCostly, ValidationFailed, field_error
+from app.core.errors import QueryTooCostly, ValidationFailed, field_error
 from app.schemas.builtin import BUILTIN_SCHEMAS
 from app.services.validation import FIELD_NAME, check_table_name
 from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
-from app.storage.memory import Record, Store
+from app.services.errors import store_errors
+from app.storage.base import Record, Scan, StoreBackend
 
 How = Literal["inner", "left", "right", "full"]
 Pair = tuple[Record | None, Record | None]
@@ -98,6 +99,12 @@ class Join:
     def plan(self) -> Iterator[int]:
         """Group the right side, read the left keys, count the rows: yields the
         rows handled after each step, so that a caller can pause between."""
+        if self.right_on == "id" and self.by_id is None:
+            by_id: dict[str, Record] = {}
+            for start in range(0, len(self.right), STEP):
+                by_id.update((r["id"], r) for r in self.right[start : start + STEP])
+                yield min(STEP, len(self.right) - start)
+            self.by_id = by_id
         if self.by_id is None:
             right_key = _key_fn(self.right_on)
             groups = self.groups
@@ -199,13 +206,13 @@ def _valid_path(path: str) -> bool:
     return len(parts) <= 32 and all(FIELD_NAME.fullmatch(part) for part in parts)
 
 
-def join_column(table: str, rows: Iterable[Record], key: str) -> str:
-    """``key`` when the table has that field, else ``id`` (CONTRACT section 4)."""
+def join_column(table: str, has_key: bool, key: str) -> str:
+    """``key`` when the table has that field (``has_key``: a record of it has
+    the path), else ``id`` (CONTRACT section 4)."""
     model = BUILTIN_SCHEMAS.get(table)
     if model is not None:
         return key if key.split(".")[0] in model.model_fields else "id"
-    parts = split_path(key)
-    return key if any(resolve(r, parts) is not MISSING for r in rows) else "id"
+    return key if has_key else "id"
 
 
 @dataclass
@@ -231,7 +238,11 @@ class JoinResult:
 
 class JoinService:
     def __init__(
-        self, store: Store, limits: Limits | None = None, *, max_rows: int = 1_000_000
+        self,
+        store: StoreBackend,
+        limits: Limits | None = None,
+        *,
+        max_rows: int = 1_000_000,
     ) -> None:
         self.store = store
         self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
@@ -249,9 +260,10 @@ class JoinService:
         limit: int | None = None,
         offset: int = 0,
     ) -> JoinResult:
-        """Plan a join of two tables as they are at one instant (a snapshot
-        under the lock), and count its rows; the rows come from ``batches``.
-        The caller closes ``result.work`` once it has read them."""
+        """Plan a join of two tables as the store's scans read them (on the
+        memory store, a snapshot of each), and count its rows; the rows come
+        from ``batches``. The caller closes ``result.work`` once it has read
+        them."""
         check_table_name(left)
         check_table_name(right)
         for name, column in (
@@ -265,29 +277,25 @@ class JoinService:
                     f"{name} must be a field name or a dotted path",
                     details=[field_error(where, "not a field name", "field_name")],
                 )
-        with self.store.lock:
-            for name in (left, right):
-                if self.store.table(name) is None:
-                    raise NotFound(f"no table named {name!r}")
-            left_map = self.store.require(left).records
-            right_map = self.store.require(right).records
-            left_rows, right_rows = list(left_map.values()), list(right_map.values())
-            rcol = right_on or join_column(right, right_rows, key)
-            # on its id, the right side's own map is the hash table (copied at
-            # C speed, so that it matches the snapshot)
-            by_id = dict(right_map) if rcol == "id" else None
-        lcol = left_on or join_column(left, left_rows, key)
-        join = Join(
-            left_rows,
-            right_rows,
-            left_on=lcol,
-            right_on=rcol,
-            how=how,
-            right_by_id=by_id,
-        )
         work = self.limits.work()
         try:
-            work.spend((len(left_rows) + len(right_rows)) >> 6)
+            with store_errors():
+                left_rows, left_has = await _read_all(
+                    await self.store.scan(left), work, key
+                )
+                if right == left:
+                    right_rows, right_has = left_rows, left_has
+                else:
+                    right_rows, right_has = await _read_all(
+                        await self.store.scan(right), work, key
+                    )
+        except BaseException:
+            work.close()
+            raise
+        lcol = left_on or join_column(left, left_has, key)
+        rcol = right_on or join_column(right, right_has, key)
+        join = Join(left_rows, right_rows, left_on=lcol, right_on=rcol, how=how)
+        try:
             for done in join.plan():
                 work.spend(done)
                 await work.pause()
@@ -329,6 +337,21 @@ class JoinService:
             batches=_paced(join.batches(offset, limit), work),
             work=work,
         )
+
+
+async def _read_all(scan: Scan, work: Work, key: str) -> tuple[list[Record], bool]:
+    """Every record of a scan, read in batches with a pause between them, and
+    whether any of them has the path ``key``."""
+    rows: list[Record] = []
+    parts = split_path(key)
+    has = False
+    async for batch in scan.batches():
+        rows += batch
+        if not has:
+            has = any(resolve(r, parts) is not MISSING for r in batch)
+        work.spend(len(batch) >> 4)
+        await work.pause()
+    return rows, has
 
 
 async def _paced(

@@ -18,24 +18,26 @@ from __future__ import annotations
 import math
 from bisect import insort
 from dataclasses import dataclass, field
-from itertools import islice
 from operator import neg
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Sequence
 
 import orjson
 
-from app.core.errors import BadRequest, NotFound, QueryTooCostly, field_error
+from app.core.errors import BadRequest, QueryTooCostly, field_error
 from app.services.matching import PatternError, like
 from app.services.validation import FIELD_NAME, MAX_DEPTH, check_table_name
 from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
-from app.storage.memory import Record, Store, Table
+from app.schemas.builtin import BUILTIN_RULES
+from app.services.errors import store_errors
+from app.storage.base import Record, Scan, StoreBackend
 
 OPERATORS = frozenset(
     "eq ne gt gte lt lte in contains startswith endswith like ilike exists".split()
 )
 RESERVED = frozenset({"q", "sort", "limit", "offset", "fields"})
-HIDDEN = frozenset({"password"})
+# write-only fields: never filtered, sorted, projected or indexed, in any table
+HIDDEN = frozenset(f for fields in BUILTIN_RULES.write_only.values() for f in fields)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # Bounds of one query (README, "Limits"); the number of filters and the length
@@ -443,25 +445,35 @@ def _row_test(
 
 
 async def select(
-    rows: Sequence[Record], test: Callable[[Record], bool], cost: int, work: Work
+    batches: AsyncIterator[list[Record]],
+    test: Callable[[Record], bool] | None,
+    cost: int,
+    work: Work,
 ) -> list[Record]:
-    """The rows that pass ``test``, in slices; ``cost`` is the units of one row."""
+    """The rows of ``batches`` that pass ``test`` (all, without one), in slices;
+    ``cost`` is the units of one row."""
     kept: list[Record] = []
     extra = work.extra
-    position, count = 0, len(rows)
-    while position < count:
-        room = work.slice_left()
-        stop = min(count, position + max(1, room // cost))
-        start = position
-        while position < stop:
-            record = rows[position]
-            position += 1
-            if test(record):
-                kept.append(record)
-            if extra[0] >= room:
-                break
-        work.spend((position - start) * cost)
-        await work.pause()
+    async for rows in batches:
+        if test is None:
+            kept += rows
+            work.spend(len(rows) >> 6)
+            await work.pause()
+            continue
+        position, count = 0, len(rows)
+        while position < count:
+            room = work.slice_left()
+            stop = min(count, position + max(1, room // cost))
+            start = position
+            while position < stop:
+                record = rows[position]
+                position += 1
+                if test(record):
+                    kept.append(record)
+                if extra[0] >= room:
+                    break
+            work.spend((position - start) * cost)
+            await work.pause()
     return kept
 
 
@@ -537,19 +549,24 @@ async def project_all(
     return out
 
 
+async def _listed(rows: list[Record]) -> AsyncIterator[list[Record]]:
+    yield rows
+
+
 async def run_query(
-    rows: list[Record], filters: list[Filter], query: Query, work: Work
+    rows: list[Record] | Scan, filters: list[Filter], query: Query, work: Work
 ) -> Page:
-    """Filter, search, sort, page and project ``rows`` within ``work``'s budget."""
+    """Filter, search, sort, page and project ``rows`` (a list, or a table's
+    scan) within ``work``'s budget."""
     test = _row_test(filters, query.q, work.extra)
-    if test is not None:
-        cost = 1 + len(filters) + (1 if query.q else 0)
-        rows = await select(rows, test, cost, work)
-    total = len(rows)
+    cost = 1 + len(filters) + (1 if query.q else 0)
+    batches = rows.batches() if isinstance(rows, Scan) else _listed(rows)
+    found = await select(batches, test, cost, work)
+    total = len(found)
     if query.sort:
-        items = await sorted_page(rows, query.sort, query.offset, query.limit, work)
+        items = await sorted_page(found, query.sort, query.offset, query.limit, work)
     else:
-        items = rows[query.offset : query.offset + query.limit]
+        items = found[query.offset : query.offset + query.limit]
     if query.fields is not None:
         items = await project_all(items, query.fields, work)
     return Page(items=items, total=total, limit=query.limit, offset=query.offset)
@@ -561,7 +578,7 @@ async def run_query(
 class QueryService:
     def __init__(
         self,
-        store: Store,
+        store: StoreBackend,
         limits: Limits | None = None,
         *,
         max_filters: int = DEFAULT_MAX_FILTERS,
@@ -577,61 +594,60 @@ class QueryService:
     async def list_records(self, table: str, query: Query) -> Page:
         """Filter, search, sort, page and project one table's records."""
         check_table_name(table)
-        plain = not (query.filters or query.q or query.sort)
-        with self.store.lock:
-            current = self.store.table(table)
-            if current is None:
-                raise NotFound(f"no table named {table!r}")
-            if plain:  # a page of the table as it is: no copy of the rest
-                records = current.records
-                end = query.offset + query.limit
-                page = list(islice(records.values(), query.offset, end))
-                total = len(records)
-            else:
-                rows, rest = _candidates(current, query.filters)
-        if plain:
-            with self.limits.work() as work:
-                work.spend(query.offset >> 6)
+        with store_errors(table=table), self.limits.work() as work:
+            work.spend(query.offset >> 6)
+            if not (query.filters or query.q or query.sort):
+                # a page of the table as it is: nothing else is read
+                items, total = await self.store.page(table, query.offset, query.limit)
                 if query.fields is not None:
-                    page = await project_all(page, query.fields, work)
-            return Page(items=page, total=total, limit=query.limit, offset=query.offset)
-        with self.limits.work() as work:
-            work.spend(len(rows) >> 6)  # the copy of the candidates
+                    items = await project_all(items, query.fields, work)
+                return Page(items, total, query.limit, query.offset)
+            narrowed = await self._narrowed(table, query)
+            if isinstance(narrowed, Page):
+                return narrowed
+            rows, rest = narrowed
             return await run_query(rows, rest, query, work)
 
-
-def _candidates(
-    table: Table, filters: list[Filter]
-) -> tuple[list[Record], list[Filter]]:
-    """The records that can match, narrowed by the most selective index; and the
-    filters still to apply. Called with the store's lock held."""
-    best: tuple[int, Filter, list[Hashable]] | None = None
-    for flt in filters:
-        if flt.op not in ("eq", "in"):
-            continue
-        values = flt.value if flt.op == "in" else [flt.value]
-        keys = [json_key(v) for v in values]
-        if flt.path == "id":
-            size = len(keys)
-        elif flt.path in table.indexes:
-            index = table.indexes[flt.path]
-            if len(keys) == 1:
-                size = index.size(keys[0])
+    async def _narrowed(
+        self, table: str, query: Query
+    ) -> Page | tuple[list[Record] | Scan, list[Filter]]:
+        """The records that can match, narrowed by the most selective index, and
+        the filters still to apply; or, when one indexed filter is the whole
+        query, the page itself (the index pages it)."""
+        candidates = [
+            f for f in query.filters if f.op in ("eq", "in") and f.path not in HIDDEN
+        ]
+        chosen: Filter | None = None
+        if len(candidates) == 1:
+            chosen = candidates[0]
+        elif candidates:
+            best: int | None = None
+            for flt in candidates:
+                size = await self.store.lookup_size(table, flt.path, _values(flt))
+                if size is not None and (best is None or size < best):
+                    best, chosen = size, flt
+        if chosen is not None:
+            rest = [f for f in query.filters if f is not chosen]
+            alone = not (rest or query.q or query.sort)
+            if alone:
+                found = await self.store.lookup(
+                    table,
+                    chosen.path,
+                    _values(chosen),
+                    offset=query.offset,
+                    limit=query.limit,
+                )
+                if found is not None:
+                    items, total = found
+                    if query.fields is not None:
+                        items = [project(r, query.fields) for r in items]
+                    return Page(items, total, query.limit, query.offset)
             else:
-                size = sum(index.size(k) for k in set(keys))
-        else:
-            continue
-        if best is None or size < best[0]:
-            best = (size, flt, keys)
-    if best is None:
-        return list(table.records.values()), filters
-    _, chosen, keys = best
-    rest = [f for f in filters if f is not chosen]
-    if chosen.path == "id":
-        ids = {k for k in keys if isinstance(k, str) and k in table.records}
-        return [table.records[i] for i in table.in_order(ids)], rest
-    index = table.indexes[chosen.path]
-    found: set[str] = set()
-    for key in set(keys):
-        found.update(index.ids(key))
-    return [table.records[i] for i in table.in_order(found)], rest
+                found = await self.store.lookup(table, chosen.path, _values(chosen))
+                if found is not None:
+                    return found[0], rest
+        return await self.store.scan(table), list(query.filters)
+
+
+def _values(flt: Filter) -> list[Any]:
+    return list(flt.value) if flt.op == "in" else [flt.value]

@@ -1,4 +1,10 @@
-"""Records: create, read, update (merge and merge patch), delete, drop; the built-in rules."""
+"""Records: create, read, update (merge and merge patch), delete, drop; the built-in rules.
+
+Every rule that must hold atomically (ids, unique values, references, limits,
+compare-and-set) is the store's (``app/storage/base.py``); this service checks
+what can be checked before the store is asked, and turns the store's refusals
+into the domain errors clients see.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,15 @@ from typing import Any
 
 import anyio.to_thread
 
-from app.core.errors import (
-    Conflict,
-    NotFound,
-    PreconditionFailed,
-    StoreFull,
-    ValidationFailed,
-    field_error,
-)
-from app.core.http import LARGE_BODY, etag_matches, record_etag
-from app.schemas.builtin import BUILTIN_INDEXES, BUILTIN_SCHEMAS
+from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
+from app.core.http import LARGE_BODY
+from app.schemas.builtin import BUILTIN_RULES, BUILTIN_SCHEMAS, PLACEHOLDERS
+from app.services.errors import store_errors
 from app.services.passwords import PasswordHasher
 from app.services.validation import (
     check_table_name,
     field_errors,
+    model_errors,
     normalise_email,
     normalise_id,
     raise_if,
@@ -30,17 +31,11 @@ from app.services.validation import (
     valid_record_id,
 )
 from app.services.work import Limits
-from app.storage.memory import (
-    CapacityExceeded,
-    DuplicateKey,
-    Record,
-    StaleRecord,
-    Store,
-    UnknownRecord,
-)
+from app.storage.base import Change, Record, StoreBackend
+from app.storage.keys import MISSING
+from app.storage.merge import merge_patch
 
 Loc = list[str | int]
-_RETRIES = 16
 
 
 def now_iso() -> str:
@@ -68,41 +63,7 @@ def _timestamp(value: Any, loc: Loc, errors: list[dict[str, Any]]) -> str:
     return ""
 
 
-def ensure_builtins(store: Store) -> None:
-    """Create the built-in tables and their indexes where they are missing."""
-    with store.lock:
-        for name in BUILTIN_SCHEMAS:
-            store.create_table(name)
-        for table, field, unique in BUILTIN_INDEXES:
-            existing = store.require(table).indexes
-            if field not in existing:
-                store.create_index(table, field, unique=unique)
-
-
-def conflict_from(exc: DuplicateKey) -> Conflict:
-    if exc.field == "id":
-        message = f"{exc.table} already has a record with id {exc.value!r}"
-    else:
-        message = f"{exc.table}.{exc.field} must be unique; the value is already taken"
-        if exc.ids is not None:
-            message += f" (records {exc.ids[0]!r} and {exc.ids[1]!r})"
-    return Conflict(
-        message,
-        details=[field_error(["body", "data", exc.field], "already taken", "unique")],
-    )
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396: objects merge recursively, ``null`` removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+WRITE_ONLY = BUILTIN_RULES.write_only
 
 
 class RecordService:
@@ -110,7 +71,7 @@ class RecordService:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreBackend,
         *,
         hasher: PasswordHasher,
         max_bulk: int,
@@ -156,25 +117,13 @@ class RecordService:
         else:
             records, passwords = self._prepare_all(table, items, bulk)
         self.check_passwords(passwords, loc)
-        if any(passwords):
-            # refuse a taken id or email before paying for the password hashes;
-            # the insert below checks again, atomically
-            try:
-                self.store.check_insert(table, records)
-            except DuplicateKey as exc:
-                raise conflict_from(exc) from None
-            except CapacityExceeded as exc:
-                raise StoreFull(str(exc)) from None
-        secrets = await self.hash_all(passwords)
-        with self.store.lock:
-            self.check_references(table, records, loc, bulk=bulk)
-            try:
-                self.store.insert(table, records, secrets=secrets)
-            except DuplicateKey as exc:
-                raise conflict_from(exc) from None
-            except CapacityExceeded as exc:
-                raise StoreFull(str(exc)) from None
-        await self.store.sync()
+        with store_errors(table=table, loc=loc, bulk=bulk):
+            if any(passwords):
+                # refuse a taken id or email, a missing reference, a full store
+                # before paying for the password hashes; insert checks again
+                await self.store.check_insert(table, records)
+            secrets = await self.hash_all(passwords)
+            await self.store.insert(table, records, secrets)
         return records
 
     def _prepare_all(
@@ -248,16 +197,17 @@ class RecordService:
         }
         return record, password, errors
 
-    @staticmethod
     def _apply_schema(
-        table: str, fields: dict[str, Any], loc: Loc
+        self, table: str, fields: dict[str, Any], loc: Loc
     ) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
-        """Check a built-in schema; split off the password; normalise the email."""
+        """Check a built-in schema; split off the write-only password; normalise."""
         errors = schema_errors(table, fields, loc)
-        if errors or table != "users":
+        if errors:
             return fields, None, errors
-        password = fields.pop("password", None)
-        fields["email"] = normalise_email(fields["email"])
+        password = None
+        for name in WRITE_ONLY.get(table, ()):
+            password = fields.pop(name, None)
+        self.normalise_fields(table, fields)
         return fields, password, []
 
     async def hash_all(
@@ -270,59 +220,51 @@ class RecordService:
             for p in passwords
         ]
 
-    def check_references(
-        self, table: str, records: list[Record], loc: Loc, *, bulk: bool = False
-    ) -> None:
-        """Orders must name existing users. Called with the store's lock held."""
-        if table != "orders":
-            return
-        users = self.store.require("users").records
-        errors = [
-            field_error(
-                [*loc, position, "user_id"] if bulk else [*loc, "user_id"],
-                f"no user has id {record['user_id']!r}",
-                "reference",
-            )
-            for position, record in enumerate(records)
-            if record["user_id"] not in users
-        ]
-        raise_if(errors, "an order must name an existing user")
+    def normalise_fields(self, table: str, fields: dict[str, Any]) -> None:
+        """What is stored in one form only: the email of a user."""
+        if table == "users" and isinstance(fields.get("email"), str):
+            fields["email"] = normalise_email(fields["email"])
 
-    def normalise_stored_emails(self) -> int:
+    async def normalise_stored_emails(self) -> int:
         """Bring the stored users' emails to their normalised form (data written
         before addresses were normalised); returns how many changed. Two users
         whose addresses are one mailbox raise ``Conflict`` naming both."""
-        with self.store.lock:
-            users = self.store.require("users").records
-            owners: dict[str, str] = {}
-            changed: list[Record] = []
-            for record_id, user in users.items():
-                email = user.get("email")
-                if not isinstance(email, str):
-                    continue
-                normal = normalise_email(email)
-                other = owners.setdefault(normal, record_id)
-                if other != record_id:
-                    raise Conflict(
-                        f"users {other!r} and {record_id!r} have the same email "
-                        f"once normalised ({normal!r}); remove or change one of them"
-                    )
-                if normal != email:
-                    changed.append({**user, "email": normal})
-            for record in changed:
-                self.store.replace("users", record)
+        owners: dict[str, str] = {}
+        changed: list[tuple[Record, str]] = []
+        with store_errors(table="users"):
+            scan = await self.store.scan("users")
+            async for batch in scan.batches():
+                for user in batch:
+                    email = user.get("email")
+                    if not isinstance(email, str):
+                        continue
+                    normal = normalise_email(email)
+                    other = owners.setdefault(normal, user["id"])
+                    if other != user["id"]:
+                        raise Conflict(
+                            f"users {other!r} and {user['id']!r} have the same email "
+                            f"once normalised ({normal!r}); remove or change one of them"
+                        )
+                    if normal != email:
+                        changed.append((user, normal))
+            for user, normal in changed:
+                change = Change(
+                    fields={"email": normal}, patch=False, updated_at=user["updated_at"]
+                )
+                await self.store.update("users", user["id"], change)
         return len(changed)
 
     # -- read --------------------------------------------------------------
 
-    def read_record(self, table: str, record_id: str) -> Record:
+    async def read_record(self, table: str, record_id: str) -> Record:
         check_table_name(table)
-        record = self.store.get(table, record_id)
-        if record is None:
-            if self.store.table(table) is None:
+        with store_errors(table=table):
+            record = await self.store.read(table, record_id)
+            if record is not None:
+                return record
+            if not await self.store.has_table(table):
                 raise NotFound(f"no table named {table!r}")
-            raise NotFound(f"no record with id {record_id!r} in {table!r}")
-        return record
+        raise NotFound(f"no record with id {record_id!r} in {table!r}")
 
     # -- update ------------------------------------------------------------
 
@@ -333,18 +275,22 @@ class RecordService:
         data: Any,
         *,
         patch: bool,
-        if_match: str | None,
+        expected: frozenset[str] | None = None,
     ) -> Record:
-        """PUT merges the given fields; PATCH applies a JSON merge patch (null removes)."""
+        """PUT merges the given fields; PATCH applies a JSON merge patch (null
+        removes). ``expected``: the versions ``If-Match`` allows (any: ``None``).
+        The fields are checked here (so that only they can fail: the stored
+        record was valid), then merged by the store, atomically."""
+        check_table_name(table)
         loc: Loc = ["body", "data"]
         if not isinstance(data, dict):
             raise ValidationFailed(
                 "data must be a JSON object",
                 details=[field_error(loc, "a JSON object is required", "dict_type")],
             )
-        data = dict(data)
-        if "id" in data:
-            given = data.pop("id")
+        fields = dict(data)
+        if "id" in fields:
+            given = fields.pop("id")
             if isinstance(given, int) and not isinstance(given, bool):
                 given = str(given)
             if given != record_id:
@@ -356,113 +302,84 @@ class RecordService:
                         )
                     ],
                 )
-        raise_if(field_errors(data, loc))
-        record = self.read_record(table, record_id)
-        fields, _ = self._merged(table, record, data, patch=patch, loc=loc)
-        secret: Any = ...
-        if table == "users" and "password" in data:
-            password = data["password"]
-            secret = (
-                {"password": await self.hasher.hash(password)} if password else None
-            )
-        for _attempt in range(_RETRIES):
-            old = self.read_record(table, record_id)
-            if if_match is not None and not etag_matches(
-                if_match, record_etag(old), weak=False
-            ):
-                raise PreconditionFailed(
-                    "the record has changed (If-Match does not match)"
-                )
-            if old is not record:
-                record = old
-                fields, _ = self._merged(table, record, data, patch=patch, loc=loc)
-            new = {
-                "id": record_id,
-                **fields,
-                "created_at": old["created_at"],
-                "updated_at": now_iso(),
-            }
-            with self.store.lock:
-                self.check_references(table, [new], loc)
-                try:
-                    if secret is ...:
-                        self.store.replace(table, new, expected=old)
-                    else:
-                        self.store.replace(table, new, expected=old, secret=secret)
-                except StaleRecord:
-                    continue
-                except UnknownRecord:
-                    raise NotFound(
-                        f"no record with id {record_id!r} in {table!r}"
-                    ) from None
-                except DuplicateKey as exc:
-                    raise conflict_from(exc) from None
-            await self.store.sync()
-            return new
-        raise Conflict("the record is changing too fast; try again")  # pragma: no cover
-
-    def _merged(
-        self, table: str, record: Record, data: dict[str, Any], *, patch: bool, loc: Loc
-    ) -> tuple[dict[str, Any], str | None]:
-        current = {
-            k: v
-            for k, v in record.items()
-            if k not in ("id", "created_at", "updated_at")
-        }
-        if patch:
-            fields = merge_patch(current, data)
-        else:
-            fields = {**current, **data}
-        check = dict(fields)
-        if table == "users":
-            check.pop("password", None)
-            if data.get("password") is not None:
-                check["password"] = data["password"]
         raise_if(field_errors(fields, loc))
-        fields, password, errors = self._apply_schema(table, check, loc)
-        raise_if(errors)
-        return fields, password
+        secret: Any = MISSING
+        for name in WRITE_ONLY.get(table, ()):
+            if name in fields:
+                value = fields.pop(name)
+                if value is not None:
+                    raise_if(schema_errors_of(table, {name: value}, loc))
+                    secret = {name: await self.hasher.hash(value)}
+                else:
+                    secret = None
+        errors = _change_errors(table, fields, loc, patch=patch)
+        if errors:
+            await self.read_record(table, record_id)  # a missing record is 404 first
+            raise_if(errors)
+        self.normalise_fields(table, fields)
+        change = Change(
+            fields=fields,
+            patch=patch,
+            updated_at=now_iso(),
+            expected=expected,
+            secret=secret,
+        )
+        with store_errors(table=table, record_id=record_id, loc=loc):
+            if not await self.store.has_table(table):
+                raise NotFound(f"no table named {table!r}")
+            return await self.store.update(table, record_id, change)
 
     # -- delete ------------------------------------------------------------
 
     async def delete_record(
-        self, table: str, record_id: str, *, if_match: str | None
+        self, table: str, record_id: str, *, expected: frozenset[str] | None = None
     ) -> None:
-        with self.store.lock:
-            old = self.read_record(table, record_id)
-            if if_match is not None and not etag_matches(
-                if_match, record_etag(old), weak=False
-            ):
-                raise PreconditionFailed(
-                    "the record has changed (If-Match does not match)"
-                )
-            if table == "users":
-                orders = self.store.require("orders").indexes["user_id"]
-                if orders.size(record_id):
-                    raise Conflict(
-                        "the user still has orders; delete them first",
-                        details=[
-                            field_error(
-                                ["orders", "user_id"], "referenced", "reference"
-                            )
-                        ],
-                    )
-            self.store.delete(table, record_id)
-        await self.store.sync()
+        check_table_name(table)
+        with store_errors(table=table, record_id=record_id):
+            if not await self.store.has_table(table):
+                raise NotFound(f"no table named {table!r}")
+            await self.store.delete(table, record_id, expected=expected)
 
     async def drop_table(self, table: str) -> None:
         """Drop a table. A built-in table is emptied instead, keeping schema and indexes."""
         check_table_name(table)
-        with self.store.lock:
-            if self.store.table(table) is None:
+        with store_errors(table=table):
+            if not await self.store.has_table(table):
                 raise NotFound(f"no table named {table!r}")
-            if table not in BUILTIN_SCHEMAS:
-                self.store.drop(table)
-            elif table == "users" and self.store.require("orders").records:
-                raise Conflict("orders still reference users; drop orders first")
-            else:
-                self.store.clear(table)
-        await self.store.sync()
+            await self.store.drop(table)
+
+
+def schema_errors_of(
+    table: str, fields: dict[str, Any], loc: Loc
+) -> list[dict[str, Any]]:
+    """The errors of ``fields`` alone against a built-in schema: validated over
+    valid values of the fields they do not give."""
+    model = BUILTIN_SCHEMAS.get(table)
+    if model is None:
+        return []
+    base = {k: v for k, v in PLACEHOLDERS.get(table, {}).items() if k not in fields}
+    return model_errors(model, {**base, **fields}, loc)
+
+
+def _change_errors(
+    table: str, fields: dict[str, Any], loc: Loc, *, patch: bool
+) -> list[dict[str, Any]]:
+    """What is wrong with an update's fields on a built-in table: each field's
+    value as it will be after the merge, and no required field removed."""
+    model = BUILTIN_SCHEMAS.get(table)
+    if model is None:
+        return []
+    errors: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+    for name, value in fields.items():
+        if patch and value is None:
+            info = model.model_fields.get(name)
+            if info is not None and info.is_required():
+                errors.append(field_error([*loc, name], "Field required", "missing"))
+            continue
+        # a patch of a field that holds no object merges into nothing
+        values[name] = merge_patch(None, value) if patch else value
+    return errors + schema_errors_of(table, values, loc)
 
 
 def is_valid_path_id(record_id: str) -> bool:

@@ -1,32 +1,41 @@
-"""Statistics of the store: counts, index sizes, memory."""
+"""Statistics of the store: counts, index sizes, memory; O(tables)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from app.core.metrics import rss_bytes
-from app.storage.memory import Store
+from app.services.errors import store_errors
+from app.storage.base import StoreBackend, TableInfo
 
 
 class StatsService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreBackend) -> None:
         self.store = store
 
-    def store_stats(self) -> dict[str, Any]:
+    async def tables(self) -> list[TableInfo]:
+        with store_errors():
+            return await self.store.describe()
+
+    async def memory(self) -> int:
+        with store_errors():
+            return await self.store.memory()
+
+    async def store_stats(self) -> dict[str, Any]:
         """Records and index entries per table, the total, and memory figures."""
-        with self.store.lock:
-            tables = {
-                name: {
-                    "count": len(t.records),
-                    "indexes": {i.field: i.entries() for i in t.indexes.values()},
-                }
-                for name, t in self.store.tables.items()
+        described = await self.tables()
+        tables = {
+            t.name: {
+                "count": t.count,
+                "indexes": {i.field: i.entries for i in t.indexes},
             }
+            for t in described
+        }
         return {
-            "records": sum(t["count"] for t in tables.values()),
+            "records": sum(t.count for t in described),
             "tables": tables,
             "memory": {
-                "estimate_bytes": self.store.memory_estimate(),
+                "estimate_bytes": await self.memory(),
                 "rss_bytes": rss_bytes(),
             },
         }

@@ -146,11 +146,18 @@ class Limits:
 
 
 async def paced(
-    rows: Sequence[Any], work: Work, size: int = 2048
+    rows: Sequence[Any] | AsyncIterator[list[Any]], work: Work, size: int = 2048
 ) -> AsyncIterator[list[Any]]:
-    """``rows`` in batches, each counted, with a pause when a slice is used up."""
-    for start in range(0, len(rows), size):
-        batch = list(rows[start : start + size])
+    """``rows`` (a list, or batches as a scan gives them) in batches, each
+    counted, with a pause when a slice is used up."""
+    if isinstance(rows, Sequence):
+        for start in range(0, len(rows), size):
+            batch = list(rows[start : start + size])
+            work.spend(len(batch))
+            yield batch
+            await work.pause()
+        return
+    async for batch in rows:
         work.spend(len(batch))
         yield batch
         await work.pause()

@@ -12,57 +12,68 @@ across several calls to make a read-check-write sequence atomic.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
-from typing import Any, Awaitable, Callable, Hashable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 
+import anyio.to_thread
+
+from app.storage.base import (
+    MAX_FIELDS,
+    CapacityExceeded,
+    Change,
+    DuplicateKey,
+    IndexInfo,
+    JournalError,
+    MissingReference,
+    Record,
+    Reference,
+    Rules,
+    Scan,
+    Secret,
+    StaleRecord,
+    StillReferenced,
+    StoreBackend,
+    StoreError,
+    TableInfo,
+    TooManyFields,
+    TooManyIndexes,
+    UnknownIndex,
+    UnknownRecord,
+    UnknownTable,
+    record_version,
+)
 from app.storage.index import HashIndex
-from app.storage.keys import MISSING, resolve
+from app.storage.keys import MISSING, json_key, resolve
+from app.storage.merge import merge_fields
 
-Record = dict[str, Any]
-Secret = dict[str, Any]
 Journal = Callable[[dict[str, Any]], None]
 
-
-class StoreError(Exception):
-    """Base of what the store refuses."""
-
-
-class DuplicateKey(StoreError):
-    """An id, or a value of a unique index, is taken."""
-
-    def __init__(
-        self, table: str, field: str, value: Any, ids: tuple[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{table}.{field} already holds {value!r}")
-        self.table = table
-        self.field = field
-        self.value = value
-        self.ids = ids  # the record holding the value and the one refused
-
-
-class CapacityExceeded(StoreError):
-    """The write would take the store past its record or table limit."""
-
-
-class UnknownTable(StoreError):
-    pass
-
-
-class UnknownRecord(StoreError):
-    pass
-
-
-class UnknownIndex(StoreError):
-    pass
-
-
-class StaleRecord(StoreError):
-    """The record changed since the version the writer read."""
-
-
-class JournalError(StoreError):
-    """The journal (the append-only log) could not take a change; nothing changed."""
+__all__ = [
+    "CapacityExceeded",
+    "DuplicateKey",
+    "JournalError",
+    "MemoryStore",
+    "Record",
+    "Secret",
+    "StaleRecord",
+    "Store",
+    "StoreError",
+    "UnknownIndex",
+    "UnknownRecord",
+    "UnknownTable",
+]
 
 
 class Table:
@@ -162,10 +173,13 @@ class IndexBuild:
 class Store:
     """Tables of records behind one re-entrant lock."""
 
-    def __init__(self, *, max_records: int, max_tables: int = 10_000) -> None:
+    def __init__(
+        self, *, max_records: int, max_tables: int = 10_000, rules: Rules | None = None
+    ) -> None:
         self.lock = threading.RLock()
         self.max_records = max_records
         self.max_tables = max_tables
+        self.rules = rules or Rules()
         self.total = 0
         self.tables: dict[str, Table] = {}
         self.journal: Journal | None = None
@@ -252,6 +266,7 @@ class Store:
             if expected is not None and old is not expected:
                 raise StaleRecord(record_id)
             self._check_unique(table, [record], replacing=True)
+            self._check_references(name, [record])
             op: dict[str, Any] = {"op": "replace", "table": name, "record": record}
             if secret is not MISSING:
                 op["secret"] = secret
@@ -269,11 +284,21 @@ class Store:
                 self._set_secret(table, record_id, secret)
             return old
 
-    def delete(self, name: str, record_id: str) -> Record:
+    def delete(
+        self, name: str, record_id: str, *, expected: frozenset[str] | None = None
+    ) -> Record:
+        """Delete a record (only at one of the ``expected`` versions, if given);
+        refused while records of another table name it."""
         with self.lock:
             table = self.require(name)
-            if record_id not in table.records:
+            current = table.records.get(record_id)
+            if current is None:
                 raise UnknownRecord(record_id)
+            if expected is not None and record_version(current) not in expected:
+                raise StaleRecord(record_id)
+            for reference in self.rules.references_to(name):
+                if self._named(reference, json_key(record_id)):
+                    raise StillReferenced(reference)
             self._emit({"op": "delete", "table": name, "id": record_id})
             old = table.records.pop(record_id)
             table.size -= record_size(old)
@@ -291,15 +316,18 @@ class Store:
         """Remove a table with its records and indexes."""
         with self.lock:
             table = self.require(name)
+            self._check_emptying(name)
             self._emit({"op": "drop", "table": name})
             self.total -= len(table.records)
             self._cancel_builds(table)
             del self.tables[name]
 
-    def clear(self, name: str) -> None:
+    def clear(self, name: str, *, checked: bool = False) -> None:
         """Remove every record of a table, keeping the table and its indexes."""
         with self.lock:
             table = self.require(name)
+            if not checked:
+                self._check_emptying(name)
             self._emit({"op": "clear", "table": name})
             self.total -= len(table.records)
             table.records.clear()
@@ -342,6 +370,40 @@ class Store:
                     f"the store holds {self.total} of at most {self.max_records} records"
                 )
             self._check_tables(len({n for n, _, _ in batches} - self.tables.keys()))
+            self._check_load_references(batches, replace=replace)
+
+    def _check_load_references(
+        self,
+        batches: Sequence[tuple[str, Sequence[Record], Sequence[Secret | None] | None]],
+        *,
+        replace: bool,
+    ) -> None:
+        """After the load, every reference must name an existing record."""
+        given = {name: records for name, records, _ in batches}
+        for reference in self.rules.references:
+            target = self.tables.get(reference.target)
+            existing = set(target.records) if target is not None else set()
+            if reference.target in given:
+                ids = {r["id"] for r in given[reference.target]}
+                names = ids if replace else ids | existing
+            else:
+                names = existing
+            rows = given.get(reference.table)
+            if rows is not None:
+                missing = [
+                    (position, row.get(reference.field))
+                    for position, row in enumerate(rows)
+                    if row.get(reference.field) not in names
+                ]
+                if missing:
+                    raise MissingReference(
+                        reference, [p for p, _ in missing], [v for _, v in missing]
+                    )
+            if replace and reference.target in given and reference.table not in given:
+                source = self.tables.get(reference.table)
+                kept = source.records.values() if source is not None else ()
+                if any(row.get(reference.field) not in names for row in kept):
+                    raise StillReferenced(reference)
 
     def load(
         self,
@@ -370,7 +432,7 @@ class Store:
                     if name not in self.tables:
                         self.create_table(name)
                     elif replace:
-                        self.clear(name)
+                        self.clear(name, checked=True)
                 for name, records, secrets in batches:
                     self._put(name, records, secrets, upsert=True, checked=True)
             finally:
@@ -478,7 +540,64 @@ class Store:
             self._check_unique(table, records, replacing=upsert)
         else:
             self._check_tables(1)
+        self._check_references(name, records)
         return added
+
+    def _check_references(self, name: str, records: Sequence[Record]) -> None:
+        for reference in self.rules.references_from(name):
+            target = self.tables.get(reference.target)
+            ids = target.records if target is not None else {}
+            missing = [
+                (position, record.get(reference.field))
+                for position, record in enumerate(records)
+                if record.get(reference.field) not in ids
+            ]
+            if missing:
+                raise MissingReference(
+                    reference, [p for p, _ in missing], [v for _, v in missing]
+                )
+
+    def _named(self, reference: Reference, key: Any) -> bool:
+        """Whether any record of ``reference.table`` names ``key``."""
+        source = self.tables.get(reference.table)
+        if source is None:
+            return False
+        index = source.indexes.get(reference.field)
+        if index is not None:
+            return index.size(key) > 0
+        field = reference.field
+        return any(json_key(r.get(field)) == key for r in source.records.values())
+
+    def _check_emptying(self, name: str) -> None:
+        """A table whose records are named by another table's cannot be emptied."""
+        for reference in self.rules.references_to(name):
+            source = self.tables.get(reference.table)
+            if source is not None and source.records:
+                raise StillReferenced(reference)
+
+    def update(self, name: str, record_id: str, change: Change) -> Record:
+        """Merge ``change`` into a record at once; the new record."""
+        with self.lock:
+            table = self.require(name)
+            old = table.records.get(record_id)
+            if old is None:
+                raise UnknownRecord(record_id)
+            if (
+                change.expected is not None
+                and record_version(old) not in change.expected
+            ):
+                raise StaleRecord(record_id)
+            fields = merge_fields(old, change.fields, patch=change.patch)
+            if len(fields) > MAX_FIELDS:
+                raise TooManyFields(record_id)
+            new = {
+                "id": record_id,
+                **fields,
+                "created_at": old["created_at"],
+                "updated_at": change.updated_at,
+            }
+            self.replace(name, new, secret=change.secret, expected=old)
+            return new
 
     def _check_tables(self, new: int) -> None:
         if new and len(self.tables) + new > self.max_tables:
@@ -671,3 +790,247 @@ def _deep_size(value: Any) -> int:
 
 def resolve_field(record: Record, index: HashIndex) -> Any:
     return resolve(record, index.parts)
+
+
+class MemoryScan(Scan):
+    """A copy of a table's list of records, taken at one instant under the lock
+    (a consistent snapshot: records are never changed in place)."""
+
+    def __init__(self, rows: list[Record]) -> None:
+        self.rows = rows
+        self.count = len(rows)
+
+    async def batches(self, size: int = 2048) -> AsyncIterator[list[Record]]:
+        rows = self.rows
+        for start in range(0, len(rows), size):
+            yield rows[start : start + size]
+
+
+class MemoryStore(StoreBackend):
+    """The default backend: ``Store``'s tables in this process's memory.
+
+    Every method takes the store's lock for the few microseconds it needs; a
+    scan is a copy of the table's list of record references, so lists, joins and
+    dumps read a consistent snapshot while writes go on. Writes return once they
+    are as durable as ``MEMDB_PERSISTENCE`` makes them (the append-only log is
+    the inner ``engine``'s journal).
+    """
+
+    kind = "memory"
+
+    def __init__(
+        self, *, max_records: int, max_tables: int = 10_000, rules: Rules | None = None
+    ) -> None:
+        self.rules = rules or Rules()
+        self.engine = Store(
+            max_records=max_records, max_tables=max_tables, rules=self.rules
+        )
+
+    @classmethod
+    def around(cls, engine: Store) -> MemoryStore:
+        """The backend over an existing engine (its rules and data as they are)."""
+        backend = cls.__new__(cls)
+        backend.rules = engine.rules
+        backend.engine = engine
+        return backend
+
+    async def open(self) -> None:
+        self.ensure_builtins()
+
+    def ensure_builtins(self) -> None:
+        """The built-in tables and their indexes, where they are missing."""
+        engine = self.engine
+        with engine.lock:
+            for name in self.rules.tables:
+                engine.create_table(name)
+            for table, field, unique in self.rules.indexes:
+                if field not in engine.require(table).indexes:
+                    engine.create_index(table, field, unique=unique)
+
+    async def sync(self) -> None:
+        await self.engine.sync()
+
+    # -- reads --------------------------------------------------------------------
+
+    async def read(self, table: str, record_id: str) -> Record | None:
+        return self.engine.get(table, record_id)
+
+    async def read_many(self, table: str, ids: Sequence[str]) -> list[Record]:
+        engine = self.engine
+        with engine.lock:
+            current = engine.table(table)
+            if current is None:
+                return []
+            records = current.records
+            wanted = {i for i in ids if isinstance(i, str) and i in records}
+            return [records[i] for i in current.in_order(wanted)]
+
+    async def has_table(self, table: str) -> bool:
+        return table in self.engine.tables
+
+    async def secret(self, table: str, record_id: str) -> Secret | None:
+        current = self.engine.table(table)
+        return None if current is None else current.secrets.get(record_id)
+
+    async def page(
+        self, table: str, offset: int, limit: int
+    ) -> tuple[list[Record], int]:
+        engine = self.engine
+        with engine.lock:
+            records = engine.require(table).records
+            total = len(records)
+            if offset >= total:
+                return [], total
+            return list(islice(records.values(), offset, offset + limit)), total
+
+    async def scan(self, table: str) -> Scan:
+        return MemoryScan(self.engine.snapshot(table))
+
+    async def lookup(
+        self,
+        table: str,
+        field: str,
+        keys: Sequence[Any],
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[Record], int] | None:
+        engine = self.engine
+        with engine.lock:
+            current = engine.require(table)
+            found: set[str] = set()
+            if field == "id":
+                found = {k for k in keys if isinstance(k, str) and k in current.records}
+            else:
+                index = current.indexes.get(field)
+                if index is None:
+                    return None
+                for key in {json_key(k) for k in keys}:
+                    found.update(index.ids(key))
+            ordered = current.in_order(found)
+            end = len(ordered) if limit is None else offset + limit
+            records = current.records
+            return [records[i] for i in ordered[offset:end]], len(ordered)
+
+    async def lookup_size(
+        self, table: str, field: str, keys: Sequence[Any]
+    ) -> int | None:
+        engine = self.engine
+        with engine.lock:
+            current = engine.require(table)
+            if field == "id":
+                return len({k for k in keys if isinstance(k, str)})
+            index = current.indexes.get(field)
+            if index is None:
+                return None
+            return sum(index.size(key) for key in {json_key(k) for k in keys})
+
+    async def describe(self) -> list[TableInfo]:
+        engine = self.engine
+        with engine.lock:
+            return [
+                TableInfo(
+                    name=name,
+                    count=len(table.records),
+                    size=table.size,
+                    indexes=[
+                        IndexInfo(i.field, i.unique, i.entries())
+                        for i in table.indexes.values()
+                    ],
+                )
+                for name, table in engine.tables.items()
+            ]
+
+    async def memory(self) -> int:
+        return self.engine.memory_estimate()
+
+    # -- writes -------------------------------------------------------------------
+
+    async def check_insert(self, table: str, records: Sequence[Record]) -> None:
+        self.engine.check_insert(table, records)
+
+    async def insert(
+        self,
+        table: str,
+        records: Sequence[Record],
+        secrets: Sequence[Secret | None] | None = None,
+    ) -> None:
+        self.engine.insert(table, records, secrets=secrets)
+        await self.engine.sync()
+
+    async def update(self, table: str, record_id: str, change: Change) -> Record:
+        record = self.engine.update(table, record_id, change)
+        await self.engine.sync()
+        return record
+
+    async def delete(
+        self, table: str, record_id: str, *, expected: frozenset[str] | None = None
+    ) -> None:
+        self.engine.delete(table, record_id, expected=expected)
+        await self.engine.sync()
+
+    async def drop(self, table: str) -> None:
+        engine = self.engine
+        if table in self.rules.tables:
+            engine.clear(table)
+        else:
+            engine.drop(table)
+        await engine.sync()
+
+    async def create_index(self, table: str, field: str, *, unique: bool) -> None:
+        engine = self.engine
+        with engine.lock:
+            current = engine.require(table)
+            if len(current.indexes) >= MAX_INDEXES:
+                raise TooManyIndexes(table)
+            build = engine.start_index(table, field, unique=unique)
+        # built from a copy in steps while writes go on; the writes made
+        # meanwhile are applied to it at the end, under the lock
+        try:
+            for _ in build.steps():
+                await asyncio.sleep(0)
+            engine.finish_index(build)
+        finally:
+            engine.abort_index(build)
+        await engine.sync()
+
+    async def drop_index(self, table: str, field: str) -> None:
+        self.engine.drop_index(table, field)
+        await self.engine.sync()
+
+    async def check_load(
+        self, batches: Sequence[tuple[str, Sequence[Record]]], *, replace: bool
+    ) -> None:
+        await self._locked(
+            sum(len(r) for _, r in batches),
+            self.engine.check_load,
+            [(name, records, None) for name, records in batches],
+            replace,
+        )
+
+    async def load(
+        self,
+        batches: Sequence[tuple[str, Sequence[Record], Sequence[Secret | None] | None]],
+        *,
+        replace: bool,
+    ) -> None:
+        await self._locked(
+            sum(len(r) for _, r, _ in batches), self.engine.load, batches, replace
+        )
+        await self.engine.sync()
+
+    @staticmethod
+    async def _locked(size: int, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` (which takes the lock): on the event loop for a small
+        batch, in a worker thread for a large one (a seed file), so that the
+        loop keeps answering meanwhile."""
+        if size > _INLINE_RECORDS:
+            await anyio.to_thread.run_sync(lambda: fn(*args[:-1], replace=args[-1]))
+        else:
+            fn(*args[:-1], replace=args[-1])
+
+
+# An import of more records than this is checked and written in a worker thread.
+_INLINE_RECORDS = 10_000
+# Indexes one table may have: each one costs memory and time on every write.
+MAX_INDEXES = 32

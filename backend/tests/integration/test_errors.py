@@ -468,6 +468,7 @@ def test_an_unexpected_error_is_500_without_internals(
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(RecordService, "read_record", explode)
+    monkeypatch.setattr(RecordService, "update_record", explode)
     with store_unchanged(client):
         for response in (
             client.get(f"{API}/data/things/t1"),

@@ -28,11 +28,12 @@ from hypothesis.stateful import (
 from app.core.errors import Conflict, DomainError, NotFound, ValidationFailed
 from app.services.imports import ImportService
 from app.services.passwords import PasswordHasher
-from app.services.records import RecordService, ensure_builtins
+from app.schemas.builtin import BUILTIN_RULES
+from app.services.records import RecordService
 from app.services.tables import TableService
 from app.storage.index import HashIndex
 from app.storage.keys import json_key
-from app.storage.memory import Record, Store, Table
+from app.storage.memory import MemoryStore, Record, Table
 
 from tests.unit.jsonvalues import json_equal
 
@@ -163,12 +164,13 @@ def run(result: Awaitable[Any] | Any) -> Any:
 class IndexMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.store = Store(max_records=1_000)
-        ensure_builtins(self.store)
+        backend = MemoryStore(max_records=1_000, rules=BUILTIN_RULES)
+        backend.ensure_builtins()
+        self.store = backend.engine
         hasher = PasswordHasher(time_cost=1, memory_kib=64, parallelism=1)
-        self.records = RecordService(self.store, hasher=hasher, max_bulk=10)
-        self.imports = ImportService(self.store, self.records)
-        self.tables = TableService(self.store)
+        self.records = RecordService(backend, hasher=hasher, max_bulk=10)
+        self.imports = ImportService(backend, self.records)
+        self.tables = TableService(backend)
         self.store.create_table("items")
         run(self.tables.create_index("items", "code", unique=True))
         run(self.tables.create_index("items", "meta.group", unique=False))
@@ -291,9 +293,7 @@ class IndexMachine(RuleBasedStateMachine):
         updated = self.attempt(
             expected,
             lambda: run(
-                self.records.update_record(
-                    table, record_id, change, patch=patch, if_match=None
-                )
+                self.records.update_record(table, record_id, change, patch=patch)
             ),
         )
         if updated is not None:
@@ -306,7 +306,7 @@ class IndexMachine(RuleBasedStateMachine):
         expected = None if record_id in rows else NotFound
         self.attempt(
             expected,
-            lambda: run(self.records.delete_record(table, record_id, if_match=None)),
+            lambda: run(self.records.delete_record(table, record_id)),
         )
         if expected is None:
             del self.rows[table][record_id]

@@ -21,7 +21,7 @@ from app.services.joins import (
     join_column,
 )
 from app.storage.keys import MISSING, resolve, split_path
-from app.storage.memory import Record, Store
+from app.storage.memory import MemoryStore, Record, Store
 
 from tests.unit.jsonvalues import json_equal
 
@@ -298,24 +298,31 @@ def test_an_empty_side() -> None:
 
 
 def test_join_column_of_built_in_tables_follows_the_schema() -> None:
-    assert join_column("users", [], "user_id") == "id"
-    assert join_column("orders", [], "user_id") == "user_id"
-    assert join_column("users", [], "email") == "email"
-    assert join_column("orders", [{"id": "x", "note": "n"}], "note") == "id"
-    assert join_column("users", [], "id") == "id"
+    assert join_column("users", False, "user_id") == "id"
+    assert join_column("orders", False, "user_id") == "user_id"
+    assert join_column("users", False, "email") == "email"
+    assert join_column("orders", True, "note") == "id"
+    assert join_column("users", False, "id") == "id"
 
 
 def test_join_column_of_schemaless_tables_follows_the_data() -> None:
-    rows: list[Record] = [{"id": "a"}, {"id": "b", "owner": None}]
-    assert join_column("things", rows, "owner") == "owner"
-    assert join_column("things", rows, "maker") == "id"
-    assert join_column("things", [], "owner") == "id"
-    nested: list[Record] = [
-        {"id": "a", "address": {"city": "Oslo"}},
-        {"id": "b", "address": 5},
-    ]
-    assert join_column("places", nested, "address.city") == "address.city"
-    assert join_column("places", nested, "address.zip") == "id"
+    assert join_column("things", True, "owner") == "owner"
+    assert join_column("things", False, "maker") == "id"
+
+
+def test_a_scan_notes_whether_any_record_has_the_join_path(store: Store) -> None:
+    store.insert(
+        "things",
+        [
+            {"id": "a", "address": 5},
+            {"id": "b", "owner": None, "address": {"city": "Oslo"}},
+        ],
+    )
+    service = JoinService(MemoryStore.around(store))
+    assert joined(service, "things", "things", "owner").left_on == "owner"
+    assert joined(service, "things", "things", "maker").left_on == "id"
+    assert joined(service, "things", "things", "address.city").left_on == "address.city"
+    assert joined(service, "things", "things", "address.zip").left_on == "id"
 
 
 # -- the service -----------------------------------------------------------
@@ -389,7 +396,7 @@ def joined(service: JoinService, *args: Any, **kwargs: Any) -> Joined:
 
 
 def test_users_join_orders_on_user_id(shop: Store) -> None:
-    result = joined(JoinService(shop), "users", "orders", "user_id")
+    result = joined(JoinService(MemoryStore.around(shop)), "users", "orders", "user_id")
     assert (result.left, result.right, result.how) == ("users", "orders", "inner")
     assert (result.left_on, result.right_on) == ("id", "user_id")
     assert _pairs(result.rows) == [
@@ -405,7 +412,9 @@ def test_users_join_orders_on_user_id(shop: Store) -> None:
 
 
 def test_orders_join_users_on_user_id(shop: Store) -> None:
-    result = joined(JoinService(shop), "orders", "users", "user_id", how="full")
+    result = joined(
+        JoinService(MemoryStore.around(shop)), "orders", "users", "user_id", how="full"
+    )
     assert (result.left_on, result.right_on) == ("user_id", "id")
     assert _pairs(result.rows) == [
         ("o1", "u2"),
@@ -435,7 +444,9 @@ def test_every_kind_on_the_store(
     shop: Store, how: How, expected: list[tuple[str | None, str | None]]
 ) -> None:
     assert _pairs(
-        joined(JoinService(shop), "users", "orders", "user_id", how=how).rows
+        joined(
+            JoinService(MemoryStore.around(shop)), "users", "orders", "user_id", how=how
+        ).rows
     ) == (expected)
 
 
@@ -448,7 +459,7 @@ def test_a_self_join(store: Store) -> None:
             {"id": "bob", "manager": "ann", "team": "b"},
         ],
     )
-    service = JoinService(store)
+    service = JoinService(MemoryStore.around(store))
     by_manager = joined(
         service,
         "staff",
@@ -474,7 +485,7 @@ def test_a_self_join(store: Store) -> None:
 def test_left_on_and_right_on_name_the_columns(store: Store) -> None:
     store.insert("a", [{"id": "1", "x": "k1"}, {"id": "2", "x": "k2"}])
     store.insert("b", [{"id": "9", "y": "k2"}, {"id": "8", "x": "k1"}])
-    service = JoinService(store)
+    service = JoinService(MemoryStore.around(store))
     result = joined(service, "a", "b", "ignored", left_on="x", right_on="y")
     assert (result.left_on, result.right_on) == ("x", "y")
     assert _pairs(result.rows) == [("2", "9")]
@@ -486,7 +497,7 @@ def test_left_on_and_right_on_name_the_columns(store: Store) -> None:
 
 
 def test_a_join_of_a_missing_table_is_not_found(shop: Store) -> None:
-    service = JoinService(shop)
+    service = JoinService(MemoryStore.around(shop))
     for left, right in (("users", "nothing"), ("nothing", "orders"), ("x", "x")):
         with pytest.raises(NotFound) as caught:
             joined(service, left, right, "user_id")
@@ -497,7 +508,7 @@ def test_a_join_of_a_missing_table_is_not_found(shop: Store) -> None:
 
 
 def test_a_join_result_does_not_see_later_writes(shop: Store) -> None:
-    service = JoinService(shop)
+    service = JoinService(MemoryStore.around(shop))
     before = joined(service, "users", "orders", "user_id", how="left").rows
 
     async def plan_write_then_read() -> list[Pair]:

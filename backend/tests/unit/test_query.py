@@ -38,7 +38,7 @@ from app.services.query import (
 )
 from app.services.work import Limits
 from app.storage.keys import MISSING
-from app.storage.memory import Record, Store
+from app.storage.memory import MemoryStore, Record, Store
 
 from tests.unit.jsonvalues import equal_variants, json_equal
 
@@ -502,7 +502,7 @@ def check_against_the_reference(plan: Plan, cases: list[Case]) -> None:
         for case in cases:
             expected_items, expected_total = reference_list(case)
             query = parse_query(case.params)
-            page = listed(QueryService(store), TABLE, query)
+            page = listed(QueryService(MemoryStore.around(store)), TABLE, query)
             where = (label, case.params)
             assert page.total == expected_total, where
             ids = [r["id"] for r in page.items]
@@ -574,7 +574,7 @@ def test_an_index_narrowed_list_keeps_insertion_order_after_deletes_and_updates(
     store.insert(TABLE, [{"id": "b", "g": 1}, {"id": "c", "g": 2}])
     store.replace(TABLE, {"id": "y", "g": 2})
     store.replace(TABLE, {"id": "y", "g": 1.0})
-    service = QueryService(store)
+    service = QueryService(MemoryStore.around(store))
 
     def ids(param: str, raw: str) -> list[str]:
         page = listed(service, TABLE, parse_query([(param, raw)]))
@@ -991,7 +991,7 @@ def test_project_keeps_id_and_builds_nested_objects_for_dotted_paths() -> None:
 
 def test_list_records_on_a_missing_table_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
-        listed(QueryService(store), "nothing", parse_query([]))
+        listed(QueryService(MemoryStore.around(store)), "nothing", parse_query([]))
 
 
 @pytest.mark.parametrize("name", ["1abc", "a-b", "", "a" * 65])
@@ -999,12 +999,12 @@ def test_list_records_on_a_bad_table_name_is_a_validation_error(
     store: Store, name: str
 ) -> None:
     with pytest.raises(ValidationFailed):
-        listed(QueryService(store), name, parse_query([]))
+        listed(QueryService(MemoryStore.around(store)), name, parse_query([]))
 
 
 def test_list_records_pages_and_counts(store: Store) -> None:
     store.insert(TABLE, [{"id": f"r{i:02d}", "n": i} for i in range(25)])
-    service = QueryService(store)
+    service = QueryService(MemoryStore.around(store))
     page = listed(
         service,
         TABLE,

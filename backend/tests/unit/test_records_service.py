@@ -23,15 +23,13 @@ from app.core.errors import (
 )
 from app.core.http import record_etag
 from app.services.passwords import PasswordHasher
-from app.services.records import (
-    RecordService,
-    conflict_from,
-    ensure_builtins,
-    is_valid_path_id,
-    merge_patch,
-    now_iso,
-)
-from app.storage.memory import DuplicateKey, Record, Store
+from app.core.etags import expected_versions
+from app.schemas.builtin import BUILTIN_RULES
+from app.services.errors import conflict_from
+from app.services.records import RecordService, is_valid_path_id, now_iso
+from app.storage.base import DuplicateKey
+from app.storage.memory import MemoryStore, Record
+from app.storage.merge import merge_patch
 
 from tests.conftest import USER
 from tests.unit.helpers import store_state
@@ -64,18 +62,24 @@ def update(
     if_match: str | None = None,
 ) -> Record:
     return run(
-        records.update_record(table, record_id, data, patch=patch, if_match=if_match)
+        records.update_record(
+            table, record_id, data, patch=patch, expected=expected_versions(if_match)
+        )
     )
+
+
+def read(records: RecordService, table: str, record_id: str) -> Record:
+    return run(records.read_record(table, record_id))
 
 
 def refused(
     records: RecordService, error: type[DomainError], call: Callable[[], object]
 ) -> DomainError:
     """``call`` raises ``error`` and leaves the store exactly as it was."""
-    before = store_state(records.store)
+    before = store_state(records.store.engine)
     with pytest.raises(error) as caught:
         call()
-    assert store_state(records.store) == before
+    assert store_state(records.store.engine) == before
     return caught.value
 
 
@@ -100,8 +104,8 @@ def test_create_gives_a_server_id_and_timestamps(records: RecordService) -> None
     assert record["created_at"] == record["updated_at"]
     assert record["created_at"].endswith("Z")
     assert datetime.fromisoformat(record["created_at"]).utcoffset() is not None
-    assert records.store.get("notes", record["id"]) == record
-    assert records.store.snapshot("notes") == [record]
+    assert records.store.engine.get("notes", record["id"]) == record
+    assert records.store.engine.snapshot("notes") == [record]
 
 
 def test_server_ids_differ(records: RecordService) -> None:
@@ -114,13 +118,13 @@ def test_create_keeps_a_client_id_and_reads_integers_as_strings(
 ) -> None:
     assert create(records, "notes", {"id": "my-id:1.x", "n": 1})["id"] == "my-id:1.x"
     assert create(records, "notes", {"id": 7})["id"] == "7"
-    assert records.store.get("notes", "7") is not None
+    assert records.store.engine.get("notes", "7") is not None
 
 
 def test_create_bulk_keeps_the_order(records: RecordService) -> None:
     made = create_many(records, "notes", [{"n": i} for i in range(5)])
     assert [r["n"] for r in made] == list(range(5))
-    assert records.store.snapshot("notes") == made
+    assert records.store.engine.snapshot("notes") == made
 
 
 def test_create_refuses_a_taken_id(records: RecordService) -> None:
@@ -136,7 +140,7 @@ def test_create_refuses_a_taken_id(records: RecordService) -> None:
         Conflict,
         lambda: create_many(records, "notes", [{"id": "b"}, {"id": "a"}]),
     )
-    assert records.store.get("notes", "b") is None
+    assert records.store.engine.get("notes", "b") is None
 
 
 def test_create_refuses_one_id_twice_in_a_batch(records: RecordService) -> None:
@@ -145,7 +149,7 @@ def test_create_refuses_one_id_twice_in_a_batch(records: RecordService) -> None:
         Conflict,
         lambda: create_many(records, "notes", [{"id": 1}, {"id": "1"}]),
     )
-    assert records.store.table("notes") is None
+    assert records.store.engine.table("notes") is None
 
 
 def test_a_bulk_create_with_one_bad_item_writes_nothing(records: RecordService) -> None:
@@ -156,7 +160,7 @@ def test_a_bulk_create_with_one_bad_item_writes_nothing(records: RecordService) 
         (["body", "data", 1, "created_at"], "read_only"),
         (["body", "data", 3], "dict_type"),
     ]
-    assert records.store.table("t") is None
+    assert records.store.engine.table("t") is None
 
 
 @pytest.mark.parametrize(
@@ -184,7 +188,7 @@ def test_create_refuses_an_invalid_record(
 ) -> None:
     error = refused(records, ValidationFailed, lambda: create(records, "notes", item))
     assert [(d["loc"], d["type"]) for d in error.details] == [(loc, type_)]
-    assert records.store.table("notes") is None
+    assert records.store.engine.table("notes") is None
 
 
 @pytest.mark.parametrize("table", ["", "1x", "a-b", "x" * 65])
@@ -195,9 +199,9 @@ def test_create_refuses_an_invalid_table_name(
 
 
 def test_a_bulk_create_takes_at_most_max_bulk_items(
-    store: Store, hasher: PasswordHasher
+    memory: MemoryStore, hasher: PasswordHasher
 ) -> None:
-    records = RecordService(store, hasher=hasher, max_bulk=2)
+    records = RecordService(memory, hasher=hasher, max_bulk=2)
     error = refused(
         records, ValidationFailed, lambda: create_many(records, "t", [{}, {}, {}])
     )
@@ -206,7 +210,8 @@ def test_a_bulk_create_takes_at_most_max_bulk_items(
 
 
 def test_a_full_store_refuses_with_insufficient_storage(hasher: PasswordHasher) -> None:
-    store = Store(max_records=2)
+    store = MemoryStore(max_records=2, rules=BUILTIN_RULES)
+    store.ensure_builtins()
     records = RecordService(store, hasher=hasher, max_bulk=10)
     create(records, "t", {})
     error = refused(records, StoreFull, lambda: create_many(records, "t", [{}, {}]))
@@ -227,9 +232,9 @@ def test_a_user_keeps_only_a_hash_of_the_password(
         "full_name": "John Doe",
         "age": 30,
     }
-    stored = records.store.get("users", user["id"])
+    stored = records.store.engine.get("users", user["id"])
     assert stored == user
-    secret = records.store.require("users").secrets[user["id"]]
+    secret = records.store.engine.require("users").secrets[user["id"]]
     assert set(secret) == {"password"}
     assert secret["password"].startswith("$argon2id$")
     assert PASSWORD not in secret["password"]
@@ -239,7 +244,7 @@ def test_a_user_keeps_only_a_hash_of_the_password(
 
 def test_a_user_without_a_password_has_no_secret(records: RecordService) -> None:
     made = create(records, "users", {"email": "a@example.com", "full_name": "A"})
-    assert records.store.require("users").secrets == {}
+    assert records.store.engine.require("users").secrets == {}
     assert "password" not in made
 
 
@@ -261,7 +266,7 @@ def test_emails_are_lowercased_and_unique(records: RecordService) -> None:
             [{**USER, "email": "x@example.com"}, {**USER, "email": "X@example.com"}],
         ),
     )
-    assert len(records.store.require("users").records) == 1
+    assert len(records.store.engine.require("users").records) == 1
 
 
 def test_a_user_must_match_the_schema(records: RecordService) -> None:
@@ -288,7 +293,7 @@ def test_a_bulk_of_users_hashes_each_password(
             {**USER, "email": "c@example.com", "password": "password-c"},
         ],
     )
-    secrets = records.store.require("users").secrets
+    secrets = records.store.engine.require("users").secrets
     assert set(secrets) == {made[0]["id"], made[2]["id"]}
     assert hasher.verify(secrets[made[0]["id"]]["password"], "password-a")
     assert hasher.verify(secrets[made[2]["id"]]["password"], "password-c")
@@ -325,7 +330,7 @@ def test_an_order_for_an_unknown_user_is_refused(
     assert [(d["loc"], d["type"]) for d in error.details] == [
         (["body", "data", 1, "user_id"], "reference")
     ]
-    assert records.store.require("orders").records == {}
+    assert records.store.engine.require("orders").records == {}
 
 
 # -- imported records --------------------------------------------------------
@@ -402,17 +407,17 @@ def test_a_created_record_may_not_bring_timestamps(records: RecordService) -> No
 
 def test_read_record(records: RecordService) -> None:
     made = create(records, "notes", {"id": "a", "n": 1})
-    assert records.read_record("notes", "a") is records.store.get("notes", "a")
-    assert records.read_record("notes", "a") == made
+    assert read(records, "notes", "a") is records.store.engine.get("notes", "a")
+    assert read(records, "notes", "a") == made
     with pytest.raises(NotFound) as caught:
-        records.read_record("notes", "b")
+        read(records, "notes", "b")
     assert caught.value.code == "not_found"
     assert "'b'" in caught.value.message
     with pytest.raises(NotFound) as caught:
-        records.read_record("nothing", "a")
+        read(records, "nothing", "a")
     assert "table" in caught.value.message
     with pytest.raises(ValidationFailed):
-        records.read_record("bad-name", "a")
+        read(records, "bad-name", "a")
 
 
 # -- update ----------------------------------------------------------------
@@ -431,7 +436,7 @@ def test_put_merges_the_given_fields(records: RecordService, note: Record) -> No
     assert new["id"] == "n1"
     assert new["created_at"] == note["created_at"]
     assert new["updated_at"] >= note["updated_at"]
-    assert records.store.get("notes", "n1") == new
+    assert records.store.engine.get("notes", "n1") == new
     assert list(new) == ["id", "a", "b", "c", "d", "e", "created_at", "updated_at"]
 
 
@@ -444,7 +449,7 @@ def test_patch_is_a_json_merge_patch(records: RecordService, note: Record) -> No
         patch=True,
     )
     assert fields_of(new) == {"b": {"x": 9}, "c": [1, 2], "z": 0}
-    assert records.store.get("notes", "n1") == new
+    assert records.store.engine.get("notes", "n1") == new
 
 
 def test_an_update_stores_a_new_record_and_leaves_the_old_one_alone(
@@ -453,7 +458,7 @@ def test_an_update_stores_a_new_record_and_leaves_the_old_one_alone(
     frozen = copy.deepcopy(note)
     update(records, "notes", "n1", {"b": {"x": 5}}, patch=True)
     assert note == frozen
-    assert records.store.get("notes", "n1") is not note
+    assert records.store.engine.get("notes", "n1") is not note
 
 
 def test_an_update_may_repeat_the_id(records: RecordService, note: Record) -> None:
@@ -563,7 +568,7 @@ def test_if_match_uses_the_strong_comparison(
 def test_put_on_a_user_merges_and_keeps_the_password_hash(
     records: RecordService, hasher: PasswordHasher, user: Record
 ) -> None:
-    secrets = records.store.require("users").secrets
+    secrets = records.store.engine.require("users").secrets
     old_hash = secrets[user["id"]]["password"]
     new = update(records, "users", user["id"], {"full_name": "John Smith Doe"})
     assert fields_of(new) == {
@@ -582,8 +587,8 @@ def test_a_new_password_replaces_the_hash_and_never_the_record(
         records, "users", user["id"], {"password": "brand-new-pass"}, patch=patch
     )
     assert "password" not in new
-    assert "password" not in records.store.get("users", user["id"])  # type: ignore[operator]
-    hashed = records.store.require("users").secrets[user["id"]]["password"]
+    assert "password" not in records.store.engine.get("users", user["id"])  # type: ignore[operator]
+    hashed = records.store.engine.require("users").secrets[user["id"]]["password"]
     assert hasher.verify(hashed, "brand-new-pass")
     assert not hasher.verify(hashed, PASSWORD)
 
@@ -592,7 +597,7 @@ def test_patch_with_a_null_password_removes_the_hash(
     records: RecordService, user: Record
 ) -> None:
     update(records, "users", user["id"], {"password": None}, patch=True)
-    assert records.store.require("users").secrets == {}
+    assert records.store.engine.require("users").secrets == {}
 
 
 def test_an_updated_email_is_lowercased_and_stays_unique(
@@ -664,10 +669,10 @@ class MeddlingHasher(PasswordHasher):
 def test_an_update_merges_onto_a_version_written_while_it_hashed(
     records: RecordService, user: Record
 ) -> None:
-    store = records.store
+    store = records.store.engine
     concurrent = {**user, "age": 31}
     meddling = RecordService(
-        store,
+        records.store,
         hasher=MeddlingHasher(lambda: store.replace("users", concurrent)),
         max_bulk=10,
     )
@@ -679,10 +684,10 @@ def test_an_update_merges_onto_a_version_written_while_it_hashed(
 def test_if_match_sees_a_version_written_while_it_hashed(
     records: RecordService, user: Record
 ) -> None:
-    store = records.store
+    store = records.store.engine
     concurrent = {**user, "age": 31}
     meddling = RecordService(
-        store,
+        records.store,
         hasher=MeddlingHasher(lambda: store.replace("users", concurrent)),
         max_bulk=10,
     )
@@ -702,9 +707,9 @@ def test_if_match_sees_a_version_written_while_it_hashed(
 def test_an_update_of_a_record_deleted_while_it_hashed_is_not_found(
     records: RecordService, user: Record
 ) -> None:
-    store = records.store
+    store = records.store.engine
     meddling = RecordService(
-        store,
+        records.store,
         hasher=MeddlingHasher(lambda: store.delete("users", user["id"])),
         max_bulk=10,
     )
@@ -718,17 +723,17 @@ def test_an_update_of_a_record_deleted_while_it_hashed_is_not_found(
 
 
 def test_delete_record(records: RecordService, note: Record) -> None:
-    run(records.delete_record("notes", "n1", if_match=None))
-    assert records.store.get("notes", "n1") is None
+    run(records.delete_record("notes", "n1"))
+    assert records.store.engine.get("notes", "n1") is None
     refused(
         records,
         NotFound,
-        lambda: run(records.delete_record("notes", "n1", if_match=None)),
+        lambda: run(records.delete_record("notes", "n1")),
     )
     refused(
         records,
         NotFound,
-        lambda: run(records.delete_record("nope", "n1", if_match=None)),
+        lambda: run(records.delete_record("nope", "n1")),
     )
 
 
@@ -736,11 +741,17 @@ def test_delete_honours_if_match(records: RecordService, note: Record) -> None:
     error = refused(
         records,
         PreconditionFailed,
-        lambda: run(records.delete_record("notes", "n1", if_match='"stale"')),
+        lambda: run(
+            records.delete_record("notes", "n1", expected=expected_versions('"stale"'))
+        ),
     )
     assert error.code == "precondition_failed"
-    run(records.delete_record("notes", "n1", if_match=record_etag(note)))
-    assert records.store.get("notes", "n1") is None
+    run(
+        records.delete_record(
+            "notes", "n1", expected=expected_versions(record_etag(note))
+        )
+    )
+    assert records.store.engine.get("notes", "n1") is None
 
 
 def test_a_user_with_orders_cannot_be_deleted(
@@ -750,18 +761,18 @@ def test_a_user_with_orders_cannot_be_deleted(
     error = refused(
         records,
         Conflict,
-        lambda: run(records.delete_record("users", user["id"], if_match=None)),
+        lambda: run(records.delete_record("users", user["id"])),
     )
     assert (error.status_code, error.code) == (409, "conflict")
-    run(records.delete_record("orders", order["id"], if_match=None))
-    run(records.delete_record("users", user["id"], if_match=None))
-    assert records.store.require("users").records == {}
-    assert records.store.require("users").secrets == {}
+    run(records.delete_record("orders", order["id"]))
+    run(records.delete_record("users", user["id"]))
+    assert records.store.engine.require("users").records == {}
+    assert records.store.engine.require("users").secrets == {}
 
 
 def test_drop_removes_a_schemaless_table(records: RecordService, note: Record) -> None:
     run(records.drop_table("notes"))
-    assert records.store.table("notes") is None
+    assert records.store.engine.table("notes") is None
     refused(records, NotFound, lambda: run(records.drop_table("notes")))
     refused(records, ValidationFailed, lambda: run(records.drop_table("no-such")))
 
@@ -773,14 +784,14 @@ def test_drop_empties_a_built_in_table_and_keeps_its_indexes(
     error = refused(records, Conflict, lambda: run(records.drop_table("users")))
     assert error.code == "conflict"
     run(records.drop_table("orders"))
-    orders = records.store.require("orders")
+    orders = records.store.engine.require("orders")
     assert orders.records == {}
     assert set(orders.indexes) == {"user_id"}
     run(records.drop_table("users"))
-    users = records.store.require("users")
+    users = records.store.engine.require("users")
     assert users.records == {} and users.secrets == {}
     assert users.indexes["email"].unique is True
-    assert records.store.total == 0
+    assert records.store.engine.total == 0
     again = create(records, "users", dict(USER))
     assert users.indexes["email"].holder("john.doe@example.com") == again["id"]
 
@@ -788,7 +799,7 @@ def test_drop_empties_a_built_in_table_and_keeps_its_indexes(
 def test_every_write_waits_for_the_journal(
     records: RecordService, user: Record
 ) -> None:
-    store = records.store
+    store = records.store.engine
     ops: list[dict[str, Any]] = []
     synced: list[int] = []
 
@@ -801,7 +812,7 @@ def test_every_write_waits_for_the_journal(
     assert synced == [1]
     update(records, "notes", note["id"], {"n": 2})
     assert synced == [1, 2]
-    run(records.delete_record("notes", note["id"], if_match=None))
+    run(records.delete_record("notes", note["id"]))
     assert synced == [1, 2, 3]
     run(records.drop_table("notes"))
     assert synced == [1, 2, 3, 4]
@@ -812,9 +823,10 @@ def test_every_write_waits_for_the_journal(
 
 
 def test_ensure_builtins_is_idempotent() -> None:
-    store = Store(max_records=10)
-    ensure_builtins(store)
-    ensure_builtins(store)
+    backend = MemoryStore(max_records=10, rules=BUILTIN_RULES)
+    backend.ensure_builtins()
+    backend.ensure_builtins()
+    store = backend.engine
     assert set(store.tables) == {"users", "orders"}
     assert {f: i.unique for f, i in store.require("users").indexes.items()} == {
         "email": True
@@ -831,9 +843,9 @@ def test_path_ids_follow_the_id_rule() -> None:
 
 
 def test_conflict_from_names_the_field() -> None:
-    by_id = conflict_from(DuplicateKey("notes", "id", "a"))
+    by_id = conflict_from(DuplicateKey("notes", "id", "a"), ["body", "data"])
     assert "'a'" in by_id.message and by_id.code == "conflict"
-    by_email = conflict_from(DuplicateKey("users", "email", "a@x.io"))
+    by_email = conflict_from(DuplicateKey("users", "email", "a@x.io"), ["body", "data"])
     assert "users.email" in by_email.message
     assert "a@x.io" not in by_email.message
     assert by_email.details == [
@@ -911,7 +923,7 @@ def test_threads_creating_and_updating_with_if_match_lose_nothing(
             for i in range(rounds):
                 create(records, "items", {"id": f"{number}-{i}"})
                 while True:
-                    current = records.read_record("counters", "c")
+                    current = read(records, "counters", "c")
                     time.sleep(0)  # let another thread in before the write
                     try:
                         update(
@@ -934,6 +946,6 @@ def test_threads_creating_and_updating_with_if_match_lose_nothing(
     for thread in pool:
         thread.join(timeout=120)
     assert errors == []
-    assert records.read_record("counters", "c")["n"] == threads * rounds
-    assert len(records.store.require("items").records) == threads * rounds
-    assert records.store.total == threads * rounds + 1
+    assert read(records, "counters", "c")["n"] == threads * rounds
+    assert len(records.store.engine.require("items").records) == threads * rounds
+    assert records.store.engine.total == threads * rounds + 1

@@ -14,7 +14,8 @@ from app.api.paging import list_body, list_headers
 from app.api.responses import errors, json_body
 from app.api.streaming import answer
 from app.core.errors import ValidationFailed, field_error
-from app.core.http import etag_matches, etag_of, json_response, read_json
+from app.core.etags import etag_matches, etag_of, expected_versions
+from app.core.http import json_response, read_json
 from app.schemas.records import (
     USER_EXAMPLE,
     RecordBatch,
@@ -144,7 +145,7 @@ async def read_record(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """One record by id. Send ``If-None-Match`` with its ETag to get 304 when unchanged."""
-    record = records.read_record(table, record_id)
+    record = await records.read_record(table, record_id)
     body = orjson.dumps(record)
     etag = etag_of(body)
     if if_none_match is not None and etag_matches(if_none_match, etag):
@@ -172,7 +173,7 @@ async def update_record(
     """Merge the given fields into the record; the result is validated whole."""
     data = envelope_data(await read_json(request))
     record = await records.update_record(
-        table, record_id, data, patch=False, if_match=if_match
+        table, record_id, data, patch=False, expected=expected_versions(if_match)
     )
     return _record_response(table, record)
 
@@ -197,7 +198,7 @@ async def patch_record(
     """RFC 7396 merge patch: nested objects merge, ``null`` removes a field."""
     data = envelope_data(await read_json(request))
     record = await records.update_record(
-        table, record_id, data, patch=True, if_match=if_match
+        table, record_id, data, patch=True, expected=expected_versions(if_match)
     )
     return _record_response(table, record)
 
@@ -216,7 +217,7 @@ async def delete_record(
     if_match: IfMatch = None,
 ) -> Response:
     """Delete one record. A user who still has orders cannot be deleted (409)."""
-    await records.delete_record(table, record_id, if_match=if_match)
+    await records.delete_record(table, record_id, expected=expected_versions(if_match))
     return Response(status_code=204)
 
 

@@ -9,7 +9,14 @@ from fastapi.responses import Response
 
 from app.api.deps import TableName, TablesDep
 from app.api.responses import errors
-from app.api.streaming import answer, db_object, json_object, rows_json, rows_ndjson
+from app.api.streaming import (
+    Counted,
+    answer,
+    db_object,
+    json_object,
+    rows_json,
+    rows_ndjson,
+)
 from app.schemas.records import TableDump
 from app.services.work import paced
 
@@ -26,9 +33,9 @@ NDJSON = "application/x-ndjson"
 )
 async def dump_all(tables: TablesDep) -> Response:
     """Every table, all taken at the same instant: ``{"users": [...], ...}``."""
-    snapshot, work = tables.dump_all()
+    scans, work = await tables.dump_all()
     pieces = db_object(
-        (name, rows_json(paced(rows, work))) for name, rows in snapshot.items()
+        (name, rows_json(paced(scan.batches(), work))) for name, scan in scans
     )
     return await answer(pieces, work)
 
@@ -53,8 +60,13 @@ async def dump_table(
 ) -> Response:
     """Every record of a table in insertion order: ``{"table", "count", "items"}``,
     or NDJSON (one record a line) when the client accepts ``application/x-ndjson``."""
-    rows, work = tables.dump_table(table)
+    scan, work = await tables.dump_table(table)
     if accept and NDJSON in accept:
-        return await answer(rows_ndjson(paced(rows, work)), work, media_type=NDJSON)
-    head = {"table": table, "count": len(rows)}
-    return await answer(json_object(head, "items", rows_json(paced(rows, work))), work)
+        return await answer(
+            rows_ndjson(paced(scan.batches(), work)), work, media_type=NDJSON
+        )
+    counted = Counted(paced(scan.batches(), work))
+    pieces = json_object(
+        {"table": table}, "items", rows_json(counted), lambda: {"count": counted.rows}
+    )
+    return await answer(pieces, work)

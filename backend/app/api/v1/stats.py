@@ -32,7 +32,7 @@ async def read_stats(request: Request, stats: StatsDep) -> Response:
     return json_response(
         {
             "uptime_s": round(metrics.uptime(), 3),
-            **stats.store_stats(),
+            **(await stats.store_stats()),
             "event_loop": metrics.loop_summary(),
             "work": metrics.work_summary(),
             "requests": metrics.route_summary(),

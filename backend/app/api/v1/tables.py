@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api/v1/tables", tags=["tables"])
 )
 async def list_tables(tables: TablesDep) -> Response:
     """Each table with its record count, its schema (built-in tables) and its indexes."""
-    return json_response(tables.list_tables())
+    return json_response(await tables.list_tables())
 
 
 @router.post(

@@ -1,0 +1,142 @@
+"""What the store refuses, as the domain errors clients see: one mapping for every
+service (``with store_errors(...):`` around a store call)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from app.core.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    PreconditionFailed,
+    StoreFull,
+    StoreUnavailable,
+    ValidationFailed,
+    field_error,
+)
+from app.storage.base import (
+    CapacityExceeded,
+    DuplicateKey,
+    MissingReference,
+    StaleRecord,
+    StillReferenced,
+    TooManyFields,
+    TooManyIndexes,
+    Unavailable,
+    UnknownIndex,
+    UnknownRecord,
+    UnknownTable,
+)
+
+Loc = list[str | int]
+
+
+def conflict_from(exc: DuplicateKey, loc: Loc) -> Conflict:
+    if exc.field == "id":
+        message = f"{exc.table} already has a record with id {exc.value!r}"
+    elif exc.field == "index":
+        message = f"{exc.table}.{exc.value} is already indexed"
+    else:
+        message = f"{exc.table}.{exc.field} must be unique; the value is already taken"
+        if exc.ids is not None:
+            message += f" (records {exc.ids[0]!r} and {exc.ids[1]!r})"
+    return Conflict(
+        message,
+        details=[field_error([*loc, exc.field], "already taken", "unique")],
+    )
+
+
+def translate(
+    exc: Exception,
+    *,
+    table: str = "",
+    record_id: str = "",
+    loc: Loc | None = None,
+    bulk: bool = False,
+    by_table: bool = False,
+) -> DomainError | None:
+    """The domain error for a store error (``None`` for anything else).
+    ``loc`` is where the records came from (``["body", "data"]``); ``bulk``
+    says it holds a list, so that a reference names its item; ``by_table``
+    (an import) says each table's records came from ``["body", <table>]``."""
+    where: Loc = loc if loc is not None else ["body", "data"]
+    if by_table:
+        bulk = True
+        concerned = getattr(exc, "table", None) or getattr(
+            getattr(exc, "reference", None), "table", ""
+        )
+        where = ["body", str(concerned)]
+    if isinstance(exc, UnknownTable):
+        return NotFound(f"no table named {str(exc) or table!r}")
+    if isinstance(exc, UnknownRecord):
+        return NotFound(f"no record with id {record_id or str(exc)!r} in {table!r}")
+    if isinstance(exc, StaleRecord):
+        return PreconditionFailed("the record has changed (If-Match does not match)")
+    if isinstance(exc, DuplicateKey):
+        return conflict_from(exc, where)
+    if isinstance(exc, CapacityExceeded):
+        return StoreFull(str(exc))
+    if isinstance(exc, TooManyIndexes):
+        return StoreFull(f"{exc} has 32 indexes, the most a table may have")
+    if isinstance(exc, UnknownIndex):
+        return NotFound(f"{table}.{exc} is not indexed")
+    if isinstance(exc, MissingReference):
+        ref = exc.reference
+        return ValidationFailed(
+            f"{ref.table}.{ref.field} must name an existing record of {ref.target}; "
+            "nothing was written",
+            details=[
+                field_error(
+                    [*where, position, ref.field] if bulk else [*where, ref.field],
+                    f"no record of {ref.target} has id {value!r}",
+                    "reference",
+                )
+                for position, value in list(zip(exc.positions, exc.values))[:50]
+            ],
+        )
+    if isinstance(exc, StillReferenced):
+        ref = exc.reference
+        message = (
+            f"records of {ref.table} still name this record ({ref.table}.{ref.field}); "
+            "delete them first"
+            if record_id
+            else f"records of {ref.table} still name records of {ref.target} "
+            f"({ref.table}.{ref.field}); empty {ref.table} first"
+        )
+        return Conflict(
+            message,
+            details=[field_error([ref.table, ref.field], "referenced", "reference")],
+        )
+    if isinstance(exc, TooManyFields):
+        return ValidationFailed(
+            "the record would have more than 256 fields",
+            details=[field_error(where, "more than 256 fields", "too_many_fields")],
+        )
+    if isinstance(exc, Unavailable):
+        return StoreUnavailable(str(exc), retry_after=exc.retry_after)
+    return None
+
+
+@contextmanager
+def store_errors(**context: Any) -> Iterator[None]:
+    """Turn a store's refusal inside the block into the domain error."""
+    try:
+        yield
+    except (
+        UnknownTable,
+        UnknownRecord,
+        StaleRecord,
+        DuplicateKey,
+        CapacityExceeded,
+        TooManyIndexes,
+        UnknownIndex,
+        MissingReference,
+        StillReferenced,
+        TooManyFields,
+        Unavailable,
+    ) as exc:
+        error = translate(exc, **context)
+        assert error is not None
+        raise error from None
