@@ -1,9 +1,12 @@
-"""``python -m app``: serve the app with one uvicorn worker (uvloop, httptools).
+"""``python -m app``: serve the app with uvicorn (uvloop, httptools): one worker,
+or ``MEMDB_WORKERS`` worker processes on one port when the store is Redis.
 
 Logging is configured before uvicorn starts, so every line is structured from
 the first one. SIGTERM and SIGINT stop the server gracefully (in-flight requests
 finish, the lifespan's shutdown runs, the log is fsynced) and the process then
-exits with status 0; a data directory that cannot be loaded exits with 1.
+exits with status 0; a data directory that cannot be loaded exits with 1, and
+settings that cannot run together (several workers over the memory store, the
+append-only log with Redis) stop it at once with status 2 and the reason.
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import tempfile
 from typing import Sequence
 
+import structlog
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
-from app.core.config import Settings
+from app.core.config import Settings, refusal
 from app.core.logging import OUTPUT, configure_logging
+from app.main import BATCHED_LOGS_ENV, WORKER_METRICS_ENV
 from app.main import app as asgi
 
 
@@ -51,6 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = build_config(argv)
     settings = Settings()
     configure_logging(level=settings.log_level, fmt=settings.log_format, batched=True)
+    problem = refusal(settings)
+    if problem is not None:
+        structlog.get_logger("memdb").error("service.cannot_start", message=problem)
+        OUTPUT.flush()
+        return 2
+    os.environ[BATCHED_LOGS_ENV] = "1"
+    if settings.workers > 1:
+        return serve_workers(config, settings.workers)
     signal.signal(signal.SIGTERM, _ignore)
     signal.signal(signal.SIGINT, _ignore)
     server = uvicorn.Server(config)
@@ -62,6 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         OUTPUT.flush()
     return 1 if getattr(asgi.state, "fatal", False) else 0
+
+
+def serve_workers(config: uvicorn.Config, workers: int) -> int:
+    """``workers`` uvicorn processes on one socket (uvicorn's supervisor
+    restarts one that dies), sharing their request counters in a directory of
+    this run's own."""
+    with tempfile.TemporaryDirectory(prefix="memdb-workers-") as shared:
+        os.environ[WORKER_METRICS_ENV] = shared
+        config.workers = workers
+        sock = config.bind_socket()
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            OUTPUT.flush()
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,14 +19,14 @@ from app import __version__
 from app.api import fastpath, health, operations
 from app.api.deps import Services
 from app.api.v1.router import router as v1_router
-from app.core.config import Settings
+from app.core.config import Settings, refusal
 from app.core.errors import DomainError
 from app.core.handlers import install_error_handlers
 from app.api.operations import install_docs
 from app.core.cors import SettingsCORSMiddleware
 from app.core.logging import AccessLog, configure_logging
 from app.core.loop import GcMonitor, LoopMonitor
-from app.core.metrics import Metrics
+from app.core.metrics import Metrics, Peers
 from app.core.middleware import GuardMiddleware, RequestContextMiddleware, Runtime
 from app.core.security import ApiKeys
 from app.services.imports import ImportService
@@ -38,8 +39,9 @@ from app.services.stats import StatsService
 from app.services.tables import TableService
 from app.services.work import Limits
 from app.storage.aof import AppendOnlyLog, CorruptLog
-from app.storage.base import JournalError, StoreBackend
+from app.storage.base import JournalError, StoreBackend, Unavailable
 from app.storage.memory import MemoryStore
+from app.storage.redis import RedisStore
 
 log = structlog.get_logger("memdb")
 
@@ -52,6 +54,18 @@ joins and dumps. Every error answers with one envelope:
 
 def build_store(settings: Settings) -> StoreBackend:
     """The backend ``MEMDB_STORE`` names, with the built-in rules."""
+    if settings.store == "redis":
+        return RedisStore(
+            url=settings.redis_url,
+            cluster=settings.redis_cluster,
+            prefix=settings.redis_prefix,
+            pool_size=settings.redis_pool_size,
+            timeout=settings.redis_timeout,
+            wait_replicas=settings.redis_wait_replicas,
+            max_records=settings.max_records,
+            max_tables=settings.max_tables,
+            rules=BUILTIN_RULES,
+        )
     return MemoryStore(
         max_records=settings.max_records,
         max_tables=settings.max_tables,
@@ -94,7 +108,11 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
     (``MEMDB_PERSISTENCE=aof``) and load ``MEMDB_SEED_FILE`` into an empty store;
     then declare the service ready. A damaged log stops the service."""
     backend: StoreBackend = app.state.store
-    await backend.open()
+    problem = refusal(settings)
+    if problem is not None:
+        _fatal(app, problem)
+        return
+    await _open(app, backend)
     fresh = True
     if settings.persistence == "aof" and isinstance(backend, MemoryStore):
         store = backend.engine
@@ -130,6 +148,8 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
             records=store.total,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+    if isinstance(backend, RedisStore):
+        fresh = sum(t.count for t in await backend.describe()) == 0
     if settings.seed_file and fresh:
         if not await load_seed(app, settings.seed_file):
             return
@@ -137,6 +157,23 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
     # from walking them again and again (records are freed by refcount anyway)
     app.state.gc_monitor.loaded()
     app.state.ready = True
+
+
+async def _open(app: FastAPI, backend: StoreBackend) -> None:
+    """Open the store, waiting (not ready, the reason in ``/ready``) while it
+    cannot be reached, and going on by itself once it can."""
+    delay = 0.5
+    while True:
+        try:
+            await backend.open()
+        except Unavailable as exc:
+            app.state.load_error = f"the store cannot be reached: {exc}"
+            log.warning("store.unavailable", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        app.state.load_error = None
+        return
 
 
 def _progress(done: int, total: int) -> None:
@@ -208,6 +245,10 @@ def build_runtime(app: FastAPI, settings: Settings) -> None:
         ),
         access_log=AccessLog(structlog.get_logger("memdb.http").bind()),
     )
+    shared = os.environ.get(WORKER_METRICS_ENV)
+    if shared:  # one of several workers: counters are added up across them
+        metrics = app.state.runtime.metrics
+        metrics.peers = Peers(shared, metrics)
 
 
 def openapi_with_security(app: FastAPI) -> dict[str, Any]:
@@ -246,6 +287,14 @@ TAGS = [
 ]
 
 
+# Set by ``python -m app`` for its workers: where they share their counters.
+WORKER_METRICS_ENV = "MEMDB_WORKER_METRICS_DIR"
+# Set by ``python -m app``: log lines leave in one write per loop turn.
+BATCHED_LOGS_ENV = "MEMDB_BATCHED_LOGS"
+# How long the start waits for the store to load before it serves requests.
+STARTUP_WAIT_S = 1.0
+
+
 class MemDB(FastAPI):
     """FastAPI, with the hottest routes answered ahead of its stack (ADR 0009)."""
 
@@ -261,7 +310,10 @@ def create_app(settings: Settings | None = None) -> MemDB:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         current = settings or Settings()
-        configure_logging(level=current.log_level, fmt=current.log_format)
+        batched = True if os.environ.get(BATCHED_LOGS_ENV) else None
+        configure_logging(
+            level=current.log_level, fmt=current.log_format, batched=batched
+        )
         app.state.settings = current
         app.state.started = time.monotonic()
         app.state.ready = False
@@ -270,6 +322,7 @@ def create_app(settings: Settings | None = None) -> MemDB:
         log.info(
             "service.started",
             version=__version__,
+            store=current.store,
             persistence=current.persistence,
             api_keys=bool(app.state.runtime.keys),
         )
@@ -280,17 +333,28 @@ def create_app(settings: Settings | None = None) -> MemDB:
             )
         app.state.loop_monitor.start()
         app.state.gc_monitor.install()
+        peers = app.state.runtime.metrics.peers
+        if peers is not None:
+            peers.start()
         loading = asyncio.create_task(load_store(app, current))
+        # a quick load (an empty store, a reachable Redis) is over before the
+        # first request; a long one (a large log, a store out of reach) goes
+        # on in the background while /health answers and /ready says 503
+        await asyncio.wait({loading}, timeout=STARTUP_WAIT_S)
         yield
         if not loading.done():
             loading.cancel()
+            await asyncio.wait({loading})
         await app.state.loop_monitor.stop()
         app.state.gc_monitor.remove()
+        if peers is not None:
+            await peers.stop()
         app.state.runtime.access_log.flush()
         aof: AppendOnlyLog | None = getattr(app.state, "aof", None)
         if aof is not None:
             await aof.close()
             log.info("aof.closed", synced_bytes=aof.synced)
+        await app.state.store.close()
         log.info("service.stopped")
 
     app = MemDB(

@@ -13,6 +13,15 @@ from app.services.passwords import PasswordHasher
 from app.schemas.builtin import BUILTIN_RULES
 from app.services.records import RecordService
 from app.storage.memory import MemoryStore, Store
+from tests.redis_servers import (
+    CannotStart,
+    RedisCluster,
+    RedisServer,
+    cluster,
+    must_run,
+    standalone,
+    unique_prefix,
+)
 
 # argon2id at its cheapest: the same code path, milliseconds instead of seconds.
 FAST_HASH: dict[str, Any] = {
@@ -29,8 +38,72 @@ USER = {
 }
 
 
+# The store backend the current test runs on (see ``backend`` below): its
+# settings are added to every app a test makes, each with a key prefix of its own.
+BACKEND: dict[str, Any] = {"name": "memory", "settings": {}}
+BACKENDS = ("memory", "redis", "cluster")
+
+
 def make_settings(**overrides: Any) -> Settings:
-    return Settings(**{**FAST_HASH, **overrides})
+    chosen: dict[str, Any] = {}
+    memory_only = overrides.get("persistence") == "aof" or "store" in overrides
+    if BACKEND["name"] != "memory" and not memory_only:
+        chosen = {**BACKEND["settings"], "redis_prefix": unique_prefix()}
+    return Settings(**{**FAST_HASH, **chosen, **overrides})
+
+
+@pytest.fixture(scope="session")
+def redis_standalone(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisServer | CannotStart]:
+    """One standalone Redis for the session (or why it cannot start)."""
+    try:
+        server = standalone(tmp_path_factory.mktemp("redis"))
+    except CannotStart as exc:
+        yield exc
+        return
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisCluster | CannotStart]:
+    """One three-master Redis Cluster for the session (or why it cannot start)."""
+    try:
+        started = cluster(tmp_path_factory.mktemp("cluster"))
+    except CannotStart as exc:
+        yield exc
+        return
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The store backend of this test (``memory``, ``redis`` or ``cluster``),
+    parametrised by ``pytest_generate_tests`` where a directory asks for it."""
+    name = getattr(request, "param", "memory")
+    settings: dict[str, Any] = {}
+    if name != "memory":
+        server = request.getfixturevalue(
+            "redis_standalone" if name == "redis" else "redis_cluster"
+        )
+        if isinstance(server, CannotStart):
+            if must_run():
+                raise server
+            pytest.skip(f"{name}: {server}")
+        settings = {
+            "store": "redis",
+            "redis_url": server.url,
+            "redis_cluster": name == "cluster",
+        }
+    BACKEND.update(name=name, settings=settings)
+    try:
+        yield name
+    finally:
+        BACKEND.update(name="memory", settings={})
 
 
 @pytest.fixture

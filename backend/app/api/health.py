@@ -44,11 +44,19 @@ async def health(request: Request) -> Response:
     },
 )
 async def ready(request: Request) -> Response:
-    """503 ``not_ready`` until the store is loaded, then 200."""
-    if not getattr(request.app.state, "ready", False):
-        message = (
-            getattr(request.app.state, "load_error", None)
-            or "the store is still loading"
-        )
+    """503 ``not_ready`` until the store is loaded, then 200 while the store
+    answers (503 ``store_unavailable`` while a Redis store cannot be reached)."""
+    state = request.app.state
+    if not getattr(state, "ready", False):
+        message = getattr(state, "load_error", None) or "the store is still loading"
         return error_response(request, status=503, code="not_ready", message=message)
-    return json_response({"status": "ready"})
+    problem = await state.store.state()
+    if problem is not None:
+        return error_response(
+            request,
+            status=503,
+            code="store_unavailable",
+            message=f"the store is unavailable ({problem})",
+            headers={"Retry-After": "1"},
+        )
+    return json_response({"status": "ready", "store": state.store.kind})

@@ -35,6 +35,16 @@ class Settings(BaseSettings):
     max_heavy_requests: int = Field(default=4, ge=1)
     metrics_max_tables: int = Field(default=50, ge=1)
     seed_file: str | None = None
+    # Where the data lives: this process's memory, or Redis/Valkey (README,
+    # "Scaling out"); with Redis, several workers and replicas share it.
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    redis_prefix: str = Field(default="memdb", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_pool_size: int = Field(default=64, ge=1)
+    redis_timeout: float = Field(default=2.0, gt=0)
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64)
     persistence: Literal["none", "aof"] = "none"
     data_dir: str = "data"
     fsync: Literal["always", "everysec", "no"] = "everysec"
@@ -47,3 +57,18 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why these settings cannot run together, if they cannot."""
+    if settings.store == "memory" and settings.workers > 1:
+        return (
+            f"MEMDB_WORKERS={settings.workers} needs MEMDB_STORE=redis: with the "
+            "memory store each worker would hold its own copy of the data"
+        )
+    if settings.store == "redis" and settings.persistence == "aof":
+        return (
+            "MEMDB_PERSISTENCE=aof is for the memory store; with MEMDB_STORE=redis "
+            "the data's durability is Redis's own (its AOF, RDB and replicas)"
+        )
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import platform
@@ -9,7 +10,10 @@ import time
 from bisect import bisect_left
 from collections import deque
 from itertools import accumulate
+from pathlib import Path
 from typing import Any, Iterator
+
+import orjson
 
 from prometheus_client import (
     CollectorRegistry,
@@ -55,11 +59,11 @@ class RouteStats:
 
     __slots__ = ("count", "errors", "aborted", "recent")
 
-    def __init__(self) -> None:
+    def __init__(self, maxlen: int = _SAMPLES) -> None:
         self.count = 0
         self.errors = 0
         self.aborted = 0
-        self.recent: deque[float] = deque(maxlen=_SAMPLES)
+        self.recent: deque[float] = deque(maxlen=maxlen)
 
 
 class Series:
@@ -114,6 +118,7 @@ class Metrics:
         self.registry.register(_StoreCollector(self))
         self.series: dict[tuple[str, str, int], Series] = {}
         self.routes: dict[tuple[str, str], RouteStats] = {}
+        self.peers: Peers | None = None
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         series = self.series.get((method, route, status))
@@ -157,11 +162,61 @@ class Metrics:
             "budget_exceeded": work.budget_exceeded,
         }
 
+    # -- several workers -------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's counters, for the other workers to add to theirs."""
+        return {
+            "series": [
+                [m, r, st, s.count, s.total, s.buckets]
+                for (m, r, st), s in list(self.series.items())
+            ],
+            "routes": [
+                [m, r, s.count, s.errors, s.aborted, list(s.recent)]
+                for (m, r), s in list(self.routes.items())
+            ],
+        }
+
+    def combined(
+        self,
+    ) -> tuple[dict[tuple[str, str, int], Series], dict[tuple[str, str], RouteStats]]:
+        """Every worker's series and route windows added up (this one's live,
+        the others' as their latest snapshots, at most a second old)."""
+        peers = self.peers.read() if self.peers is not None else []
+        if not peers:
+            return self.series, self.routes
+        routes: dict[tuple[str, str], RouteStats] = {}
+        series: dict[tuple[str, str, int], Series] = {}
+
+        def route_of(method: str, route: str) -> RouteStats:
+            found = routes.get((method, route))
+            if found is None:
+                found = routes[(method, route)] = RouteStats(
+                    maxlen=_SAMPLES * (1 + len(peers))
+                )
+            return found
+
+        for snapshot in [self.snapshot(), *peers]:
+            for method, route, count, errors, aborted, recent in snapshot["routes"]:
+                stats = route_of(method, route)
+                stats.count += count
+                stats.errors += errors
+                stats.aborted += aborted
+                stats.recent.extend(recent)
+            for method, route, status, count, total, buckets in snapshot["series"]:
+                key = (method, route, status)
+                found = series.get(key)
+                if found is None:
+                    found = series[key] = Series(route_of(method, route))
+                found.count += count
+                found.total += total
+                found.buckets = [a + b for a, b in zip(found.buckets, buckets)]
+        return series, routes
+
     def route_summary(self) -> list[dict[str, Any]]:
         out = []
-        for (method, route), stats in sorted(
-            self.routes.items(), key=lambda i: i[0][1]
-        ):
+        _, routes = self.combined()
+        for (method, route), stats in sorted(routes.items(), key=lambda i: i[0][1]):
             recent = sorted(stats.recent)
             out.append(
                 {
@@ -176,6 +231,50 @@ class Metrics:
                 }
             )
         return out
+
+
+class Peers:
+    """The workers of one server (``MEMDB_WORKERS``) share their counters
+    through a directory: each writes its snapshot there about once a second,
+    and a worker that is scraped adds the others' to its own. A worker that
+    ended leaves its last snapshot, so the totals never go back."""
+
+    def __init__(self, directory: str, metrics: Metrics) -> None:
+        self.directory = Path(directory)
+        self.metrics = metrics
+        self.own = self.directory / f"worker-{os.getpid()}.json"
+        self._task: asyncio.Task[None] | None = None
+
+    def write(self) -> None:
+        temporary = self.own.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps(self.metrics.snapshot()))
+        os.replace(temporary, self.own)
+
+    def read(self) -> list[dict[str, Any]]:
+        out = []
+        for path in self.directory.glob("worker-*.json"):
+            if path == self.own:
+                continue
+            try:
+                out.append(orjson.loads(path.read_bytes()))
+            except (OSError, orjson.JSONDecodeError):
+                continue  # being replaced right now: its next one will do
+        return out
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.write()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+            self._task = None
+        self.write()
 
 
 def _percentile(ordered: list[float], fraction: float) -> float | None:
@@ -216,7 +315,8 @@ class _RequestCollector(Collector):
             "HTTP request latency by method, route template and status",
             labels=labels,
         )
-        for (method, route, status), series in list(self.metrics.series.items()):
+        combined, _ = self.metrics.combined()
+        for (method, route, status), series in list(combined.items()):
             values = [method, route, str(status)]
             requests.add_metric(values, series.count)
             cumulative = list(accumulate(series.buckets))

@@ -143,6 +143,7 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: str
+    store: str = Field(description="memory or redis")
 
 
 class ImportResult(BaseModel):

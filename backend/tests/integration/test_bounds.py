@@ -308,6 +308,7 @@ def test_stats_show_the_loop_and_the_work(client: TestClient) -> None:
     assert metric(client, "memdb_event_loop_lag_seconds") >= 0
 
 
+@pytest.mark.memory_only
 def test_the_memory_estimate_follows_writes_without_walking_records(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,7 +22,13 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from app.main import create_app
 from tests.conftest import make_settings
@@ -671,11 +677,16 @@ class ApiModel(RuleBasedStateMachine):
         assert all(o["user_id"] in users for o in self.tables["orders"].values())
 
 
-ApiModel.TestCase.settings = settings(
+MODEL_SETTINGS = settings(
     max_examples=int(os.environ.get("MODEL_EXAMPLES", "30")),
     stateful_step_count=int(os.environ.get("MODEL_STEPS", "30")),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-TestApiModel = ApiModel.TestCase
+
+
+def test_the_api_follows_the_model(backend: str) -> None:
+    """The state machine, once on each store backend (the ``backend`` fixture
+    makes every app of this test use it)."""
+    run_state_machine_as_test(ApiModel, settings=MODEL_SETTINGS)

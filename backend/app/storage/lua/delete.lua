@@ -1,0 +1,23 @@
+-- Delete a record at one of the expected versions, refused while records of
+-- another table name it. KEYS[1]: the base; KEYS[2]: the total counter (the base
+-- again in a Cluster); KEYS[3..]: the base of each table whose records may name it.
+-- ARGV: id, expected versions ("" any), R, R times (field, key of the id).
+local base = KEYS[1]
+local total_key = KEYS[2] ~= base and KEYS[2] or ''
+local id, expected = ARGV[1], ARGV[2]
+local old = redis.call('HGET', kk(base, 'r'), id)
+if not old then return {'unknown'} end
+if not allowed(old, expected) then return {'changed'} end
+local nr = tonumber(ARGV[3])
+for r = 1, nr do
+  local field, key = ARGV[2 + 2 * r], ARGV[3 + 2 * r]
+  if holder(kk(KEYS[2 + r], 'x:' .. field), key) then return {'referenced', tostring(r)} end
+end
+local fields = catalog(base)
+unindex(base, fields, id)
+redis.call('ZREM', kk(base, 'o'), id)
+redis.call('HDEL', kk(base, 'r'), id)
+redis.call('HDEL', kk(base, 's'), id)
+redis.call('HINCRBY', kk(base, 'm'), 'bytes', -#old)
+if total_key ~= '' then redis.call('INCRBY', total_key, -1) end
+return {'ok'}

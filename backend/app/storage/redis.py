@@ -1,0 +1,1105 @@
+"""The Redis backend: the store interface over Redis or Valkey, standalone or a
+Cluster (ADR 0011 has the data model, ``lua/common.lua`` the keys).
+
+Every write that must be atomic is one Lua script on the keys of one hash slot:
+the keys of a table share the hash tag of its *group* (tables that reference one
+another, ``users`` and ``orders``, share one), so tables spread over a Cluster's
+nodes and every rule within a group stays atomic. The service computes what a
+script cannot (the canonical JSON key of each indexed value, the effect of an
+update on each index) and the script checks and writes.
+
+What a scan promises (lists, joins, dumps read tables in batches of ids taken
+in insertion order, each batch one script): every record that exists for the
+whole scan is read exactly once, at the version it had when its batch was
+read; a record created or deleted during the scan may or may not be read; no
+record is read twice. Unlike the memory store, a scan is not a snapshot of one
+instant.
+
+In standalone mode the total record count and the catalog of tables are kept in
+the same scripts (so ``MEMDB_MAX_RECORDS`` and ``MEMDB_MAX_TABLES`` hold exactly);
+in a Cluster they live on one node of their own, updated after each write, and
+the limits are checked against them before it: they may be passed by one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+
+import orjson
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool
+
+from app.storage.base import (
+    MAX_FIELDS,
+    CapacityExceeded,
+    Change,
+    DuplicateKey,
+    IndexInfo,
+    MissingReference,
+    Record,
+    Reference,
+    Rules,
+    Scan,
+    Secret,
+    StaleRecord,
+    StillReferenced,
+    StoreBackend,
+    StoreError,
+    TableInfo,
+    TooManyFields,
+    TooManyIndexes,
+    Unavailable,
+    UnknownIndex,
+    UnknownRecord,
+    UnknownTable,
+    version_of,
+)
+from app.storage.keys import MISSING, json_key, resolve, split_path
+from app.storage.merge import merged_record
+
+T = TypeVar("T")
+MAX_INDEXES = 32
+SCRIPTS = ("write", "update", "delete", "empty", "page", "scan", "lookup", "index")
+_BATCH = 2048
+_RETRIES = 16
+# the errors of a Redis that is down, loading, failing over or out of reach
+_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.MasterDownError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterError,
+    redis_errors.SlotNotCoveredError,
+    redis_errors.MaxConnectionsError,
+    OSError,
+)
+
+
+def index_key(value: Any) -> str:
+    """The key of a value in an index: its canonical JSON text ("" when
+    missing), equal for values equal as JSON (``1`` and ``1.0``)."""
+    if value is MISSING:
+        return ""
+    key = json_key(value)
+    if isinstance(key, tuple):  # a container, already canonical JSON
+        if key[0] is bool:
+            return "true" if key[1] else "false"
+        return str(key[1].decode())
+    if isinstance(key, float) and key.is_integer() and abs(key) < 2**63:
+        key = int(key)
+    return orjson.dumps(key).decode()
+
+
+@dataclass
+class Catalog:
+    """A table's indexes as this worker last read them, with their version."""
+
+    iv: str = "0"
+    fields: list[str] = field(default_factory=list)
+    unique: dict[str, bool] = field(default_factory=dict)
+    ready: dict[str, bool] = field(default_factory=dict)
+
+
+def _script(name: str) -> str:
+    lua = files("app.storage") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class RedisScan(Scan):
+    def __init__(self, store: RedisStore, table: str, count: int) -> None:
+        self.store = store
+        self.table = table
+        self.count = count
+
+    async def batches(self, size: int = _BATCH) -> AsyncIterator[list[Record]]:
+        after = "0"
+        base = self.store.base(self.table)
+        while True:
+            found = await self.store.run("scan", [base], [after, size])
+            if found[0] in (-1, b"-1"):
+                return  # dropped meanwhile
+            after = _text(found[0])
+            records = [orjson.loads(j) for j in found[2:]]
+            if not records and len(found) == 2:
+                return
+            if records:
+                yield records
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore(StoreBackend):
+    """The store interface over Redis or Valkey (see the module docstring)."""
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        cluster: bool = False,
+        prefix: str = "memdb",
+        pool_size: int = 64,
+        timeout: float = 2.0,
+        wait_replicas: int = 0,
+        max_records: int = 5_000_000,
+        max_tables: int = 10_000,
+        rules: Rules | None = None,
+    ) -> None:
+        self.rules = rules or Rules()
+        self.url = url
+        self.cluster = cluster
+        self.prefix = prefix
+        self.timeout = timeout
+        self.wait_replicas = wait_replicas
+        self.max_records = max_records
+        self.max_tables = max_tables
+        self.pool_size = pool_size
+        # one client per event loop (the service has one; a test may drive
+        # the app from a second): connections belong to the loop they open on
+        self._clients: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._sources = {name: _script(name) for name in SCRIPTS}
+        self.catalogs: dict[str, Catalog] = {}
+        self.groups = self._groups(self.rules)
+
+    def _connect(self) -> tuple[Any, dict[str, Any]]:
+        client: Any
+        if self.cluster:
+            client = RedisCluster.from_url(
+                self.url,
+                max_connections=self.pool_size,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+            )
+        else:
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.pool_size,
+                timeout=self.timeout,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+            )
+            client = Redis.from_pool(pool)
+        scripts = {n: client.register_script(src) for n, src in self._sources.items()}
+        return client, scripts
+
+    def _current(self) -> tuple[Any, dict[str, Any]]:
+        loop = id(asyncio.get_running_loop())
+        found = self._clients.get(loop)
+        if found is None:
+            found = self._clients[loop] = self._connect()
+        return found
+
+    @property
+    def client(self) -> Any:
+        return self._current()[0]
+
+    @property
+    def scripts(self) -> dict[str, Any]:
+        return self._current()[1]
+
+    # -- names ------------------------------------------------------------------
+
+    @staticmethod
+    def _groups(rules: Rules) -> dict[str, str]:
+        """Tables that reference one another share a hash tag: the first one's."""
+        tag: dict[str, str] = {}
+        for reference in rules.references:
+            group = (
+                tag.get(reference.target)
+                or tag.get(reference.table)
+                or reference.target
+            )
+            tag[reference.target] = tag[reference.table] = group
+        return tag
+
+    def base(self, table: str) -> str:
+        return f"{self.prefix}:{{{self.groups.get(table, table)}}}:{table}"
+
+    def _total_key(self, table: str) -> str:
+        """The total counter, or (a Cluster, where it is not kept in the
+        scripts) the table's own base, which the scripts read as "none"."""
+        return self.base(table) if self.cluster else f"{self.prefix}:total"
+
+    def _catalog_key(self, table: str) -> str:
+        return self.base(table) if self.cluster else self._tables_key
+
+    @property
+    def _tables_key(self) -> str:
+        return f"{self.prefix}:tables"
+
+    # -- plumbing -----------------------------------------------------------------
+
+    async def run(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        """Run one script; a Redis out of reach is ``Unavailable``."""
+        return await self._guarded(
+            lambda: self.scripts[name](keys=keys, args=list(args))
+        )
+
+    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except _DOWN as exc:
+            raise Unavailable(_describe(exc)) from None
+        except redis_errors.ResponseError as exc:
+            if (
+                "LOADING" in str(exc)
+                or "MASTERDOWN" in str(exc)
+                or "CLUSTERDOWN" in str(exc)
+            ):
+                raise Unavailable(_describe(exc)) from None
+            raise
+
+    async def _durable(self, table: str) -> None:
+        """``MEMDB_REDIS_WAIT_REPLICAS``: the write is on that many replicas."""
+        if self.wait_replicas <= 0:
+            return
+        timeout_ms = int(self.timeout * 1000)
+        if self.cluster:
+            node = self.client.get_node_from_key(self.base(table))
+            acked = await self._guarded(
+                lambda: self.client.execute_command(
+                    "WAIT", self.wait_replicas, timeout_ms, target_nodes=node
+                )
+            )
+        else:
+            acked = await self._guarded(
+                lambda: self.client.execute_command(
+                    "WAIT", self.wait_replicas, timeout_ms
+                )
+            )
+        if int(acked) < self.wait_replicas:
+            raise Unavailable(
+                f"the write was made but only {acked} of {self.wait_replicas} replicas "
+                "confirmed it in time"
+            )
+
+    async def catalog(self, table: str, *, fresh: bool = False) -> Catalog:
+        """The table's index catalog as this worker knows it (read when unknown)."""
+        known = self.catalogs.get(table)
+        if known is not None and not fresh:
+            return known
+        base = self.base(table)
+
+        async def read() -> Any:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(f"{base}:m", "iv")
+                pipe.hgetall(f"{base}:i")
+                return await pipe.execute()
+
+        iv, specs = await self._guarded(read)
+        catalog = Catalog(iv=_text(iv) if iv is not None else "0")
+        decoded = {_text(f): orjson.loads(v) for f, v in specs.items()}
+        for name in sorted(decoded, key=lambda f: (decoded[f].get("at", 0), f)):
+            spec = decoded[name]
+            catalog.fields.append(name)
+            catalog.unique[name] = bool(spec["unique"])
+            catalog.ready[name] = bool(spec["ready"])
+        self.catalogs[table] = catalog
+        return catalog
+
+    async def open(self) -> None:
+        await self._guarded(self.client.ping)
+        for name in self.rules.tables:
+            if not await self.has_table(name):
+                await self._write("insert", [(name, [], None)])
+        for table, field_name, unique in self.rules.indexes:
+            catalog = await self.catalog(table, fresh=True)
+            if field_name not in catalog.fields:
+                try:
+                    await self.create_index(table, field_name, unique=unique)
+                except DuplicateKey as exc:
+                    if exc.field != "index":  # another worker made it meanwhile
+                        raise
+
+    async def close(self) -> None:
+        loop = id(asyncio.get_running_loop())
+        found = self._clients.pop(loop, None)
+        if found is not None:
+            await found[0].aclose()
+
+    async def state(self) -> str | None:
+        try:
+            await self._guarded(self.client.ping)
+        except Unavailable as exc:
+            return str(exc)
+        return None
+
+    # -- reads --------------------------------------------------------------------
+
+    async def read(self, table: str, record_id: str) -> Record | None:
+        raw = await self.read_json(table, record_id)
+        return None if raw is None else orjson.loads(raw)
+
+    async def read_json(self, table: str, record_id: str) -> bytes | None:
+        base = self.base(table)
+        raw = await self._guarded(lambda: self.client.hget(f"{base}:r", record_id))
+        return None if raw is None else bytes(raw)
+
+    async def read_many(self, table: str, ids: Sequence[str]) -> list[Record]:
+        found = await self.lookup(table, "id", list(ids))
+        return found[0] if found is not None else []
+
+    async def has_table(self, table: str) -> bool:
+        base = self.base(table)
+        return bool(await self._guarded(lambda: self.client.exists(f"{base}:m")))
+
+    async def secret(self, table: str, record_id: str) -> Secret | None:
+        base = self.base(table)
+        raw = await self._guarded(lambda: self.client.hget(f"{base}:s", record_id))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def page(
+        self, table: str, offset: int, limit: int
+    ) -> tuple[list[Record], int]:
+        found = await self.run("page", [self.base(table)], [offset, limit])
+        if found[0] == 0:
+            raise UnknownTable(table)
+        return [orjson.loads(j) for j in found[2:] if j is not None], int(found[1])
+
+    async def scan(self, table: str) -> Scan:
+        base = self.base(table)
+
+        async def count() -> Any:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.exists(f"{base}:m")
+                pipe.zcard(f"{base}:o")
+                return await pipe.execute()
+
+        exists, total = await self._guarded(count)
+        if not exists:
+            raise UnknownTable(table)
+        return RedisScan(self, table, int(total))
+
+    async def lookup(
+        self,
+        table: str,
+        field: str,
+        keys: Sequence[Any],
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[Record], int] | None:
+        args = self._lookup_args(field, keys)
+        if args is None:
+            return [], 0
+        found = await self.run(
+            "lookup",
+            [self.base(table)],
+            [field, offset, -1 if limit is None else limit, "0", *args],
+        )
+        status = _text(found[0])
+        if status == "unknown":
+            raise UnknownTable(table)
+        if status == "none":
+            return None
+        return [orjson.loads(j) for j in found[2:] if j is not None], int(found[1])
+
+    async def lookup_size(
+        self, table: str, field: str, keys: Sequence[Any]
+    ) -> int | None:
+        args = self._lookup_args(field, keys)
+        if args is None:
+            return 0
+        found = await self.run("lookup", [self.base(table)], [field, 0, -1, "1", *args])
+        status = _text(found[0])
+        if status == "unknown":
+            raise UnknownTable(table)
+        return None if status == "none" else int(found[1])
+
+    @staticmethod
+    def _lookup_args(field: str, keys: Sequence[Any]) -> list[str] | None:
+        if field == "id":
+            ids = [k for k in keys if isinstance(k, str)]
+            return ids or None
+        return list(dict.fromkeys(index_key(k) for k in keys))
+
+    async def describe(self) -> list[TableInfo]:
+        names = await self._table_names()
+        if not names:
+            return []
+
+        async def first() -> Any:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    base = self.base(name)
+                    pipe.hlen(f"{base}:r")
+                    pipe.hget(f"{base}:m", "bytes")
+                    pipe.hgetall(f"{base}:i")
+                return await pipe.execute()
+
+        found = await self._guarded(first)
+        counts = found[0::3]
+        sizes = found[1::3]
+        specs = [
+            {_text(k): orjson.loads(v) for k, v in raw.items()} for raw in found[2::3]
+        ]
+
+        async def second() -> Any:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name, spec in zip(names, specs):
+                    for field_name in sorted(spec):
+                        pipe.zcard(f"{self.base(name)}:x:{field_name}")
+                return await pipe.execute()
+
+        entries = iter(await self._guarded(second)) if any(specs) else iter(())
+        out = []
+        for name, count, size, spec in zip(names, counts, sizes, specs):
+            found = {f: int(next(entries)) for f in sorted(spec)}
+            indexes = [
+                IndexInfo(f, bool(spec[f]["unique"]), found[f])
+                for f in sorted(spec, key=lambda f: (spec[f].get("at", 0), f))
+            ]
+            out.append(TableInfo(name, int(count), int(size or 0), indexes))
+        return out
+
+    async def _table_names(self) -> list[str]:
+        """The tables, in the order they were made."""
+        key = self._tables_key
+        raw = await self._guarded(lambda: self.client.zrange(key, 0, -1))
+        return [_text(n) for n in raw]
+
+    async def _catalogue(self, names: Sequence[str]) -> None:
+        """A Cluster: add tables to the catalog (made, in order, by the writes)."""
+        key = self._tables_key
+        for name in names:
+
+            async def add(name: str = name) -> None:
+                at = await self.client.incr(key + ":seq")
+                await self.client.zadd(key, {name: at}, nx=True)
+
+            await self._guarded(add)
+
+    async def memory(self) -> int:
+        """The records' bytes as stored, with a share for each index entry."""
+        tables = await self.describe()
+        return sum(
+            t.size + t.count * 80 + sum(i.entries for i in t.indexes) * 120
+            for t in tables
+        )
+
+    async def _count(self, change: int) -> None:
+        """A Cluster's total counter, kept beside the writes (not in them)."""
+        if self.cluster and change:
+            key = f"{self.prefix}:total"
+            await self._guarded(lambda: self.client.incrby(key, change))
+
+    # -- writes -------------------------------------------------------------------
+
+    def _references_of(self, table: str) -> list[Reference]:
+        return self.rules.references_from(table)
+
+    async def _write(
+        self,
+        mode: str,
+        batches: Sequence[tuple[str, Sequence[Record], Sequence[Secret | None] | None]],
+    ) -> list[str]:
+        """Run the write script over tables of one group: the tables it made."""
+        for _ in range(_RETRIES):
+            first = batches[0][0]
+            keys = [self.base(name) for name, _, _ in batches]
+            keys += [self._total_key(first), self._catalog_key(first)]
+            args: list[Any] = [mode, self.max_records, self.max_tables, len(batches)]
+            references: list[str] = []
+            positions: dict[str, int] = {}
+
+            def key_index(base: str) -> int:
+                if base not in positions:
+                    references.append(base)
+                    positions[base] = len(keys) + len(references)
+                return positions[base]
+
+            for name, records, secrets in batches:
+                catalog = await self.catalog(name)
+                refs = self._references_of(name)
+                args += [
+                    name,
+                    catalog.iv,
+                    len(records),
+                    len(catalog.fields),
+                    *catalog.fields,
+                ]
+                args.append(len(refs))
+                for position, ref in enumerate(refs):
+                    args += [ref.field, key_index(self.base(ref.target)), str(position)]
+                parts = [split_path(f) for f in catalog.fields]
+                for position, record in enumerate(records):
+                    secret = secrets[position] if secrets is not None else None
+                    args += [
+                        record["id"],
+                        orjson.dumps(record),
+                        orjson.dumps(secret) if secret is not None else "",
+                    ]
+                    args += [index_key(resolve(record, p)) for p in parts]
+                    for ref in refs:
+                        value = record.get(ref.field)
+                        args.append(value if isinstance(value, str) else "")
+            kept = []
+            if mode == "replace":
+                written = {name for name, _, _ in batches}
+                for ref in self.rules.references:
+                    if ref.target in written and ref.table not in written:
+                        kept.append(
+                            (
+                                key_index(self.base(ref.table)),
+                                ref.field,
+                                keys.index(self.base(ref.target)) + 1,
+                            )
+                        )
+            args.append(len(kept))
+            for source, field_name, target in kept:
+                args += [source, field_name, target]
+            found = await self.run("write", keys + references, args)
+            status = _text(found[0])
+            if status == "stale":
+                await self.catalog(_text(found[1]), fresh=True)
+                continue
+            if status == "ok":
+                await self._count(int(found[1]))
+                created = [_text(n) for n in found[2:]]
+                if self.cluster and created:
+                    # the catalog of tables lives on a node of its own
+                    await self._catalogue(created)
+                return created
+            self._refuse(status, found, batches)
+        raise Unavailable("the index catalog keeps changing; try again")
+
+    def _refuse(self, status: str, found: list[Any], batches: Sequence[Any]) -> None:
+        """Raise the store error a script answered."""
+        if status == "duplicate":
+            table, field_name, key = _text(found[1]), _text(found[2]), _text(found[3])
+            value: Any = key if field_name == "id" else orjson.loads(key)
+            raise DuplicateKey(
+                table, field_name, value, (_text(found[4]), _text(found[5]))
+            )
+        if status == "missing":
+            table = _text(found[1])
+            ref = self._references_of(table)[int(found[2])]
+            records = next(r for n, r, _ in batches if n == table)
+            positions = [int(p) for p in found[3:]]
+            raise MissingReference(
+                ref, positions, [records[p].get(ref.field) for p in positions]
+            )
+        if status == "referenced":
+            source = _text(found[1])
+            field_name = _text(found[2])
+            ref = next(
+                r
+                for r in self.rules.references
+                if self.base(r.table) == source and r.field == field_name
+            )
+            raise StillReferenced(ref)
+        if status == "full_records":
+            raise CapacityExceeded(
+                f"the store holds {_text(found[1])} of at most {self.max_records} records"
+            )
+        if status == "full_tables":
+            raise CapacityExceeded(f"the store holds at most {self.max_tables} tables")
+        raise StoreError(status)  # pragma: no cover - every answer is named above
+
+    async def _check_limits(
+        self,
+        batches: Sequence[tuple[str, Sequence[Record]]],
+        *,
+        replace: bool | None = None,
+    ) -> None:
+        """In a Cluster, the record and table limits against their counters
+        (``replace``: an import, whose existing ids and replaced tables free room)."""
+        if not self.cluster:
+            return
+        key = f"{self.prefix}:total"
+        total = int(await self._guarded(lambda: self.client.get(key)) or 0)
+        added = sum(len(r) for _, r in batches)
+        if replace is not None:
+            for name, records in batches:
+                if not await self.has_table(name):
+                    continue
+                if replace:
+                    _, count = await self.page(name, 0, 0)
+                    added -= count
+                else:
+                    ids = [r["id"] for r in records]
+                    added -= len(await self.read_many(name, ids))
+        if total + added > self.max_records:
+            raise CapacityExceeded(
+                f"the store holds {total} of at most {self.max_records} records"
+            )
+        names = set(await self._table_names())
+        new = {n for n, _ in batches} - names
+        if new and len(names) + len(new) > self.max_tables:
+            raise CapacityExceeded(f"the store holds at most {self.max_tables} tables")
+
+    async def _after_write(
+        self, table_names: Sequence[str], created: Sequence[str]
+    ) -> None:
+        if table_names:
+            await self._durable(table_names[0])
+
+    async def _check_unique(
+        self, table: str, records: Sequence[Record], *, existing: bool
+    ) -> None:
+        """Unique values hold within ``records`` and, with ``existing``, against
+        the records kept (those the batch replaces do not count): one script a
+        unique index."""
+        if not await self.has_table(table):
+            return
+        catalog = await self.catalog(table)
+        ids = {r["id"] for r in records}
+        for field_name in catalog.fields:
+            if not catalog.unique[field_name]:
+                continue
+            parts = split_path(field_name)
+            keyed: list[tuple[str, Any, str]] = []
+            seen: dict[str, str] = {}
+            for record in records:
+                value = resolve(record, parts)
+                if value is MISSING or value is None:
+                    continue
+                key = index_key(value)
+                if key in seen:
+                    raise DuplicateKey(
+                        table, field_name, value, (seen[key], record["id"])
+                    )
+                seen[key] = record["id"]
+                keyed.append((key, value, record["id"]))
+            if not existing or not keyed:
+                continue
+            found = await self.run(
+                "index",
+                [self.base(table)],
+                ["holders", field_name, *(k for k, _, _ in keyed)],
+            )
+            for (_, value, record_id), holder in zip(keyed, found[1:]):
+                other = _text(holder)
+                if other and other != record_id and other not in ids:
+                    raise DuplicateKey(table, field_name, value, (other, record_id))
+
+    async def check_insert(self, table: str, records: Sequence[Record]) -> None:
+        # the script checks everything before it writes: a dry run is the
+        # same script on a copy of nothing; here, what can be read cheaply
+        ids = [r["id"] for r in records]
+        if len(set(ids)) < len(ids):
+            raise DuplicateKey(table, "id", next(i for i in ids if ids.count(i) > 1))
+        existing = (
+            await self.lookup(table, "id", ids) if await self.has_table(table) else None
+        )
+        if existing and existing[0]:
+            raise DuplicateKey(table, "id", existing[0][0]["id"])
+        catalog = (
+            await self.catalog(table) if await self.has_table(table) else Catalog()
+        )
+        for field_name in catalog.fields:
+            if not catalog.unique[field_name]:
+                continue
+            parts = split_path(field_name)
+            for record in records:
+                value = resolve(record, parts)
+                if value is MISSING or value is None:
+                    continue
+                found = await self.lookup(table, field_name, [value], limit=1)
+                if found is not None and found[1]:
+                    raise DuplicateKey(
+                        table, field_name, value, (found[0][0]["id"], record["id"])
+                    )
+        for ref in self._references_of(table):
+            targets = [r.get(ref.field) for r in records]
+            there = {
+                r["id"]
+                for r in await self.read_many(
+                    ref.target, [t for t in targets if isinstance(t, str)]
+                )
+            }
+            missing = [p for p, t in enumerate(targets) if t not in there]
+            if missing:
+                raise MissingReference(ref, missing, [targets[p] for p in missing])
+        await self._check_limits([(table, records)])
+
+    async def insert(
+        self,
+        table: str,
+        records: Sequence[Record],
+        secrets: Sequence[Secret | None] | None = None,
+    ) -> None:
+        await self._check_limits([(table, records)])
+        created = await self._write("insert", [(table, records, secrets)])
+        await self._after_write([table], created)
+
+    async def update(self, table: str, record_id: str, change: Change) -> Record:
+        refs = self._references_of(table)
+        for _ in range(_RETRIES):
+            catalog = await self.catalog(table)
+            keys = [self._index_effect(f, change) for f in catalog.fields]
+            if None in keys:
+                # an indexed object that a patch merges into: known only once
+                # the record is read; merged here, written if it did not change
+                record = await self._update_read(
+                    table, record_id, change, catalog, refs
+                )
+                if record is None:
+                    continue
+                return record
+            ref_ids = []
+            for ref in refs:
+                if ref.field in change.fields:
+                    value = change.fields[ref.field]
+                    ref_ids.append(value if isinstance(value, str) else "")
+                else:
+                    ref_ids.append("=")
+            found = await self._run_update(
+                table,
+                record_id,
+                catalog,
+                expected=(
+                    ",".join(sorted(change.expected))
+                    if change.expected is not None
+                    else ""
+                ),
+                how="1" if change.patch else "0",
+                given=orjson.dumps(change.fields),
+                change=change,
+                keys=[k for k in keys if k is not None],
+                refs=refs,
+                ref_ids=ref_ids,
+            )
+            status = _text(found[0])
+            if status == "stale":
+                await self.catalog(table, fresh=True)
+                continue
+            if status == "ok":
+                await self._durable(table)
+                return dict(orjson.loads(found[1]))
+            self._refuse_update(status, found, table, record_id, change, refs)
+        raise Unavailable("the index catalog keeps changing; try again")
+
+    async def _update_read(
+        self,
+        table: str,
+        record_id: str,
+        change: Change,
+        catalog: Catalog,
+        refs: list[Reference],
+    ) -> Record | None:
+        """The update of a record read first (compare-and-set on its version)."""
+        raw = await self.read_json(table, record_id)
+        if raw is None:
+            raise UnknownRecord(record_id)
+        current_version = version_of(raw)
+        if change.expected is not None and current_version not in change.expected:
+            raise StaleRecord(record_id)
+        old = orjson.loads(raw)
+        new = merged_record(
+            old, change.fields, patch=change.patch, updated_at=change.updated_at
+        )
+        if len(new) - 3 > MAX_FIELDS:
+            raise TooManyFields(record_id)
+        keys = [index_key(resolve(new, split_path(f))) for f in catalog.fields]
+        ref_ids = []
+        for ref in refs:
+            value = new.get(ref.field)
+            ref_ids.append(value if isinstance(value, str) else "")
+        found = await self._run_update(
+            table,
+            record_id,
+            catalog,
+            expected=current_version,
+            how="2",
+            given=orjson.dumps(new),
+            change=change,
+            keys=keys,
+            refs=refs,
+            ref_ids=ref_ids,
+        )
+        status = _text(found[0])
+        if status == "stale":
+            await self.catalog(table, fresh=True)
+            return None
+        if status == "changed":
+            return None  # written meanwhile: read it again
+        if status == "ok":
+            await self._durable(table)
+            return new
+        self._refuse_update(status, found, table, record_id, change, refs)
+        return None  # pragma: no cover
+
+    async def _run_update(
+        self,
+        table: str,
+        record_id: str,
+        catalog: Catalog,
+        *,
+        expected: str,
+        how: str,
+        given: bytes,
+        change: Change,
+        keys: list[str],
+        refs: list[Reference],
+        ref_ids: list[str],
+    ) -> Any:
+        """The update script (lua/update.lua has its arguments)."""
+        return await self.run(
+            "update",
+            [self.base(table), *(self.base(r.target) for r in refs)],
+            [
+                catalog.iv,
+                record_id,
+                expected,
+                how,
+                given,
+                orjson.dumps(change.updated_at),
+                self._secret_arg(change.secret),
+                MAX_FIELDS,
+                len(catalog.fields),
+                *catalog.fields,
+                *keys,
+                len(refs),
+                *(r.field for r in refs),
+                *ref_ids,
+            ],
+        )
+
+    def _refuse_update(
+        self,
+        status: str,
+        found: list[Any],
+        table: str,
+        record_id: str,
+        change: Change,
+        refs: list[Reference],
+    ) -> None:
+        if status == "unknown":
+            raise UnknownRecord(record_id)
+        if status == "changed":
+            raise StaleRecord(record_id)
+        if status == "too_many_fields":
+            raise TooManyFields(record_id)
+        if status == "duplicate":
+            field_name = _text(found[1])
+            raise DuplicateKey(
+                table, field_name, orjson.loads(found[2]), (_text(found[3]), record_id)
+            )
+        if status == "missing":
+            ref = refs[int(found[1]) - 1]
+            raise MissingReference(ref, [0], [change.fields.get(ref.field)])
+        raise StoreError(status)  # pragma: no cover
+
+    @staticmethod
+    def _secret_arg(secret: Any) -> bytes | str:
+        if secret is MISSING:
+            return "-"
+        if secret is None:
+            return ""
+        return orjson.dumps(secret)
+
+    @staticmethod
+    def _index_effect(field_name: str, change: Change) -> str | None:
+        """What an update does to one index: "=" (unchanged), "" (no value
+        any more), a key, or ``None`` when it depends on the stored record
+        (a patch that merges an object into the indexed value)."""
+        parts = split_path(field_name)
+        node: Any = change.fields
+        if parts[0] not in node:
+            return "="
+        if not change.patch:  # the given top-level value replaces the old one
+            return index_key(resolve(node, parts))
+        for position, part in enumerate(parts):
+            if part not in node:
+                return "="  # the patch leaves this part as it was
+            value = node[part]
+            if value is None:
+                return ""  # removed
+            rest = parts[position + 1 :]
+            if not isinstance(value, dict):  # replaces whatever was there
+                return "" if rest else index_key(value)
+            if not rest:
+                return None
+            node = value
+        return None  # pragma: no cover - the loop returns
+
+    async def delete(
+        self, table: str, record_id: str, *, expected: frozenset[str] | None = None
+    ) -> None:
+        sources = self.rules.references_to(table)
+        args: list[Any] = [
+            record_id,
+            ",".join(sorted(expected)) if expected is not None else "",
+            len(sources),
+        ]
+        for ref in sources:
+            args += [ref.field, index_key(record_id)]
+        found = await self.run(
+            "delete",
+            [
+                self.base(table),
+                self._total_key(table),
+                *(self.base(r.table) for r in sources),
+            ],
+            args,
+        )
+        status = _text(found[0])
+        if status == "unknown":
+            raise UnknownRecord(record_id)
+        if status == "changed":
+            raise StaleRecord(record_id)
+        if status == "referenced":
+            raise StillReferenced(sources[int(found[1]) - 1])
+        await self._count(-1)
+        await self._durable(table)
+
+    async def drop(self, table: str) -> None:
+        sources = self.rules.references_to(table)
+        builtin = table in self.rules.tables
+        found = await self.run(
+            "empty",
+            [
+                self.base(table),
+                self._total_key(table),
+                self._catalog_key(table),
+                *(self.base(r.table) for r in sources),
+            ],
+            ["clear" if builtin else "drop", table],
+        )
+        status = _text(found[0])
+        if status == "unknown":
+            raise UnknownTable(table)
+        if status == "referenced":
+            raise StillReferenced(sources[int(found[1]) - 1])
+        await self._count(-int(found[1]))
+        if not builtin:
+            self.catalogs.pop(table, None)
+            if self.cluster:
+                key = self._tables_key
+                await self._guarded(lambda: self.client.zrem(key, table))
+        await self._durable(table)
+
+    async def create_index(self, table: str, field: str, *, unique: bool) -> None:
+        base = self.base(table)
+        found = await self.run(
+            "index", [base], ["begin", field, "1" if unique else "0", MAX_INDEXES]
+        )
+        status = _text(found[0])
+        if status == "unknown":
+            raise UnknownTable(table)
+        if status == "exists":
+            raise DuplicateKey(table, "index", field)
+        if status == "too_many":
+            raise TooManyIndexes(table)
+        await self.catalog(table, fresh=True)
+        parts = split_path(field)
+        try:
+            # every write from now on keeps the index; the records read here
+            # are indexed only while they are still at the version read
+            scan = RedisScan(self, table, 0)
+            async for batch in scan.batches():
+                args: list[Any] = ["fill", field, len(batch)]
+                for record in batch:
+                    args += [
+                        record["id"],
+                        version_of(orjson.dumps(record)),
+                        index_key(resolve(record, parts)),
+                    ]
+                filled = await self.run("index", [base], args)
+                if _text(filled[0]) == "duplicate":
+                    raise DuplicateKey(
+                        table,
+                        field,
+                        orjson.loads(filled[1]),
+                        (_text(filled[2]), _text(filled[3])),
+                    )
+                await asyncio.sleep(0)
+            await self.run("index", [base], ["ready", field])
+        except BaseException:
+            await self.run("index", [base], ["drop", field])
+            raise
+        finally:
+            await self.catalog(table, fresh=True)
+        await self._durable(table)
+
+    async def drop_index(self, table: str, field: str) -> None:
+        found = await self.run("index", [self.base(table)], ["drop", field])
+        status = _text(found[0])
+        if status == "unknown":
+            raise UnknownTable(table)
+        if status == "unknown_index":
+            raise UnknownIndex(field)
+        await self.catalog(table, fresh=True)
+        await self._durable(table)
+
+    async def check_load(
+        self, batches: Sequence[tuple[str, Sequence[Record]]], *, replace: bool
+    ) -> None:
+        ids_of: dict[str, set[str]] = {}
+        for name, records in batches:
+            ids = [r["id"] for r in records]
+            if len(set(ids)) < len(ids):
+                raise DuplicateKey(name, "id", next(i for i in ids if ids.count(i) > 1))
+            ids_of[name] = set(ids)
+            await self._check_unique(name, records, existing=not replace)
+        for ref in self.rules.references:
+            rows = dict(batches).get(ref.table)
+            if rows is None:
+                continue
+            names = set(ids_of.get(ref.target, ()))
+            if not (replace and ref.target in ids_of):
+                wanted = [r.get(ref.field) for r in rows]
+                names |= {
+                    r["id"]
+                    for r in await self.read_many(
+                        ref.target,
+                        [w for w in wanted if isinstance(w, str) and w not in names],
+                    )
+                }
+            missing = [p for p, r in enumerate(rows) if r.get(ref.field) not in names]
+            if missing:
+                raise MissingReference(
+                    ref, missing, [rows[p].get(ref.field) for p in missing]
+                )
+        await self._check_limits(batches, replace=replace)
+
+    async def load(
+        self,
+        batches: Sequence[tuple[str, Sequence[Record], Sequence[Secret | None] | None]],
+        *,
+        replace: bool,
+    ) -> None:
+        """One script per group of tables: atomic within a group (every table,
+        on one Redis server), not across groups on different Cluster nodes. A
+        large load (a seed file) is written in batches of records, each atomic."""
+        await self._check_limits([(n, r) for n, r, _ in batches], replace=replace)
+        mode = "replace" if replace else "upsert"
+        groups: dict[str, list[Any]] = {}
+        for batch in batches:
+            tag = "" if not self.cluster else self.groups.get(batch[0], batch[0])
+            groups.setdefault(tag, []).append(batch)
+        for group in groups.values():
+            size = sum(len(r) for _, r, _ in group)
+            if size <= 10_000:
+                created = await self._write(mode, group)
+                await self._after_write([group[0][0]], created)
+                continue
+            if replace:
+                created = await self._write(
+                    "replace", [(n, [], None) for n, _, _ in group]
+                )
+                await self._after_write([group[0][0]], created)
+            for name, records, secrets in group:
+                for start in range(0, len(records), 1000):
+                    part = records[start : start + 1000]
+                    part_secrets = secrets[start : start + 1000] if secrets else None
+                    created = await self._write("upsert", [(name, part, part_secrets)])
+                    await self._after_write([name], created)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # never a password of the URL in a message
+    return text.split("@")[-1] if "://" in text else text
