@@ -73,9 +73,10 @@ docker-build: ## build the container image (IMAGE, default memdb:latest)
 docker-run: ## run the image on 127.0.0.1:PORT (settings from .env when present)
 	docker run --rm -it -p 127.0.0.1:$(PORT):8000 $(if $(wildcard .env),--env-file .env) $(IMAGE)
 
-docker-lint: $(STAMP) ## hadolint on the Dockerfile, docker compose config on the compose file
+docker-lint: $(STAMP) ## hadolint on the Dockerfile, docker compose config on the compose files
 	$(BIN)/hadolint backend/Dockerfile
 	$(BIN)/docker-compose -f docker-compose.yml config --quiet
+	$(BIN)/docker-compose -f deploy/compose.scale.yml config --quiet
 
 smoke: ## build, start with compose, run the README examples, tear down (needs Docker)
 	deploy/smoke.sh

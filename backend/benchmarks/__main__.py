@@ -2,7 +2,7 @@
 
 Settings come from ``BENCH_*`` variables (see ``benchmarks/settings.py``).
 With ``--install``, missing tools are installed by package name first: wrk
-(apt-get), json-server 1.x and 0.17 (npm, into ``benchmarks/.node``) and
+and redis-server (apt-get), json-server 1.x and 0.17 (npm, into ``benchmarks/.node``) and
 matplotlib (pip, into the running virtualenv).
 """
 
@@ -34,7 +34,10 @@ def run(settings: Settings, *, install: bool) -> int:
     (whether or not the targets are met), 1 when one failed, 2 when the load
     generator is missing."""
     tools = find_tools(
-        install=install, wanted=settings.servers, tool=settings.load.tool
+        install=install,
+        wanted=settings.servers,
+        tool=settings.load.tool,
+        redis=settings.wants("redis"),
     )
     for what, reason in tools.missing.items():
         log(f"{what}: {reason}")

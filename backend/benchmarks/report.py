@@ -243,7 +243,104 @@ def build_figures(results: Results, settings: Settings) -> list[Figure]:
             Target(),
             r.skipped.get("startup", ""),
         ),
+        *_redis_figures(r, settings),
     ]
+    return figures
+
+
+def _redis_figures(r: Results, settings: Settings) -> list[Figure]:
+    """The Redis backend beside the memory backend of the same run."""
+    if not settings.wants("redis"):
+        return []
+    from benchmarks.redis_phase import MEMORY_BESIDE, REDIS_1, REDIS_2
+
+    notes: dict[str, Any] = r.notes.get("redis", {})
+    engine = notes.get("redis_benchmark", {})
+    trips = notes.get("round_trips", {})
+    memdb = MEMORY_BESIDE
+
+    def rps(server: str, scenario: str) -> Summary | None:
+        return _summary(r.values(server, scenario))
+
+    # "at least 1.5x where the cores allow it": not where the two workers'
+    # run already kept the machine's CPUs (shared with wrk and Redis) busy
+    busy = notes.get("cpu_busy", {}).get(f"{REDIS_2} get", 0.0)
+    saturated = f" (CPUs {busy:.0%} busy)" if busy >= 0.9 else ""
+
+    def one(value: float | None) -> Summary | None:
+        return None if value is None else Summary.of([float(value)])
+
+    def join(kind: str) -> Summary | None:
+        return _summary([float(x["seconds"]) for x in r.join if x["kind"] == kind])
+
+    figures = [
+        Figure(
+            "Redis: GET by id, 1 worker",
+            "req/s",
+            rps(REDIS_1, "get"),
+            "memory backend",
+            rps(memdb, "get"),
+            Target(">= 0.5", ratio_min=0.5),
+        ),
+        Figure(
+            f"Redis: GET by id, 2 workers{saturated}",
+            "req/s",
+            rps(REDIS_2, "get"),
+            "1 worker",
+            rps(REDIS_1, "get"),
+            Target() if saturated else Target(">= 1.5", ratio_min=1.5),
+        ),
+        Figure(
+            "Redis: POST, 1 worker",
+            "req/s",
+            rps(REDIS_1, "post"),
+            "memory backend",
+            rps(memdb, "post"),
+            Target(),
+        ),
+        Figure(
+            "Redis: POST, 2 workers",
+            "req/s",
+            rps(REDIS_2, "post"),
+            "1 worker",
+            rps(REDIS_1, "post"),
+            Target(),
+        ),
+        Figure(
+            "redis-benchmark GET (the engine alone)",
+            "req/s",
+            one(engine.get("get")),
+            "redis-benchmark SET",
+            one(engine.get("set")),
+            Target(),
+        ),
+        Figure(
+            f"Redis: join users ({settings.users:,}) x orders ({settings.orders:,})",
+            "s",
+            join("redis"),
+            "memory backend",
+            join("service"),
+            Target("<= 3", ratio_max=3.0),
+        ),
+    ]
+    limits = {"get": 1, "post": 1, "put_if_match": 1, "indexed_page": 2}
+    labels = {
+        "get": "GET by id",
+        "post": "POST",
+        "put_if_match": "PUT with If-Match",
+        "indexed_page": "indexed equality page",
+    }
+    for key, limit in limits.items():
+        figures.append(
+            Figure(
+                f"Redis round trips: {labels[key]}",
+                "trips",
+                one(trips.get(key)),
+                "-",
+                None,
+                Target(f"<= {limit}", value_max=limit + 0.01),
+            )
+        )
     return figures
 
 
@@ -251,6 +348,8 @@ def build_figures(results: Results, settings: Settings) -> list[Figure]:
 
 
 def _number(value: float, unit: str) -> str:
+    if unit == "trips":
+        return f"{value:.2f}"
     if unit in ("s", "ms"):
         return f"{value:.2f}"
     return f"{value:,.0f}"

@@ -100,7 +100,9 @@ class Context:
 
 
 def run_phases(ctx: Context) -> None:
-    for phase in (http_phase, big_phase, join_phase, startup_phase):
+    from benchmarks.redis_phase import redis_phase
+
+    for phase in (http_phase, big_phase, join_phase, startup_phase, redis_phase):
         try:
             phase(ctx)
         except Exception as exc:  # one broken phase does not lose the others

@@ -6,7 +6,7 @@
 | ``BENCH_ROUNDS`` | 3 | times each figure is taken (interleaved); the median is reported |
 | ``BENCH_WARMUP`` | 2 | seconds of one warm-up run per server and scenario |
 | ``BENCH_CONNECTIONS`` / ``BENCH_THREADS`` | 32 / 2 | wrk's ``-c`` and ``-t`` |
-| ``BENCH_SCENARIOS`` | all | comma list of get,post,put,list,aof,filter,memory,join,startup |
+| ``BENCH_SCENARIOS`` | all | comma list of get,post,put,list,aof,filter,memory,join,startup,redis |
 | ``BENCH_SERVERS`` | all | comma list of memdb,floor,fastapi,json-server-1,json-server-0.17 |
 | ``BENCH_RECORDS`` | 1000000 | records of the large table (filter, memory, startup) |
 | ``BENCH_USERS`` / ``BENCH_ORDERS`` | 100000 / 1000000 | sizes of the join |
@@ -24,7 +24,18 @@ from typing import Mapping
 
 from benchmarks.harness import REPO, Load
 
-SCENARIOS = ("get", "post", "put", "list", "aof", "filter", "memory", "join", "startup")
+SCENARIOS = (
+    "get",
+    "post",
+    "put",
+    "list",
+    "aof",
+    "filter",
+    "memory",
+    "join",
+    "startup",
+    "redis",
+)
 SERVERS = ("memdb", "floor", "fastapi", "json-server-1", "json-server-0.17")
 
 

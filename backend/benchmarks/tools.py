@@ -66,15 +66,16 @@ def _output(argv: list[str]) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def find_wrk(*, install: bool) -> str | None:
-    wrk = shutil.which("wrk")
-    if wrk is None and install and shutil.which("apt-get"):
+def find_debian(command: str, package: str, *, install: bool) -> str | None:
+    """``command`` on the PATH, installed from Debian's ``package`` when asked."""
+    found = shutil.which(command)
+    if found is None and install and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if not _run(["apt-get", "install", "-y", "-qq", "wrk"], env=env):
+        if not _run(["apt-get", "install", "-y", "-qq", package], env=env):
             _run(["apt-get", "update", "-qq"], env=env)
-            _run(["apt-get", "install", "-y", "-qq", "wrk"], env=env)
-        wrk = shutil.which("wrk")
-    return wrk
+            _run(["apt-get", "install", "-y", "-qq", package], env=env)
+        found = shutil.which(command)
+    return found
 
 
 def json_server_prefix(name: str) -> Path:
@@ -130,11 +131,18 @@ def find_matplotlib(*, install: bool) -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def find_tools(*, install: bool, wanted: tuple[str, ...], tool: str) -> Tools:
-    """Find (and install, when asked) what the chosen servers and outputs need."""
+def find_tools(
+    *, install: bool, wanted: tuple[str, ...], tool: str, redis: bool = False
+) -> Tools:
+    """Find (and install, when asked) what the chosen servers, scenarios and
+    outputs need."""
     found = Tools()
+    if redis and find_debian("redis-server", "redis-server", install=install) is None:
+        found.missing["redis"] = (
+            "redis-server is not installed (apt-get install redis-server)"
+        )
     if tool == "wrk":
-        found.wrk = find_wrk(install=install)
+        found.wrk = find_debian("wrk", "wrk", install=install)
         if found.wrk is None:
             found.missing["wrk"] = "wrk is not installed (apt-get install wrk)"
         else:

@@ -54,9 +54,12 @@ def free_port(*, bus: bool = False) -> int:
         return port
 
 
-def _cli(port: int, *args: str, timeout: float = 10.0) -> str:
+def _cli(
+    port: int, *args: str, timeout: float = 10.0, password: str | None = None
+) -> str:
+    login = ["--no-auth-warning", "-a", password] if password else []
     done = subprocess.run(
-        ["redis-cli", "-h", HOST, "-p", str(port), *args],
+        ["redis-cli", "-h", HOST, "-p", str(port), *login, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -72,6 +75,7 @@ class RedisServer:
     directory: Path
     process: subprocess.Popen[bytes] | None = None
     extra: list[str] = field(default_factory=list)
+    password: str | None = None
 
     @property
     def url(self) -> str:
@@ -99,6 +103,7 @@ class RedisServer:
             "--protected-mode",
             "no",
             *self.extra,
+            *(["--requirepass", self.password] if self.password else []),
         ]
         with (self.directory / f"redis-{self.port}.log").open("wb") as log:
             self.process = subprocess.Popen(
@@ -108,7 +113,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise CannotStart(f"redis-server exited: {self.log()[-500:]}")
-            if _cli(self.port, "ping") == "PONG":
+            if self.cli("ping") == "PONG":
                 return self
             time.sleep(0.05)
         raise CannotStart(f"redis-server did not answer: {self.log()[-500:]}")
@@ -118,7 +123,7 @@ class RedisServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def cli(self, *args: str) -> str:
-        return _cli(self.port, *args)
+        return _cli(self.port, *args, password=self.password)
 
     def kill(self) -> None:
         """SIGKILL: the server is gone at once (a crash)."""
@@ -198,8 +203,12 @@ class RedisCluster:
             node.stop()
 
 
-def standalone(directory: Path, *extra: str) -> RedisServer:
-    return RedisServer(free_port(), directory, extra=list(extra)).start()
+def standalone(
+    directory: Path, *extra: str, password: str | None = None
+) -> RedisServer:
+    return RedisServer(
+        free_port(), directory, extra=list(extra), password=password
+    ).start()
 
 
 def cluster(directory: Path, *, masters: int = 3, replicas: int = 0) -> RedisCluster:

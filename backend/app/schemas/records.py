@@ -90,8 +90,8 @@ class TableOut(BaseModel):
 
 class TableDump(BaseModel):
     table: str
-    count: int
     items: list[RecordOut]
+    count: int = Field(description="The records of this answer")
 
 
 class JoinOn(BaseModel):

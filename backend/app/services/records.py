@@ -325,8 +325,6 @@ class RecordService:
             secret=secret,
         )
         with store_errors(table=table, record_id=record_id, loc=loc):
-            if not await self.store.has_table(table):
-                raise NotFound(f"no table named {table!r}")
             return await self.store.update(table, record_id, change)
 
     # -- delete ------------------------------------------------------------
@@ -336,16 +334,12 @@ class RecordService:
     ) -> None:
         check_table_name(table)
         with store_errors(table=table, record_id=record_id):
-            if not await self.store.has_table(table):
-                raise NotFound(f"no table named {table!r}")
             await self.store.delete(table, record_id, expected=expected)
 
     async def drop_table(self, table: str) -> None:
         """Drop a table. A built-in table is emptied instead, keeping schema and indexes."""
         check_table_name(table)
         with store_errors(table=table):
-            if not await self.store.has_table(table):
-                raise NotFound(f"no table named {table!r}")
             await self.store.drop(table)
 
 

@@ -300,14 +300,16 @@ class StoreBackend(ABC):
 
     @abstractmethod
     async def update(self, table: str, record_id: str, change: Change) -> Record:
-        """Merge ``change`` into the record, atomically; the new record."""
+        """Merge ``change`` into the record, atomically; the new record.
+        ``UnknownTable`` or ``UnknownRecord`` when there is none."""
 
     @abstractmethod
     async def delete(
         self, table: str, record_id: str, *, expected: frozenset[str] | None = None
     ) -> None:
         """Delete a record at one of the ``expected`` versions (any when
-        ``None``); refused while another table's records name it."""
+        ``None``); refused while another table's records name it.
+        ``UnknownTable`` or ``UnknownRecord`` when there is none."""
 
     @abstractmethod
     async def drop(self, table: str) -> None:

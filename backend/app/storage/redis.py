@@ -30,9 +30,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 import orjson
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import BlockingConnectionPool
 
 from app.storage.base import (
     MAX_FIELDS,
@@ -60,12 +57,16 @@ from app.storage.base import (
     version_of,
 )
 from app.storage.keys import MISSING, json_key, resolve, split_path
+from app.storage.links import ClusterLink, Link, WireLink, pairs, scored
+from app.storage.wire import Command
 from app.storage.merge import merged_record
 
 T = TypeVar("T")
 MAX_INDEXES = 32
 SCRIPTS = ("write", "update", "delete", "empty", "page", "scan", "lookup", "index")
-_BATCH = 2048
+_BATCH = 4096
+# error replies of a Redis that cannot serve now (loading, failing over, busy)
+_UNAVAILABLE = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "READONLY")
 _RETRIES = 16
 # the errors of a Redis that is down, loading, failing over or out of reach
 _DOWN = (
@@ -114,24 +115,95 @@ def _script(name: str) -> str:
 
 
 class RedisScan(Scan):
-    def __init__(self, store: RedisStore, table: str, count: int) -> None:
+    """A table read in batches in insertion order (the sorted set ``o``, scored
+    by a sequence never reused within a table's life).
+
+    A batch takes two steps: its ids (``ZRANGE``) come with the batch before,
+    and its records (``HMGET``) come with the table's ``gen`` (which changes
+    whenever a record leaves the table) and the next batch's ids. When ``gen``
+    did not change between the two steps, no record left in between, so every
+    record ``HMGET`` found was there, with the sequence ``ZRANGE`` gave, when it
+    was read. When it did change (a delete meanwhile), the batch is read again
+    in one step by a script, from the same cursor. Each step's commands leave
+    before the service parses the batch before, so Redis reads one batch while
+    the service parses another."""
+
+    def __init__(
+        self, store: RedisStore, table: str, count: int, size: int = 0
+    ) -> None:
         self.store = store
         self.table = table
         self.count = count
+        self.size = size  # the table's bytes, when known: the first batch's size
 
     async def batches(self, size: int = _BATCH) -> AsyncIterator[list[Record]]:
-        after = "0"
-        base = self.store.base(self.table)
-        while True:
-            found = await self.store.run("scan", [base], [after, size])
-            if found[0] in (-1, b"-1"):
-                return  # dropped meanwhile
-            after = _text(found[0])
-            records = [orjson.loads(j) for j in found[2:]]
-            if not records and len(found) == 2:
-                return
-            if records:
-                yield records
+        store, link = self.store, self.store.link
+        base = store.base(self.table)
+        order, rows, meta = f"{base}:o", f"{base}:r", f"{base}:m"
+
+        def ids_after(cursor: Any, count: int) -> Command:
+            return (
+                *("ZRANGE", order, f"({_text(cursor)}", "+inf", "BYSCORE"),
+                *("LIMIT", 0, count, "WITHSCORES"),
+            )
+
+        def read(found: list[Any], count: int) -> Awaitable[list[Any]]:
+            return link.start(
+                [
+                    ("HMGET", rows, *found[0::2]),
+                    ("HMGET", meta, "gen", "seq"),
+                    ids_after(found[-1], count),
+                ]
+            )
+
+        def ids_from(cursor: Any, count: int) -> Awaitable[list[Any]]:
+            return link.calls([("HMGET", meta, "gen", "seq"), ids_after(cursor, count)])
+
+        # ``found``: the next batch's ids and scores, above ``cursor``, read
+        # after ``gen`` was
+        count = _batch_size(size, self.size, self.count)
+        cursor: Any = 0
+        (gen, seq), found = await store._guarded(lambda: ids_from(0, count))
+        found = scored(found)
+        pending = read(found, count) if found and seq is not None else None
+        try:
+            while pending is not None:
+                waiting = pending
+                jsons, (now, seq), after = await store._guarded(lambda: waiting)
+                if seq is None:
+                    return  # dropped meanwhile
+                if now == gen:
+                    cursor, gen, found = found[-1], now, scored(after)
+                else:  # records left meanwhile: this batch again, in one step
+                    step = await store.run("scan", [base], [_text(cursor), count])
+                    if step[0] in (-1, b"-1"):
+                        return
+                    cursor, jsons = step[0], step[2:]
+                    (gen, seq), found = await store._guarded(
+                        lambda: ids_from(cursor, count)
+                    )
+                    found = scored(found)
+                weight = sum(len(j) for j in jsons if j is not None)
+                count = _batch_size(size, weight, len(jsons))
+                pending = read(found, count) if found and seq is not None else None
+                records = [orjson.loads(j) for j in jsons if j is not None]
+                if records:
+                    yield records
+        finally:
+            if isinstance(pending, asyncio.Future) and not pending.done():
+                pending.cancel()
+
+
+# what a batch of a scan aims at: records of about this many bytes in all
+_BATCH_BYTES = 1 << 20
+
+
+def _batch_size(most: int, size: int, count: int) -> int:
+    """How many records the next batch asks for: about ``_BATCH_BYTES`` of
+    records of the average size seen (``size`` bytes in ``count`` records)."""
+    if size <= 0 or count <= 0:
+        return min(most, 256)
+    return max(16, min(most, _BATCH_BYTES * count // size))
 
 
 def _text(value: Any) -> str:
@@ -165,48 +237,30 @@ class RedisStore(StoreBackend):
         self.max_records = max_records
         self.max_tables = max_tables
         self.pool_size = pool_size
-        # one client per event loop (the service has one; a test may drive
+        # one link per event loop (the service has one; a test may drive
         # the app from a second): connections belong to the loop they open on
-        self._clients: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._links: dict[int, Link] = {}
         self._sources = {name: _script(name) for name in SCRIPTS}
         self.catalogs: dict[str, Catalog] = {}
         self.groups = self._groups(self.rules)
 
-    def _connect(self) -> tuple[Any, dict[str, Any]]:
-        client: Any
+    def _connect(self) -> Link:
         if self.cluster:
-            client = RedisCluster.from_url(
+            return ClusterLink(
                 self.url,
-                max_connections=self.pool_size,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-            )
-        else:
-            pool = BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self.pool_size,
                 timeout=self.timeout,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
+                pool_size=self.pool_size,
+                sources=self._sources,
             )
-            client = Redis.from_pool(pool)
-        scripts = {n: client.register_script(src) for n, src in self._sources.items()}
-        return client, scripts
+        return WireLink(self.url, timeout=self.timeout, sources=self._sources)
 
-    def _current(self) -> tuple[Any, dict[str, Any]]:
+    @property
+    def link(self) -> Link:
         loop = id(asyncio.get_running_loop())
-        found = self._clients.get(loop)
+        found = self._links.get(loop)
         if found is None:
-            found = self._clients[loop] = self._connect()
+            found = self._links[loop] = self._connect()
         return found
-
-    @property
-    def client(self) -> Any:
-        return self._current()[0]
-
-    @property
-    def scripts(self) -> dict[str, Any]:
-        return self._current()[1]
 
     # -- names ------------------------------------------------------------------
 
@@ -240,11 +294,32 @@ class RedisStore(StoreBackend):
 
     # -- plumbing -----------------------------------------------------------------
 
-    async def run(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
-        """Run one script; a Redis out of reach is ``Unavailable``."""
-        return await self._guarded(
-            lambda: self.scripts[name](keys=keys, args=list(args))
+    async def run(
+        self,
+        name: str,
+        keys: list[str],
+        args: Sequence[Any],
+        *,
+        durable: bool = False,
+    ) -> Any:
+        """Run one script; a Redis out of reach is ``Unavailable``. ``durable``
+        (a write) with ``MEMDB_REDIS_WAIT_REPLICAS``: a write the script made
+        (it answered "ok") is on that many replicas, or ``Unavailable``."""
+        link = self.link
+        if not durable or self.wait_replicas <= 0:
+            return await self._guarded(lambda: link.script(name, keys, args))
+        # WAIT gives up in half the time a command may take, so that its
+        # answer (how many replicas) arrives before the command times out
+        wanted, timeout_ms = self.wait_replicas, max(1, int(self.timeout * 500))
+        found, acked = await self._guarded(
+            lambda: link.script_then_wait(name, keys, args, wanted, timeout_ms)
         )
+        if _text(found[0]) == "ok" and acked < wanted:
+            raise Unavailable(
+                f"the write was made but only {acked} of {wanted} replicas "
+                "confirmed it in time"
+            )
+        return found
 
     async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -252,37 +327,9 @@ class RedisStore(StoreBackend):
         except _DOWN as exc:
             raise Unavailable(_describe(exc)) from None
         except redis_errors.ResponseError as exc:
-            if (
-                "LOADING" in str(exc)
-                or "MASTERDOWN" in str(exc)
-                or "CLUSTERDOWN" in str(exc)
-            ):
+            if str(exc).startswith(_UNAVAILABLE):
                 raise Unavailable(_describe(exc)) from None
             raise
-
-    async def _durable(self, table: str) -> None:
-        """``MEMDB_REDIS_WAIT_REPLICAS``: the write is on that many replicas."""
-        if self.wait_replicas <= 0:
-            return
-        timeout_ms = int(self.timeout * 1000)
-        if self.cluster:
-            node = self.client.get_node_from_key(self.base(table))
-            acked = await self._guarded(
-                lambda: self.client.execute_command(
-                    "WAIT", self.wait_replicas, timeout_ms, target_nodes=node
-                )
-            )
-        else:
-            acked = await self._guarded(
-                lambda: self.client.execute_command(
-                    "WAIT", self.wait_replicas, timeout_ms
-                )
-            )
-        if int(acked) < self.wait_replicas:
-            raise Unavailable(
-                f"the write was made but only {acked} of {self.wait_replicas} replicas "
-                "confirmed it in time"
-            )
 
     async def catalog(self, table: str, *, fresh: bool = False) -> Catalog:
         """The table's index catalog as this worker knows it (read when unknown)."""
@@ -291,15 +338,12 @@ class RedisStore(StoreBackend):
             return known
         base = self.base(table)
 
-        async def read() -> Any:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hget(f"{base}:m", "iv")
-                pipe.hgetall(f"{base}:i")
-                return await pipe.execute()
-
-        iv, specs = await self._guarded(read)
+        link = self.link
+        iv, specs = await self._guarded(
+            lambda: link.calls([("HGET", f"{base}:m", "iv"), ("HGETALL", f"{base}:i")])
+        )
         catalog = Catalog(iv=_text(iv) if iv is not None else "0")
-        decoded = {_text(f): orjson.loads(v) for f, v in specs.items()}
+        decoded = {_text(f): orjson.loads(v) for f, v in pairs(specs).items()}
         for name in sorted(decoded, key=lambda f: (decoded[f].get("at", 0), f)):
             spec = decoded[name]
             catalog.fields.append(name)
@@ -309,7 +353,7 @@ class RedisStore(StoreBackend):
         return catalog
 
     async def open(self) -> None:
-        await self._guarded(self.client.ping)
+        await self._guarded(self.link.prepare)
         for name in self.rules.tables:
             if not await self.has_table(name):
                 await self._write("insert", [(name, [], None)])
@@ -324,13 +368,13 @@ class RedisStore(StoreBackend):
 
     async def close(self) -> None:
         loop = id(asyncio.get_running_loop())
-        found = self._clients.pop(loop, None)
+        found = self._links.pop(loop, None)
         if found is not None:
-            await found[0].aclose()
+            await found.close()
 
     async def state(self) -> str | None:
         try:
-            await self._guarded(self.client.ping)
+            await self._guarded(lambda: self.link.call("PING"))
         except Unavailable as exc:
             return str(exc)
         return None
@@ -343,7 +387,8 @@ class RedisStore(StoreBackend):
 
     async def read_json(self, table: str, record_id: str) -> bytes | None:
         base = self.base(table)
-        raw = await self._guarded(lambda: self.client.hget(f"{base}:r", record_id))
+        link = self.link
+        raw = await self._guarded(lambda: link.call("HGET", f"{base}:r", record_id))
         return None if raw is None else bytes(raw)
 
     async def read_many(self, table: str, ids: Sequence[str]) -> list[Record]:
@@ -352,11 +397,13 @@ class RedisStore(StoreBackend):
 
     async def has_table(self, table: str) -> bool:
         base = self.base(table)
-        return bool(await self._guarded(lambda: self.client.exists(f"{base}:m")))
+        link = self.link
+        return bool(await self._guarded(lambda: link.call("EXISTS", f"{base}:m")))
 
     async def secret(self, table: str, record_id: str) -> Secret | None:
         base = self.base(table)
-        raw = await self._guarded(lambda: self.client.hget(f"{base}:s", record_id))
+        link = self.link
+        raw = await self._guarded(lambda: link.call("HGET", f"{base}:s", record_id))
         return None if raw is None else dict(orjson.loads(raw))
 
     async def page(
@@ -370,16 +417,13 @@ class RedisStore(StoreBackend):
     async def scan(self, table: str) -> Scan:
         base = self.base(table)
 
-        async def count() -> Any:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.exists(f"{base}:m")
-                pipe.zcard(f"{base}:o")
-                return await pipe.execute()
-
-        exists, total = await self._guarded(count)
-        if not exists:
+        link = self.link
+        size, total = await self._guarded(
+            lambda: link.calls([("HGET", f"{base}:m", "bytes"), ("ZCARD", f"{base}:o")])
+        )
+        if size is None:
             raise UnknownTable(table)
-        return RedisScan(self, table, int(total))
+        return RedisScan(self, table, int(total), int(size))
 
     async def lookup(
         self,
@@ -429,35 +473,35 @@ class RedisStore(StoreBackend):
         if not names:
             return []
 
-        async def first() -> Any:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    base = self.base(name)
-                    pipe.hlen(f"{base}:r")
-                    pipe.hget(f"{base}:m", "bytes")
-                    pipe.hgetall(f"{base}:i")
-                return await pipe.execute()
-
-        found = await self._guarded(first)
+        link = self.link
+        first: list[Command] = []
+        for name in names:
+            base = self.base(name)
+            first += [
+                ("HLEN", f"{base}:r"),
+                ("HGET", f"{base}:m", "bytes"),
+                ("HGETALL", f"{base}:i"),
+            ]
+        found = await self._guarded(lambda: link.calls(first))
         counts = found[0::3]
         sizes = found[1::3]
         specs = [
-            {_text(k): orjson.loads(v) for k, v in raw.items()} for raw in found[2::3]
+            {_text(k): orjson.loads(v) for k, v in pairs(raw).items()}
+            for raw in found[2::3]
         ]
-
-        async def second() -> Any:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for name, spec in zip(names, specs):
-                    for field_name in sorted(spec):
-                        pipe.zcard(f"{self.base(name)}:x:{field_name}")
-                return await pipe.execute()
-
-        entries = iter(await self._guarded(second)) if any(specs) else iter(())
+        second: list[Command] = [
+            ("ZCARD", f"{self.base(name)}:x:{field_name}")
+            for name, spec in zip(names, specs)
+            for field_name in sorted(spec)
+        ]
+        entries = iter(
+            await self._guarded(lambda: link.calls(second)) if second else ()
+        )
         out = []
         for name, count, size, spec in zip(names, counts, sizes, specs):
-            found = {f: int(next(entries)) for f in sorted(spec)}
+            sizes_of = {f: int(next(entries)) for f in sorted(spec)}
             indexes = [
-                IndexInfo(f, bool(spec[f]["unique"]), found[f])
+                IndexInfo(f, bool(spec[f]["unique"]), sizes_of[f])
                 for f in sorted(spec, key=lambda f: (spec[f].get("at", 0), f))
             ]
             out.append(TableInfo(name, int(count), int(size or 0), indexes))
@@ -466,7 +510,8 @@ class RedisStore(StoreBackend):
     async def _table_names(self) -> list[str]:
         """The tables, in the order they were made."""
         key = self._tables_key
-        raw = await self._guarded(lambda: self.client.zrange(key, 0, -1))
+        link = self.link
+        raw = await self._guarded(lambda: link.call("ZRANGE", key, 0, -1))
         return [_text(n) for n in raw]
 
     async def _catalogue(self, names: Sequence[str]) -> None:
@@ -475,8 +520,8 @@ class RedisStore(StoreBackend):
         for name in names:
 
             async def add(name: str = name) -> None:
-                at = await self.client.incr(key + ":seq")
-                await self.client.zadd(key, {name: at}, nx=True)
+                at = await self.link.call("INCR", key + ":seq")
+                await self.link.call("ZADD", key, "NX", at, name)
 
             await self._guarded(add)
 
@@ -492,7 +537,7 @@ class RedisStore(StoreBackend):
         """A Cluster's total counter, kept beside the writes (not in them)."""
         if self.cluster and change:
             key = f"{self.prefix}:total"
-            await self._guarded(lambda: self.client.incrby(key, change))
+            await self._guarded(lambda: self.link.call("INCRBY", key, change))
 
     # -- writes -------------------------------------------------------------------
 
@@ -559,7 +604,7 @@ class RedisStore(StoreBackend):
             args.append(len(kept))
             for source, field_name, target in kept:
                 args += [source, field_name, target]
-            found = await self.run("write", keys + references, args)
+            found = await self.run("write", keys + references, args, durable=True)
             status = _text(found[0])
             if status == "stale":
                 await self.catalog(_text(found[1]), fresh=True)
@@ -618,7 +663,7 @@ class RedisStore(StoreBackend):
         if not self.cluster:
             return
         key = f"{self.prefix}:total"
-        total = int(await self._guarded(lambda: self.client.get(key)) or 0)
+        total = int(await self._guarded(lambda: self.link.call("GET", key)) or 0)
         added = sum(len(r) for _, r in batches)
         if replace is not None:
             for name, records in batches:
@@ -638,12 +683,6 @@ class RedisStore(StoreBackend):
         new = {n for n, _ in batches} - names
         if new and len(names) + len(new) > self.max_tables:
             raise CapacityExceeded(f"the store holds at most {self.max_tables} tables")
-
-    async def _after_write(
-        self, table_names: Sequence[str], created: Sequence[str]
-    ) -> None:
-        if table_names:
-            await self._durable(table_names[0])
 
     async def _check_unique(
         self, table: str, records: Sequence[Record], *, existing: bool
@@ -731,8 +770,7 @@ class RedisStore(StoreBackend):
         secrets: Sequence[Secret | None] | None = None,
     ) -> None:
         await self._check_limits([(table, records)])
-        created = await self._write("insert", [(table, records, secrets)])
-        await self._after_write([table], created)
+        await self._write("insert", [(table, records, secrets)])
 
     async def update(self, table: str, record_id: str, change: Change) -> Record:
         refs = self._references_of(table)
@@ -776,7 +814,6 @@ class RedisStore(StoreBackend):
                 await self.catalog(table, fresh=True)
                 continue
             if status == "ok":
-                await self._durable(table)
                 return dict(orjson.loads(found[1]))
             self._refuse_update(status, found, table, record_id, change, refs)
         raise Unavailable("the index catalog keeps changing; try again")
@@ -792,6 +829,8 @@ class RedisStore(StoreBackend):
         """The update of a record read first (compare-and-set on its version)."""
         raw = await self.read_json(table, record_id)
         if raw is None:
+            if not await self.has_table(table):
+                raise UnknownTable(table)
             raise UnknownRecord(record_id)
         current_version = version_of(raw)
         if change.expected is not None and current_version not in change.expected:
@@ -826,7 +865,6 @@ class RedisStore(StoreBackend):
         if status == "changed":
             return None  # written meanwhile: read it again
         if status == "ok":
-            await self._durable(table)
             return new
         self._refuse_update(status, found, table, record_id, change, refs)
         return None  # pragma: no cover
@@ -865,6 +903,7 @@ class RedisStore(StoreBackend):
                 *(r.field for r in refs),
                 *ref_ids,
             ],
+            durable=True,
         )
 
     def _refuse_update(
@@ -876,6 +915,8 @@ class RedisStore(StoreBackend):
         change: Change,
         refs: list[Reference],
     ) -> None:
+        if status == "no_table":
+            raise UnknownTable(table)
         if status == "unknown":
             raise UnknownRecord(record_id)
         if status == "changed":
@@ -944,8 +985,11 @@ class RedisStore(StoreBackend):
                 *(self.base(r.table) for r in sources),
             ],
             args,
+            durable=True,
         )
         status = _text(found[0])
+        if status == "no_table":
+            raise UnknownTable(table)
         if status == "unknown":
             raise UnknownRecord(record_id)
         if status == "changed":
@@ -953,7 +997,6 @@ class RedisStore(StoreBackend):
         if status == "referenced":
             raise StillReferenced(sources[int(found[1]) - 1])
         await self._count(-1)
-        await self._durable(table)
 
     async def drop(self, table: str) -> None:
         sources = self.rules.references_to(table)
@@ -967,6 +1010,7 @@ class RedisStore(StoreBackend):
                 *(self.base(r.table) for r in sources),
             ],
             ["clear" if builtin else "drop", table],
+            durable=True,
         )
         status = _text(found[0])
         if status == "unknown":
@@ -978,8 +1022,7 @@ class RedisStore(StoreBackend):
             self.catalogs.pop(table, None)
             if self.cluster:
                 key = self._tables_key
-                await self._guarded(lambda: self.client.zrem(key, table))
-        await self._durable(table)
+                await self._guarded(lambda: self.link.call("ZREM", key, table))
 
     async def create_index(self, table: str, field: str, *, unique: bool) -> None:
         base = self.base(table)
@@ -1016,23 +1059,23 @@ class RedisStore(StoreBackend):
                         (_text(filled[2]), _text(filled[3])),
                     )
                 await asyncio.sleep(0)
-            await self.run("index", [base], ["ready", field])
+            await self.run("index", [base], ["ready", field], durable=True)
         except BaseException:
             await self.run("index", [base], ["drop", field])
             raise
         finally:
             await self.catalog(table, fresh=True)
-        await self._durable(table)
 
     async def drop_index(self, table: str, field: str) -> None:
-        found = await self.run("index", [self.base(table)], ["drop", field])
+        found = await self.run(
+            "index", [self.base(table)], ["drop", field], durable=True
+        )
         status = _text(found[0])
         if status == "unknown":
             raise UnknownTable(table)
         if status == "unknown_index":
             raise UnknownIndex(field)
         await self.catalog(table, fresh=True)
-        await self._durable(table)
 
     async def check_load(
         self, batches: Sequence[tuple[str, Sequence[Record]]], *, replace: bool
@@ -1083,20 +1126,15 @@ class RedisStore(StoreBackend):
         for group in groups.values():
             size = sum(len(r) for _, r, _ in group)
             if size <= 10_000:
-                created = await self._write(mode, group)
-                await self._after_write([group[0][0]], created)
+                await self._write(mode, group)
                 continue
             if replace:
-                created = await self._write(
-                    "replace", [(n, [], None) for n, _, _ in group]
-                )
-                await self._after_write([group[0][0]], created)
+                await self._write("replace", [(n, [], None) for n, _, _ in group])
             for name, records, secrets in group:
                 for start in range(0, len(records), 1000):
                     part = records[start : start + 1000]
                     part_secrets = secrets[start : start + 1000] if secrets else None
-                    created = await self._write("upsert", [(name, part, part_secrets)])
-                    await self._after_write([name], created)
+                    await self._write("upsert", [(name, part, part_secrets)])
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,9 +1,10 @@
 """The benchmark harness, run very briefly so that it does not rot.
 
-Only the service and the floor, tiny data, one second a load run and no
-thresholds: this checks that every phase of ``make bench`` runs, and that its
-outputs are written, not how fast anything is. Nothing is installed: wrk is
-used where it is present, the harness's own Python load generator elsewhere.
+Only the service (in memory and over a Redis of its own) and the floor, tiny
+data, one second a load run and no thresholds: this checks that every phase of
+``make bench`` runs, and that its outputs are written, not how fast anything
+is. Nothing is installed: wrk is used where it is present, the harness's own
+Python load generator elsewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from benchmarks import data, servers
 from benchmarks.__main__ import run
 from benchmarks.harness import Load, Processes, Request, Summary, parse_wrk, run_load
+from benchmarks.redis_phase import MEMORY_BESIDE, REDIS_1, REDIS_2
 from benchmarks.report import FIGURE_HEADER, load_document
 from benchmarks.settings import SCENARIOS, Outputs, Settings
 
@@ -111,13 +113,26 @@ def test_every_phase_runs_and_writes_its_outputs(tmp_path: Path) -> None:
     for scenario in ("get", "post", "put", "list"):
         assert (servers.MEMDB, scenario) in measured
     assert {(servers.FLOOR, "get"), (servers.FLOOR, "post")} <= measured
-    assert {r["kind"] for r in document["join"]} == {"service", "floor"}
+    redis_server = shutil.which("redis-server") is not None
+    kinds = {"service", "floor", "redis"} if redis_server else {"service", "floor"}
+    assert {r["kind"] for r in document["join"]} == kinds
     assert all(r["rows"] == 500 for r in document["join"])
     assert {r["kind"] for r in document["memory"]} == {"service", "dicts"}
     assert document["notes"]["filter_matches"] == data.GROUP_SIZE
     figures = {f["label"]: f for f in document["figures"]}
     assert figures["GET by id"]["ratio"] is not None
     assert figures["GET by id"]["status"] in ("pass", "FAIL")
+    # the Redis phase: both worker counts beside the memory service, the
+    # engine's own rates and one round trip per hot request (or why not)
+    if redis_server:
+        for name in (MEMORY_BESIDE, REDIS_1, REDIS_2):
+            assert {(name, "get"), (name, "post")} <= measured
+        redis = document["notes"]["redis"]
+        assert set(redis["redis_benchmark"]) == {"get", "set"}
+        assert redis["round_trips"]["get"] == 1.0
+        assert figures["Redis: GET by id, 1 worker"]["ratio"] is not None
+    else:
+        assert "redis-server is not installed" in document["skipped"]["redis"]
     # the aof scenarios either ran or say why not
     for name in (servers.AOF_EVERYSEC, servers.AOF_ALWAYS):
         ran = (name, "post") in measured

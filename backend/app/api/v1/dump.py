@@ -58,7 +58,7 @@ async def dump_table(
     tables: TablesDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Every record of a table in insertion order: ``{"table", "count", "items"}``,
+    """Every record of a table in insertion order: ``{"table", "items", "count"}``,
     or NDJSON (one record a line) when the client accepts ``application/x-ndjson``."""
     scan, work = await tables.dump_table(table)
     if accept and NDJSON in accept:

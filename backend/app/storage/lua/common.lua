@@ -4,7 +4,9 @@
 -- one node: a table's base name is "<prefix>:{<tag>}:<table>" (a KEYS entry),
 -- and the scripts derive the others from it:
 --   <base>:m  HASH  seq (insertion counter), bytes (size of the records), iv
---                   (version of the index catalog); its existence is the table's
+--                   (version of the index catalog), gen (changes whenever a
+--                   record leaves the table, and differs between the lives
+--                   of a table dropped and made again); its existence is the table's
 --   <base>:r  HASH  id -> record (compact JSON)
 --   <base>:o  ZSET  id scored by its insertion sequence (insertion order)
 --   <base>:s  HASH  id -> write-only values (JSON), e.g. a password hash
@@ -82,6 +84,7 @@ local function empty(b, fields)
   redis.call('UNLINK', kk(b, 'r'), kk(b, 'o'), kk(b, 's'))
   for _, f in ipairs(fields) do redis.call('UNLINK', kk(b, 'x:' .. f), kk(b, 'y:' .. f)) end
   redis.call('HSET', kk(b, 'm'), 'bytes', 0)
+  redis.call('HINCRBY', kk(b, 'm'), 'gen', 1)
 end
 
 -- ---- JSON text, as orjson writes it (compact) --------------------------------

@@ -6,7 +6,10 @@ local base = KEYS[1]
 local total_key = KEYS[2] ~= base and KEYS[2] or ''
 local id, expected = ARGV[1], ARGV[2]
 local old = redis.call('HGET', kk(base, 'r'), id)
-if not old then return {'unknown'} end
+if not old then
+  if redis.call('EXISTS', kk(base, 'm')) == 0 then return {'no_table'} end
+  return {'unknown'}
+end
 if not allowed(old, expected) then return {'changed'} end
 local nr = tonumber(ARGV[3])
 for r = 1, nr do
@@ -19,5 +22,6 @@ redis.call('ZREM', kk(base, 'o'), id)
 redis.call('HDEL', kk(base, 'r'), id)
 redis.call('HDEL', kk(base, 's'), id)
 redis.call('HINCRBY', kk(base, 'm'), 'bytes', -#old)
+redis.call('HINCRBY', kk(base, 'm'), 'gen', 1)
 if total_key ~= '' then redis.call('INCRBY', total_key, -1) end
 return {'ok'}

@@ -1,5 +1,6 @@
--- The next batch of a scan in insertion order: the records whose sequence is
--- above ARGV[1], at most ARGV[2] of them. Answers {-1} without the table, else
+-- The next batch of a scan in insertion order, in one step: the records whose
+-- sequence is above ARGV[1], at most ARGV[2] of them (what a scan reads when
+-- records left the table while it read a batch in two). Answers {-1} without the table, else
 -- {last sequence, count of the table, json...}.
 local base = KEYS[1]
 if redis.call('EXISTS', kk(base, 'm')) == 0 then return {-1} end

@@ -26,7 +26,10 @@ for i = 1, nr do ref_ids[i] = arg() end
 local fields_now, specs = catalog(base)
 if iv ~= catalog_version(base) or #fields_now ~= nf then return {'stale'} end
 local old = redis.call('HGET', k('r'), id)
-if not old then return {'unknown'} end
+if not old then
+  if redis.call('EXISTS', kk(base, 'm')) == 0 then return {'no_table'} end
+  return {'unknown'}
+end
 if not allowed(old, expected) then return {'changed'} end
 local json
 if how == '2' then

@@ -125,7 +125,9 @@ local created = {}
 for _, tb in ipairs(tables) do
   local b = tb.base
   if not tb.exists then
-    redis.call('HSET', kk(b, 'm'), 'seq', 0, 'bytes', 0, 'iv', tb.iv)
+    local now = redis.call('TIME')
+    redis.call('HSET', kk(b, 'm'), 'seq', 0, 'bytes', 0, 'iv', tb.iv,
+      'gen', now[1] .. string.format('%06d', tonumber(now[2])))
     created[#created + 1] = tb.name
     if tables_key ~= '' then
       -- the catalog of tables, in the order they were made
