@@ -21,6 +21,7 @@ import structlog
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from app.api.state import service_of
 from app.core.config import Settings, refusal
 from app.core.logging import OUTPUT, configure_logging
 from app.main import BATCHED_LOGS_ENV, WORKER_METRICS_ENV
@@ -71,12 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = uvicorn.Server(config)
     # The same app object uvicorn imports from "app.main:app"; a store that
     # cannot be loaded (a damaged log) asks the server to stop.
-    asgi.state.stop_server = lambda: setattr(server, "should_exit", True)
+    asgi.stop_server = lambda: setattr(server, "should_exit", True)
     try:
         server.run()
     finally:
         OUTPUT.flush()
-    return 1 if getattr(asgi.state, "fatal", False) else 0
+    service = service_of(asgi)
+    return 1 if service is not None and service.fatal else 0
 
 
 def serve_workers(config: uvicorn.Config, workers: int) -> int:

@@ -7,23 +7,25 @@ import os
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import anyio.to_thread
 import structlog
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
 from app.api import fastpath, health, operations
 from app.api.deps import Services
+from app.api.openapi import build_openapi, operation_id
+from app.api.state import ServiceState, service_of
 from app.api.v1.router import router as v1_router
 from app.core.config import Settings, refusal
 from app.core.errors import DomainError
 from app.core.handlers import install_error_handlers
 from app.api.operations import install_docs
 from app.core.cors import SettingsCORSMiddleware
+from app.core.encoding import CompressionMiddleware, as_get
 from app.core.logging import AccessLog, configure_logging
 from app.core.loop import GcMonitor, LoopMonitor
 from app.core.metrics import Metrics, Peers
@@ -73,8 +75,9 @@ def build_store(settings: Settings) -> StoreBackend:
     )
 
 
-def build_state(app: FastAPI, settings: Settings) -> None:
-    """The store and the services, on ``app.state`` for the dependencies."""
+def build_state(app: FastAPI, settings: Settings) -> ServiceState:
+    """The store, the services and the middleware's runtime, as
+    ``app.state.service`` for the routes and the middleware."""
     store = build_store(settings)
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
@@ -89,30 +92,41 @@ def build_state(app: FastAPI, settings: Settings) -> None:
         max_passwords=settings.max_passwords,
         limits=limits,
     )
-    app.state.store = store
-    app.state.limits = limits
-    app.state.gc_monitor = GcMonitor()
-    app.state.loop_monitor = LoopMonitor(app.state.gc_monitor)
-    app.state.services = Services(
-        records=records,
-        joins=JoinService(store, limits, max_rows=settings.max_join_rows),
-        tables=TableService(store, limits),
-        queries=QueryService(store, limits, max_filters=settings.max_filters),
-        imports=ImportService(store, records),
-        stats=StatsService(store),
+    gc_monitor = GcMonitor()
+    loop_monitor = LoopMonitor(gc_monitor)
+    started = time.monotonic()
+    service = ServiceState(
+        settings=settings,
+        started=started,
+        store=store,
+        limits=limits,
+        services=Services(
+            records=records,
+            joins=JoinService(store, limits, max_rows=settings.max_join_rows),
+            tables=TableService(store, limits),
+            queries=QueryService(store, limits, max_filters=settings.max_filters),
+            imports=ImportService(store, records),
+            stats=StatsService(store),
+        ),
+        runtime=build_runtime(settings, started, limits, loop_monitor, gc_monitor),
+        gc_monitor=gc_monitor,
+        loop_monitor=loop_monitor,
     )
+    app.state.service = service
+    return service
 
 
-async def load_store(app: FastAPI, settings: Settings) -> None:
+async def load_store(app: MemDB, service: ServiceState) -> None:
     """Open the store; with the memory store, recover the log
     (``MEMDB_PERSISTENCE=aof``) and load ``MEMDB_SEED_FILE`` into an empty store;
     then declare the service ready. A damaged log stops the service."""
-    backend: StoreBackend = app.state.store
+    settings = service.settings
+    backend = service.store
     problem = refusal(settings)
     if problem is not None:
-        _fatal(app, problem)
+        _fatal(app, service, problem)
         return
-    await _open(app, backend)
+    await _open(service)
     fresh = True
     if settings.persistence == "aof" and isinstance(backend, MemoryStore):
         store = backend.engine
@@ -122,7 +136,7 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
             rewrite_percent=settings.aof_rewrite_percent,
             rewrite_min_bytes=settings.aof_rewrite_min_bytes,
         )
-        app.state.aof = aof
+        service.aof = aof
         started = time.perf_counter()
         log.info("aof.loading", data_dir=settings.data_dir, fsync=settings.fsync)
         try:
@@ -130,12 +144,14 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
                 lambda: aof.recover(store, progress=_progress)
             )
         except (CorruptLog, OSError) as exc:
-            _fatal(app, f"the data directory cannot be loaded: {_describe(exc)}")
+            _fatal(
+                app, service, f"the data directory cannot be loaded: {_describe(exc)}"
+            )
             return
         try:
-            normalised = await app.state.services.records.normalise_stored_emails()
+            normalised = await service.services.records.normalise_stored_emails()
         except DomainError as exc:
-            _fatal(app, f"the data directory cannot be loaded: {exc.message}")
+            _fatal(app, service, f"the data directory cannot be loaded: {exc.message}")
             return
         if normalised:
             log.info("users.emails_normalised", count=normalised)
@@ -151,28 +167,28 @@ async def load_store(app: FastAPI, settings: Settings) -> None:
     if isinstance(backend, RedisStore):
         fresh = sum(t.count for t in await backend.describe()) == 0
     if settings.seed_file and fresh:
-        if not await load_seed(app, settings.seed_file):
+        if not await load_seed(service, settings.seed_file):
             return
     # the loaded records live as long as the service: keep the cycle collector
     # from walking them again and again (records are freed by refcount anyway)
-    app.state.gc_monitor.loaded()
-    app.state.ready = True
+    service.gc_monitor.loaded()
+    service.runtime.ready = True
 
 
-async def _open(app: FastAPI, backend: StoreBackend) -> None:
+async def _open(service: ServiceState) -> None:
     """Open the store, waiting (not ready, the reason in ``/ready``) while it
     cannot be reached, and going on by itself once it can."""
     delay = 0.5
     while True:
         try:
-            await backend.open()
+            await service.store.open()
         except Unavailable as exc:
-            app.state.load_error = f"the store cannot be reached: {exc}"
+            service.runtime.load_error = f"the store cannot be reached: {exc}"
             log.warning("store.unavailable", error=str(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        app.state.load_error = None
+        service.runtime.load_error = None
         return
 
 
@@ -180,19 +196,18 @@ def _progress(done: int, total: int) -> None:
     log.info("aof.progress", bytes_read=done, bytes_total=total)
 
 
-def _fatal(app: FastAPI, message: str) -> None:
+def _fatal(app: MemDB, service: ServiceState, message: str) -> None:
     """Stay not ready with the reason, and stop the server when one runs us."""
-    app.state.load_error = message
-    app.state.fatal = True
+    service.runtime.load_error = message
+    service.fatal = True
     log.error("service.cannot_start", message=message)
-    stop = getattr(app.state, "stop_server", None)
-    if stop is not None:
-        stop()
+    if app.stop_server is not None:
+        app.stop_server()
 
 
-async def load_seed(app: FastAPI, path: str) -> bool:
+async def load_seed(service: ServiceState, path: str) -> bool:
     """Load ``MEMDB_SEED_FILE`` (db.json shape); False when it cannot be loaded."""
-    services: Services = app.state.services
+    services = service.services
     started = time.perf_counter()
     log.info("seed.loading", path=path)
     try:
@@ -200,7 +215,9 @@ async def load_seed(app: FastAPI, path: str) -> bool:
         plan = await anyio.to_thread.run_sync(services.imports.plan_bytes, raw)
         counts = await services.imports.apply(plan, mode="merge")
     except (OSError, DomainError, JournalError) as exc:
-        app.state.load_error = f"the seed file could not be loaded: {_describe(exc)}"
+        service.runtime.load_error = (
+            f"the seed file could not be loaded: {_describe(exc)}"
+        )
         log.error("seed.failed", path=path, error=_describe(exc))
         return False
     log.info(
@@ -225,55 +242,47 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-def build_runtime(app: FastAPI, settings: Settings) -> None:
+def build_runtime(
+    settings: Settings,
+    started: float,
+    limits: Limits,
+    loop_monitor: LoopMonitor,
+    gc_monitor: GcMonitor,
+) -> Runtime:
     """What the middleware reads on every request: limits, keys, metrics."""
     try:
         keys = ApiKeys(settings.api_keys)
     except ValueError as exc:
         log.error("security.bad_keys", message=str(exc))
         raise SystemExit(2) from None
-    app.state.runtime = Runtime(
-        max_body_bytes=settings.max_body_bytes,
-        max_query_bytes=settings.max_query_bytes,
-        keys=keys,
-        metrics=Metrics(
-            started=app.state.started,
-            work=app.state.limits.stats,
-            loop=app.state.loop_monitor,
-            gc_monitor=app.state.gc_monitor,
-            max_tables=settings.metrics_max_tables,
-        ),
-        access_log=AccessLog(structlog.get_logger("memdb.http").bind()),
+    metrics = Metrics(
+        started=started,
+        work=limits.stats,
+        loop=loop_monitor,
+        gc_monitor=gc_monitor,
+        max_tables=settings.metrics_max_tables,
     )
     shared = os.environ.get(WORKER_METRICS_ENV)
     if shared:  # one of several workers: counters are added up across them
-        metrics = app.state.runtime.metrics
         metrics.peers = Peers(shared, metrics)
-
-
-def openapi_with_security(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with the API key schemes when keys are configured."""
-    if app.openapi_schema is not None:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title,
-        version=app.version,
-        description=app.description,
-        routes=app.routes,
-        tags=TAGS,
+    return Runtime(
+        max_body_bytes=settings.max_body_bytes,
+        max_query_bytes=settings.max_query_bytes,
+        cors_origins=settings.cors_origins,
+        keys=keys,
+        metrics=metrics,
+        access_log=AccessLog(structlog.get_logger("memdb.http").bind()),
     )
-    runtime: Runtime | None = getattr(app.state, "runtime", None)
-    if runtime is not None and runtime.keys:
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-        }
-        for path, methods in schema.get("paths", {}).items():
-            if path.startswith("/api/") or path == "/metrics":
-                for operation in methods.values():
-                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
-    app.openapi_schema = schema
-    return schema
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document (built once), with the API key schemes when keys
+    are configured."""
+    if app.openapi_schema is None:
+        service = service_of(app)
+        keys = service is not None and bool(service.runtime.keys)
+        app.openapi_schema = build_openapi(app, keys=keys, tags=TAGS)
+    return app.openapi_schema
 
 
 TAGS = [
@@ -298,9 +307,15 @@ STARTUP_WAIT_S = 1.0
 class MemDB(FastAPI):
     """FastAPI, with the hottest routes answered ahead of its stack (ADR 0009)."""
 
+    # set by ``python -m app``: ends the server (a data directory that cannot load)
+    stop_server: Callable[[], None] | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and await fastpath.serve(self, scope, receive, send):
-            return
+        if scope["type"] == "http":
+            if scope["method"] == "HEAD":  # both doors answer it as its GET
+                scope, send = as_get(scope, send)
+            if await fastpath.serve(self, scope, receive, send):
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -309,34 +324,32 @@ def create_app(settings: Settings | None = None) -> MemDB:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert isinstance(app, MemDB)
         current = settings or Settings()
         batched = True if os.environ.get(BATCHED_LOGS_ENV) else None
         configure_logging(
             level=current.log_level, fmt=current.log_format, batched=batched
         )
-        app.state.settings = current
-        app.state.started = time.monotonic()
-        app.state.ready = False
-        build_state(app, current)
-        build_runtime(app, current)
+        service = build_state(app, current)
+        runtime = service.runtime
         log.info(
             "service.started",
             version=__version__,
             store=current.store,
             persistence=current.persistence,
-            api_keys=bool(app.state.runtime.keys),
+            api_keys=bool(runtime.keys),
         )
         if not current.api_keys:
             log.warning(
                 "security.open",
                 message="MEMDB_API_KEYS is not set: the API is open to every client",
             )
-        app.state.loop_monitor.start()
-        app.state.gc_monitor.install()
-        peers = app.state.runtime.metrics.peers
+        service.loop_monitor.start()
+        service.gc_monitor.install()
+        peers = runtime.metrics.peers if runtime.metrics is not None else None
         if peers is not None:
             peers.start()
-        loading = asyncio.create_task(load_store(app, current))
+        loading = asyncio.create_task(load_store(app, service))
         # a quick load (an empty store, a reachable Redis) is over before the
         # first request; a long one (a large log, a store out of reach) goes
         # on in the background while /health answers and /ready says 503
@@ -345,16 +358,15 @@ def create_app(settings: Settings | None = None) -> MemDB:
         if not loading.done():
             loading.cancel()
             await asyncio.wait({loading})
-        await app.state.loop_monitor.stop()
-        app.state.gc_monitor.remove()
+        await service.loop_monitor.stop()
+        service.gc_monitor.remove()
         if peers is not None:
             await peers.stop()
-        app.state.runtime.access_log.flush()
-        aof: AppendOnlyLog | None = getattr(app.state, "aof", None)
-        if aof is not None:
-            await aof.close()
-            log.info("aof.closed", synced_bytes=aof.synced)
-        await app.state.store.close()
+        runtime.access_log.flush()
+        if service.aof is not None:
+            await service.aof.close()
+            log.info("aof.closed", synced_bytes=service.aof.synced)
+        await service.store.close()
         log.info("service.stopped")
 
     app = MemDB(
@@ -365,19 +377,21 @@ def create_app(settings: Settings | None = None) -> MemDB:
         docs_url=None,
         redoc_url=None,
         openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
     )
-    app.state.ready = False
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(operations.router)
     app.include_router(v1_router)
     install_docs(app)
-    app.openapi = lambda: openapi_with_security(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     # the last added is the outermost: every answer, CORS preflights included,
-    # passes through the request context (request id, headers, log, metrics);
-    # refusals come from inside CORS, so browsers can read them
+    # passes through the request context (request id, headers, log, metrics)
+    # and compression; refusals come from inside CORS, so browsers can read
+    # them. The fast path applies the same pieces (MIDDLEWARE in its tests).
     app.add_middleware(GuardMiddleware)
     app.add_middleware(SettingsCORSMiddleware)
+    app.add_middleware(CompressionMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app
 

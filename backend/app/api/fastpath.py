@@ -4,10 +4,12 @@
 no query string) and the list ``GET /api/v1/data/{table}`` are most of a typical
 load. Routing, dependency solving and a stack of middleware frames cost more
 than the work itself, so ``serve`` recognises these requests by their path and
-answers them in one frame: it applies the request context (request id, security
-headers, metrics, the access line, the last-resort 500) and the guard (keys,
-readiness, body limit) with the same functions the middleware uses, and calls
-the same services the routers call, with the same answers.
+answers them in one frame: it applies the request context (``RequestContext``:
+request id, added headers, metrics, the access line, the last-resort 500), the
+guard (``guard()``: keys, readiness, the body's size and encoding), the one
+error answer (``error_answer``) and compression (``CompressionMiddleware``) that the
+middleware applies, and calls the same services the routers call, with the
+same answers.
 
 It passes on, to the full stack, every request it does not recognise and every
 one that something else has to answer: a browser's request (an ``Origin``
@@ -18,61 +20,46 @@ request before the lifespan has built the runtime.
 
 from __future__ import annotations
 
-import re
-import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
-import orjson
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from starlette.responses import Response
-
+from app.api.answers import (
+    CREATE,
+    DATA,
+    LIST,
+    READ,
+    Answer,
+    Result,
+    created_answer,
+    envelope_data,
+    list_answer,
+    read_answer,
+)
 from app.api.deps import Services
-from app.api.paging import list_body, list_headers
-from app.api.streaming import answer
-from app.api.v1.data import envelope_data
-from app.core.errors import DomainError, InternalError, PayloadTooLarge
-from app.core.handlers import error_body, persistence_error
-from app.core.http import (
-    check_json_type,
-    etag_matches,
-    etag_of,
-    parse_json_off_loop,
-    send_body,
-)
-from app.core.middleware import (
-    ABORTED,
-    INTERNAL_ERROR,
-    Runtime,
-    account,
-    refusal,
-    report_abort,
-    report_failure,
-    response_extras,
-    sanitise_request_id,
-    text,
-)
+from app.api.state import service_of
+from app.core.encoding import CompressionMiddleware, accepts_gzip, body_reader
+from app.core.errors import DomainError
+from app.core.handlers import error_answer, persistence_error
+from app.core.http import send_body
+from app.core.jsonbody import check_json_type, parse_json_off_loop
+from app.core.middleware import RequestContext, Runtime, guard
+from app.services.validation import TABLE_NAME
 from app.storage.memory import JournalError
 
-PREFIX = "/api/v1/data/"
-READ = "/api/v1/data/{table}/{record_id}"
-LIST = "/api/v1/data/{table}"
-CREATE = "/api/v1/data/{table}"
-_TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-_JSON = (b"content-type", b"application/json")
+PREFIX = DATA + "/"
+PATH_PARAMS = ("table", "record_id")
 
 Headers = dict[bytes, bytes]
-Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
-# a handler answers with its parts, or with a response to run (a long list)
-Result = Answer | Response
 
 
 class Call:
     """What a handler gets: the request and the services."""
 
-    __slots__ = ("scope", "receive", "services", "runtime", "table", "key")
+    __slots__ = ("scope", "receive", "services", "runtime", "table", "key", "headers")
 
     def __init__(
         self,
@@ -82,8 +69,10 @@ class Call:
         runtime: Runtime,
         table: str,
         key: str,
+        headers: Headers,
     ) -> None:
         self.scope = scope
+        self.headers = headers
         self.receive = receive
         self.services = services
         self.runtime = runtime
@@ -109,7 +98,7 @@ def match(scope: Scope) -> tuple[Handler, str, str, str] | None:
         return None
     parts = path[len(PREFIX) :].split("/")
     method, table = scope["method"], parts[0]
-    if not _TABLE.fullmatch(table):
+    if not TABLE_NAME.fullmatch(table):
         return None
     plain = not scope["query_string"]
     if method == "GET" and len(parts) == 1:
@@ -123,21 +112,21 @@ def match(scope: Scope) -> tuple[Handler, str, str, str] | None:
 
 async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
     """Answer the request here and return True, or return False to pass it on."""
-    started = time.perf_counter()
     found = match(scope)
     if found is None:
         return False
     headers: Headers = dict(scope["headers"])
     if b"origin" in headers:
         return False
-    state = app.state
-    runtime: Runtime | None = getattr(state, "runtime", None)
-    if runtime is None or refusal(scope, headers, state, runtime, True) is not None:
+    service = service_of(app)
+    if service is None:
+        return False
+    runtime = service.runtime
+    if guard(scope, headers, runtime) is not None:
         return False
     handler, route, table, key = found
-    method: str = scope["method"]
-    request_id = sanitise_request_id(text(headers.get(b"x-request-id")))
-    call = Call(scope, receive, state.services, runtime, table, key)
+    context = RequestContext(scope, headers, runtime)
+    call = Call(scope, receive, service.services, runtime, table, key, headers)
     response: Response | None = None
     try:
         result = await handler(call)
@@ -147,18 +136,17 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
         else:
             status, body, out = result
     except DomainError as exc:
-        status, body, out = _error(exc, request_id)
+        status, body, out = error_answer(exc, context.request_id, PATH_PARAMS)
     except JournalError as exc:
-        status, body, out = _error(persistence_error(exc), request_id)
+        status, body, out = error_answer(persistence_error(exc), context.request_id)
     except ClientDisconnect:
-        report_abort(request_id, method, route)
-        account(runtime, method, route, ABORTED, started, request_id)
+        context.aborted(route)
         return True
     except Exception as exc:  # the last resort: never a stack trace to the client
-        report_failure(exc, request_id, method, route)
-        status, body, out = _error(InternalError(INTERNAL_ERROR), request_id)
-    out.extend(response_extras(request_id, True))
-    try:
+        status, body, out = context.failed(exc, route)
+    out.extend(context.extras)
+
+    async def emit(scope: Scope, receive: Receive, send: Send) -> None:
         if response is not None:
             response.raw_headers.extend(out)
             await response(scope, receive, send)
@@ -167,31 +155,23 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
             await send({"type": "http.response.body", "body": b""})
         else:
             await send_body(send, status, body, out)
+
+    try:
+        if accepts_gzip(headers):
+            await CompressionMiddleware(emit)(scope, receive, send)
+        elif response is None and status != 304:
+            await send_body(send, status, body, out)
+        else:
+            await emit(scope, receive, send)
     except Exception as exc:  # the answer could not be sent: logged, not raised
-        report_failure(exc, request_id, method, route)
-    account(runtime, method, route, status, started, request_id)
+        context.failed(exc, route)
+    context.finish(route, status)
     return True
-
-
-def _error(exc: DomainError, request_id: str) -> Answer:
-    body = error_body(
-        code=exc.code,
-        message=exc.message,
-        request_id=request_id,
-        details=exc.details,
-    )
-    more = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers]
-    return exc.status_code, body, [_JSON, *more]
 
 
 async def _read(call: Call) -> Answer:
     record = await call.services.records.read_record(call.table, call.key)
-    body = orjson.dumps(record)
-    etag = etag_of(body)
-    wanted = call.header(b"if-none-match")
-    if wanted is not None and etag_matches(wanted, etag):
-        return 304, b"", [(b"etag", etag.encode())]
-    return 200, body, [_JSON, (b"etag", etag.encode())]
+    return read_answer(record, call.header(b"if-none-match"))
 
 
 async def _list(call: Call) -> Result:
@@ -199,13 +179,7 @@ async def _list(call: Call) -> Result:
     params = query_params(scope["query_string"].decode("latin-1"))
     queries = call.services.queries
     page = await queries.list_records(call.table, queries.parse(params))
-    headers = list_headers(scope["path"], params, page)
-    body = list_body(page)
-    if not isinstance(body, bytes):
-        return await answer(body, queries.limits.work(), headers=headers)
-    out = [_JSON]
-    out += [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
-    return 200, body, out
+    return await list_answer(scope["path"], params, page, queries.limits.work())
 
 
 def query_params(query: str) -> list[tuple[str, str]]:
@@ -224,41 +198,24 @@ def query_params(query: str) -> list[tuple[str, str]]:
 async def _create(call: Call) -> Answer:
     content_type = call.header(b"content-type") or ""
     check_json_type(content_type)
-    raw = await _body(call.receive, call.runtime.max_body_bytes)
+    limit = call.runtime.max_body_bytes
+    raw = await _body(body_reader(call.receive, call.headers, limit))
     data = envelope_data(await parse_json_off_loop(content_type, raw))
-    records = call.services.records
-    weight = len(raw)
-    if isinstance(data, list):
-        created = await records.create_records(
-            call.table, data, bulk=True, weight=weight
-        )
-        body = orjson.dumps({"items": created, "count": len(created)})
-        return 201, body, [_JSON]
-    (record,) = await records.create_records(
-        call.table, [data], bulk=False, weight=weight
+    bulk = isinstance(data, list)
+    created = await call.services.records.create_records(
+        call.table, data if bulk else [data], bulk=bulk, weight=len(raw)
     )
-    body = orjson.dumps(record)
-    location = f"{PREFIX}{call.table}/{record['id']}".encode()
-    return (
-        201,
-        body,
-        [_JSON, (b"etag", etag_of(body).encode()), (b"location", location)],
-    )
+    return created_answer(call.table, created, bulk)
 
 
-async def _body(receive: Receive, limit: int) -> bytes:
-    """The whole body, refused once it passes the limit while it streams in."""
+async def _body(receive: Receive) -> bytes:
+    """The whole body (the guard's reader refuses it past the limit)."""
     chunks: list[bytes] = []
-    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()  # a part of a body is never taken for all of it
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
     return b"".join(chunks)

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from app import __version__
 from app.api.responses import errors
+from app.api.state import service_of
 from app.core.handlers import error_response
 from app.core.http import json_response
 from app.schemas.records import Health, Ready
@@ -46,11 +47,12 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """503 ``not_ready`` until the store is loaded, then 200 while the store
     answers (503 ``store_unavailable`` while a Redis store cannot be reached)."""
-    state = request.app.state
-    if not getattr(state, "ready", False):
-        message = getattr(state, "load_error", None) or "the store is still loading"
+    service = service_of(request.app)
+    if service is None or not service.runtime.ready:
+        loading = service.runtime.load_error if service is not None else None
+        message = loading or "the store is still loading"
         return error_response(request, status=503, code="not_ready", message=message)
-    problem = await state.store.state()
+    problem = await service.store.state()
     if problem is not None:
         return error_response(
             request,
@@ -59,4 +61,4 @@ async def ready(request: Request) -> Response:
             message=f"the store is unavailable ({problem})",
             headers={"Retry-After": "1"},
         )
-    return json_response({"status": "ready", "store": state.store.kind})
+    return json_response({"status": "ready", "store": service.store.kind})

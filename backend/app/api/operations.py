@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.resources import files
 
 from fastapi import APIRouter, FastAPI, Request
@@ -31,15 +32,38 @@ ASSETS = "/static/docs"
 async def metrics(request: Request, stats: StatsDep) -> Response:
     """Requests and latency by method, route and status; records per table; index
     entries; memory estimate; uptime; build info; process metrics."""
-    current: Metrics = request.app.state.runtime.metrics
+    current: Metrics = request.app.state.service.runtime.metrics
     current.tables = await stats.tables()
     current.memory = await stats.memory()
     return Response(generate_latest(current.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+# ReDoc's bundle shows Redocly's logo from their CDN in its sidebar: served
+# here with an empty image in its place, so the page asks no other host.
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+EMPTY_IMAGE = (
+    b"data:image/gif;base64,R0lGODlhAQABAAAAACH5BAEKAAEALAAAAAABAAEAAAICTAEAOw=="
+)
+
+
+@cache
+def _redoc_bundle() -> bytes:
+    bundle = (files("fastapi_offline") / "static" / "redoc.standalone.js").read_bytes()
+    return bundle.replace(REDOC_LOGO, EMPTY_IMAGE)
+
+
 def install_docs(app: FastAPI) -> None:
     """``/docs`` and ``/redoc`` with every asset served by the service itself."""
     static = files("fastapi_offline") / "static"
+
+    @app.get(f"{ASSETS}/redoc.js", include_in_schema=False)
+    async def redoc_bundle() -> Response:
+        return Response(
+            _redoc_bundle(),
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
     app.mount(ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
@@ -58,7 +82,7 @@ def install_docs(app: FastAPI) -> None:
         return get_redoc_html(
             openapi_url="/openapi.json",
             title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            redoc_js_url=f"{ASSETS}/redoc.js",
             redoc_favicon_url=f"{ASSETS}/favicon.png",
             with_google_fonts=False,
         )

@@ -28,15 +28,16 @@ def _quote(text: str) -> str:
 
 def page_offsets(*, limit: int, offset: int, total: int) -> dict[str, int]:
     """The offsets of the first, previous, next and last pages, in that order
-    (none when the limit is 0)."""
+    (none when the limit is 0); none points past the end."""
     if limit == 0:
         return {}
+    last = max(0, (total - 1) // limit * limit)
     offsets = {"first": 0}
-    if offset > 0:
-        offsets["prev"] = max(0, offset - limit)
+    if offset > 0:  # past the end, the previous page is the last one
+        offsets["prev"] = min(max(0, offset - limit), last)
     if offset + limit < total:
         offsets["next"] = offset + limit
-    offsets["last"] = max(0, (total - 1) // limit * limit)
+    offsets["last"] = last
     return offsets
 
 

@@ -14,6 +14,7 @@ _DESCRIPTIONS = {
     409: "Conflict: duplicate id or unique value, or a reference blocks the delete",
     412: "If-Match does not match the record's current ETag",
     413: "The body is larger than MEMDB_MAX_BODY_BYTES",
+    414: "The query string is longer than MEMDB_MAX_QUERY_BYTES",
     415: "The body is not JSON",
     422: "Validation failed; details name each field",
     503: "The store is still loading",
@@ -23,24 +24,31 @@ _DESCRIPTIONS = {
 
 def errors(*statuses: int, keyed: bool = True) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of a route, each with the envelope's schema.
-    ``keyed`` routes also answer 401/403 when API keys are configured."""
-    always = (401, 403, 503) if keyed else (503,)
+    ``keyed`` routes (the API's) also answer 401/403 when API keys are
+    configured, and 414 for a query string over the limit."""
+    always = (401, 403, 414, 503) if keyed else (503,)
     return {
         status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]}
         for status in sorted({*statuses, *always})
     }
 
 
-def json_body(model: Any, example: Any) -> dict[str, Any]:
-    """An ``openapi_extra`` request body for a route that parses its body itself."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": model.model_json_schema(),
-                    "example": example,
-                }
-            },
-        }
+# The models of request bodies that routes parse themselves: build_openapi()
+# adds each to the document's components, where the bodies refer to it.
+BODY_MODELS: dict[str, Any] = {}
+
+
+def json_body(
+    model: Any, example: Any, *, more: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An ``openapi_extra`` request body for a route that parses its body
+    itself: ``application/json`` with ``model`` (and ``more`` media types)."""
+    BODY_MODELS[model.__name__] = model
+    content = {
+        "application/json": {
+            "schema": {"$ref": f"#/components/schemas/{model.__name__}"},
+            "example": example,
+        },
+        **(more or {}),
     }
+    return {"requestBody": {"required": True, "content": content}}

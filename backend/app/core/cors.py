@@ -6,6 +6,8 @@ from __future__ import annotations
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.core.middleware import runtime_of
+
 ALLOW_HEADERS = [
     "Authorization",
     "Content-Type",
@@ -30,14 +32,14 @@ class SettingsCORSMiddleware:
             if scope["type"] == "lifespan":
                 await self.app(scope, receive, send)
                 return
-            settings = getattr(scope["app"].state, "settings", None)
-            spec = settings.cors_origins if settings is not None else ""
+            runtime = runtime_of(scope["app"])
+            spec = runtime.cors_origins if runtime is not None else ""
             origins = [o.strip() for o in spec.split(",") if o.strip()]
             self.inner = (
                 CORSMiddleware(
                     self.app,
                     allow_origins=origins,
-                    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                    allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
                     allow_headers=ALLOW_HEADERS,
                     expose_headers=EXPOSE_HEADERS,
                     max_age=600,

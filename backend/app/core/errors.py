@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 
 class DomainError(Exception):
@@ -55,11 +55,6 @@ class Forbidden(DomainError):
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"
-
-
-class MethodNotAllowed(DomainError):
-    status_code = 405
-    code = "method_not_allowed"
 
 
 class Conflict(DomainError):
@@ -137,6 +132,41 @@ class InternalError(DomainError):
     code = "internal_error"
 
 
+# What a detail's field belongs to. The services name the field within the
+# request's data or the parameter; the handlers make that the HTTP location
+# (``located()``: ``body``, ``path`` or ``query``).
+DATA = "data"
+PARAM = "param"
+
+
 def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
-    """One entry of a 422's ``details``: where, what, and a machine-readable type."""
-    return {"loc": loc, "msg": msg, "type": type_}
+    """One entry of ``details``: a place in the data a request carries (its
+    records, its tables), what is wrong, and a machine-readable type."""
+    return {"loc": loc, "msg": msg, "type": type_, "of": DATA}
+
+
+def param_error(name: str, msg: str, type_: str) -> dict[str, Any]:
+    """One entry of ``details`` about a request parameter (``name``; none for
+    the parameters as a whole)."""
+    return {"loc": [name] if name else [], "msg": msg, "type": type_, "of": PARAM}
+
+
+def located(
+    details: list[dict[str, Any]], path_params: Collection[str]
+) -> list[dict[str, Any]]:
+    """The details with their HTTP locations: data in the ``body``, a parameter
+    in the ``path`` when the route's path names it, else in the ``query``."""
+    out = []
+    for detail in details:
+        of = detail.get("of")
+        if of is None:
+            out.append(detail)
+            continue
+        loc = detail["loc"]
+        if of == DATA:
+            where = "body"
+        else:
+            where = "path" if loc and loc[0] in path_params else "query"
+        more = {k: v for k, v in detail.items() if k not in ("loc", "of")}
+        out.append({"loc": [where, *loc], **more})
+    return out

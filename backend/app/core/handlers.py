@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection, Iterable
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import DomainError, PersistenceUnavailable
+from app.core.errors import DomainError, PersistenceUnavailable, located
 from app.core.http import JSONBytes
 from app.storage.memory import JournalError
 
@@ -51,6 +52,23 @@ def error_body(
     )
 
 
+_JSON = (b"content-type", b"application/json")
+
+
+def error_answer(
+    exc: DomainError, request_id: str, path_params: Collection[str] = ()
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """A domain error as the parts of its answer: status, envelope, headers.
+    The one mapping both front doors and every handler use; ``path_params``
+    names the route's path parameters, to locate the details."""
+    details = located(exc.details, path_params)
+    body = error_body(
+        code=exc.code, message=exc.message, request_id=request_id, details=details
+    )
+    more = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers]
+    return exc.status_code, body, [_JSON, *more]
+
+
 def request_id_of(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
@@ -70,16 +88,14 @@ def error_response(
     return JSONBytes(body, status_code=status, headers=headers)
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONBytes:
+async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    return error_response(
-        request,
-        status=exc.status_code,
-        code=exc.code,
-        message=exc.message,
-        details=exc.details,
-        headers=dict(exc.headers) if exc.headers else None,
+    status, body, headers = error_answer(
+        exc, request_id_of(request), request.path_params.keys()
     )
+    response = Response(body, status_code=status)
+    response.raw_headers.extend(headers)
+    return response
 
 
 def _clean_details(errors: Any) -> list[dict[str, Any]]:
@@ -123,7 +139,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
         message = "no such route"
     elif status == 405:
         message = f"method {request.method} is not allowed here"
-        headers = {"Allow": ", ".join(_allowed_methods(request))}
+        methods = allowed_methods(request.app.router.routes, request.scope["path"])
+        headers = {"Allow": ", ".join(methods)}
         return error_response(
             request, status=405, code=code, message=message, headers=headers
         )
@@ -145,16 +162,16 @@ def persistence_error(exc: Exception) -> DomainError:
     )
 
 
-async def _journal_error(request: Request, exc: Exception) -> JSONBytes:
+async def _journal_error(request: Request, exc: Exception) -> Response:
     return await _domain_error(request, persistence_error(exc))
 
 
-def _allowed_methods(request: Request) -> list[str]:
+def allowed_methods(routes: Iterable[Any], path: str) -> list[str]:
     """Every method some route answers on this path (Starlette names only the
-    first matching route's)."""
+    first matching route's), with HEAD beside GET, and OPTIONS; none when no
+    route has the path."""
     methods: set[str] = set()
-    path = request.scope["path"]
-    pending = list(request.app.router.routes)
+    pending = list(routes)
     while pending:
         route = pending.pop()
         nested = getattr(getattr(route, "original_router", None), "routes", None)
@@ -164,7 +181,11 @@ def _allowed_methods(request: Request) -> list[str]:
         regex = getattr(route, "path_regex", None)
         if regex is not None and regex.match(path) and getattr(route, "methods", None):
             methods.update(route.methods)
-    return sorted(methods)
+    if not methods:
+        return []
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods | {"OPTIONS"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,8 +1,12 @@
-"""Pure ASGI middleware on the hot path, in two frames around CORS:
+"""The request context and the guard, for both front doors (ADR 0009).
 
-* ``RequestContextMiddleware`` (outermost): request id, security headers,
-  metrics, the access log and the last-resort 500;
-* ``GuardMiddleware`` (inside CORS): API keys, readiness and the body size limit.
+* ``RequestContext``: one request's id, the headers added to its answer, its
+  access line and metrics, and the last resort for what nothing else caught.
+  ``RequestContextMiddleware`` (outermost) and the fast path both use it.
+* ``guard()``: API keys, readiness, the query and body limits, the body's
+  encoding; ``GuardMiddleware`` (inside CORS) and the fast path both ask it,
+  and answer its domain error with the one error answer (``error_answer``).
+  The guard also answers ``OPTIONS`` with the methods of the path.
 """
 
 from __future__ import annotations
@@ -20,8 +24,18 @@ import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PayloadTooLarge
-from app.core.handlers import error_body
+from app.core.encoding import body_reader, body_refusal, method_of
+from app.core.errors import (
+    DomainError,
+    Forbidden,
+    InternalError,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    Unauthorized,
+    UriTooLong,
+)
+from app.core.handlers import allowed_methods, error_answer
 from app.core.http import request_headers, send_body
 from app.core.logging import AccessLog
 from app.core.metrics import Metrics
@@ -48,6 +62,17 @@ class Runtime:
     access_log: AccessLog = field(
         default_factory=lambda: AccessLog(structlog.get_logger("memdb.http"))
     )
+    cors_origins: str = ""
+    # the store is loaded; until then the API answers 503 with load_error
+    ready: bool = False
+    load_error: str | None = None
+
+
+def runtime_of(app: Any) -> Runtime | None:
+    """The runtime of the app's state (``app.state.service``), if built yet."""
+    service = getattr(app.state, "service", None)
+    runtime: Runtime | None = None if service is None else service.runtime
+    return runtime
 
 
 _PREFIX = os.urandom(10).hex()  # 20 hex digits; with the counter, 32 in all
@@ -78,42 +103,62 @@ def response_extras(request_id: str, is_api: bool) -> list[tuple[bytes, bytes]]:
     return extra
 
 
-def account(
-    runtime: Runtime,
-    method: str,
-    route: str,
-    status: int,
-    started: float,
-    request_id: str,
-) -> None:
-    """Count the request in the metrics and write its access line."""
-    seconds = time.perf_counter() - started
-    if runtime.metrics is not None:
-        runtime.metrics.observe(method, route, status, seconds)
-    runtime.access_log(method, route, status, round(seconds * 1000, 3), request_id)
-
-
-def report_failure(exc: Exception, request_id: str, method: str, route: str) -> None:
-    """The log line of an unexpected error: its type and where, never a trace."""
-    log.error(
-        "request.failed",
-        request_id=request_id,
-        method=method,
-        route=route,
-        error_type=type(exc).__name__,
-        where=_where(exc),
-    )
-
-
-def report_abort(request_id: str, method: str, route: str) -> None:
-    """The client went away before its request was read whole: not an error
-    of the service, so logged and counted as 499, never as a 5xx."""
-    log.info("request.aborted", request_id=request_id, method=method, route=route)
-
-
 INTERNAL_ERROR = "an unexpected error occurred; it has been logged"
 # the status nginx logs for a client that closed the connection first
 ABORTED = 499
+
+
+class RequestContext:
+    """One request as the service accounts for it: its id, the headers every
+    answer carries, and, when it ends, its metrics and access line."""
+
+    __slots__ = ("runtime", "request_id", "method", "started", "extras")
+
+    def __init__(self, scope: Scope, headers: dict[bytes, bytes], runtime: Runtime):
+        self.started = time.perf_counter()
+        self.runtime = runtime
+        self.method = method_of(scope)
+        self.request_id = sanitise_request_id(text(headers.get(b"x-request-id")))
+        self.extras = response_extras(
+            self.request_id, scope["path"].startswith("/api/")
+        )
+
+    def finish(self, route: str, status: int) -> None:
+        """Count the request in the metrics and write its access line."""
+        seconds = time.perf_counter() - self.started
+        runtime = self.runtime
+        if runtime.metrics is not None:
+            runtime.metrics.observe(self.method, route, status, seconds)
+        runtime.access_log(
+            self.method, route, status, round(seconds * 1000, 3), self.request_id
+        )
+
+    def failed(self, exc: Exception, route: str) -> tuple[int, bytes, list[Header]]:
+        """The last resort: the error logged by its type and place (never a
+        trace), and the 500 to answer with."""
+        log.error(
+            "request.failed",
+            request_id=self.request_id,
+            method=self.method,
+            route=route,
+            error_type=type(exc).__name__,
+            where=_where(exc),
+        )
+        return error_answer(InternalError(INTERNAL_ERROR), self.request_id)
+
+    def aborted(self, route: str) -> None:
+        """The client went away before its request was read whole: not an error
+        of the service, so logged and counted as 499, never as a 5xx."""
+        log.info(
+            "request.aborted",
+            request_id=self.request_id,
+            method=self.method,
+            route=route,
+        )
+        self.finish(route, ABORTED)
+
+
+Header = tuple[bytes, bytes]
 
 
 class RequestContextMiddleware:
@@ -127,15 +172,13 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        state = scope["app"].state
-        runtime: Runtime = getattr(state, "runtime", None) or Runtime()
+        runtime = runtime_of(scope["app"]) or Runtime()
         headers = dict(scope["headers"])
-        request_id = sanitise_request_id(text(headers.get(b"x-request-id")))
+        context = RequestContext(scope, headers, runtime)
         request_state = scope.setdefault("state", {})
-        request_state["request_id"] = request_id
+        request_state["request_id"] = context.request_id
         request_state["headers"] = headers  # the inner layers read it, not rebuild it
-        extra = response_extras(request_id, scope["path"].startswith("/api/"))
+        extra = context.extras
         status = 500
         response_started = False
 
@@ -150,24 +193,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except ClientDisconnect:
-            status = ABORTED
-            report_abort(request_id, scope["method"], _route(scope))
+            context.aborted(_route(scope))
+            return
         except Exception as exc:  # the last resort: never a stack trace to the client
-            report_failure(exc, request_id, scope["method"], _route(scope))
+            answer = context.failed(exc, _route(scope))
             if not response_started:
-                await _send_error(
-                    send_wrapper,
-                    status=500,
-                    code="internal_error",
-                    message=INTERNAL_ERROR,
-                    request_id=request_id,
-                )
-        account(runtime, scope["method"], _route(scope), status, started, request_id)
+                await send_body(send_wrapper, *answer)
+        context.finish(_route(scope), status)
 
 
 class GuardMiddleware:
-    """API keys, the readiness gate and the body size limit. It sits inside the
-    CORS middleware, so that a browser can read the envelope of a refusal."""
+    """API keys, the readiness gate, the body's size and encoding, and the
+    answer to ``OPTIONS``. It sits inside the CORS middleware, so that a
+    browser can read the envelope of a refusal."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -176,36 +214,36 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
-        runtime: Runtime = getattr(state, "runtime", None) or Runtime()
+        runtime = runtime_of(scope["app"]) or Runtime()
         headers = request_headers(scope)
-        is_api = scope["path"].startswith("/api/")
-        refused = refusal(scope, headers, state, runtime, is_api)
-        if refused is None:
-            await self.app(scope, _limited(receive, runtime.max_body_bytes), send)
+        request_id = scope["state"]["request_id"]
+        if scope["method"] == "OPTIONS":
+            await send_body(send, *_options(scope, request_id))
             return
-        code, status_code, message, more = refused
-        await _send_error(
-            send,
-            status=status_code,
-            code=code,
-            message=message,
-            request_id=scope["state"]["request_id"],
-            headers=more,
-        )
+        refused = guard(scope, headers, runtime)
+        if refused is None:
+            await self.app(
+                scope, body_reader(receive, headers, runtime.max_body_bytes), send
+            )
+            return
+        await send_body(send, *error_answer(refused, request_id))
 
 
-def refusal(
-    scope: Scope,
-    headers: dict[bytes, bytes],
-    state: Any,
-    runtime: Runtime,
-    is_api: bool,
-) -> tuple[str, int, str, list[tuple[bytes, bytes]]] | None:
-    """Why the request is answered here without reaching a route, if it is."""
+def _options(scope: Scope, request_id: str) -> tuple[int, bytes, list[Header]]:
+    """``OPTIONS``: 204 with the methods the path answers (a CORS preflight
+    that reaches here has no allowed origin: it gets the same)."""
+    methods = allowed_methods(scope["app"].router.routes, scope["path"])
+    if not methods:
+        return error_answer(NotFound("no such route"), request_id)
+    return 204, b"", [(b"allow", ", ".join(methods).encode())]
+
+
+def guard(
+    scope: Scope, headers: dict[bytes, bytes], runtime: Runtime
+) -> DomainError | None:
+    """Why the request is refused before it reaches a route, if it is."""
     path: str = scope["path"]
-    if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
-        return None  # a CORS preflight carries no key; the CORS middleware answers
+    is_api = path.startswith("/api/")
     if runtime.keys and (is_api or path == "/metrics"):
         role = runtime.keys.role(
             presented_key(
@@ -213,27 +251,27 @@ def refusal(
             )
         )
         if role is None:
-            return (
-                "unauthorized",
-                401,
+            return Unauthorized(
                 "an API key is required: Authorization: Bearer <key> or X-API-Key",
-                [(b"www-authenticate", b'Bearer realm="memdb"')],
+                headers=[("www-authenticate", 'Bearer realm="memdb"')],
             )
         if role == "ro" and scope["method"] in WRITE_METHODS:
-            return ("forbidden", 403, "this API key is read-only", [])
+            return Forbidden("this API key is read-only")
     elif not runtime.keys and not runtime.warned_open:
         _warn_if_exposed(scope, runtime)
-    if is_api and not getattr(state, "ready", False):
-        message = getattr(state, "load_error", None) or "the store is still loading"
-        return ("not_ready", 503, message, [])
+    if is_api and not runtime.ready:
+        return NotReady(runtime.load_error or "the store is still loading")
     if is_api and len(scope["query_string"]) > runtime.max_query_bytes:
-        message = f"the query string is longer than {runtime.max_query_bytes} bytes"
-        return ("uri_too_long", 414, message, [])
+        return UriTooLong(
+            f"the query string is longer than {runtime.max_query_bytes} bytes"
+        )
     length = text(headers.get(b"content-length"))
     if length is not None and length.isdigit() and int(length) > runtime.max_body_bytes:
-        message = f"the body is larger than {runtime.max_body_bytes} bytes"
-        return ("payload_too_large", 413, message, [(b"connection", b"close")])
-    return None
+        return PayloadTooLarge(
+            f"the body is larger than {runtime.max_body_bytes} bytes",
+            headers=[("connection", "close")],
+        )
+    return body_refusal(headers)
 
 
 def _warn_if_exposed(scope: Scope, runtime: Runtime) -> None:
@@ -279,33 +317,3 @@ def _route(scope: Scope) -> str:
         # docs pages themselves are a fixed set of paths
         return str(scope.get("root_path") or scope["path"])
     return "unmatched"
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """Count the body as it streams in; stop reading once it passes the limit."""
-    received = 0
-
-    async def wrapper() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        return message
-
-    return wrapper
-
-
-async def _send_error(
-    send: Send,
-    *,
-    status: int,
-    code: str,
-    message: str,
-    request_id: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    body = error_body(code=code, message=message, request_id=request_id)
-    json_type = (b"content-type", b"application/json")
-    await send_body(send, status, body, [json_type, *(headers or ())])

@@ -50,6 +50,7 @@ BUILTIN_RULES = Rules(
     indexes=BUILTIN_INDEXES,
     references=(Reference(table="orders", field="user_id", target="users"),),
     write_only={"users": ("password",)},
+    emails={"users": ("email",)},
 )
 
 # Valid values of each built-in table's required fields: an update is checked

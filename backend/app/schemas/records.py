@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 USER_EXAMPLE: dict[str, Any] = {
     "email": "john.doe@example.com",
@@ -13,6 +14,30 @@ USER_EXAMPLE: dict[str, Any] = {
     "password": "securepass123",
 }
 
+
+USER_ID = "952a25bcff47437fab734572a2b1cc0c"
+# A stored user as the README's curl examples show it.
+USER_RECORD: dict[str, Any] = {
+    "id": USER_ID,
+    "email": "john.doe@example.com",
+    "full_name": "John Doe",
+    "age": 30,
+    "created_at": "2026-11-26T04:57:20.464640Z",
+    "updated_at": "2026-11-26T04:57:20.464640Z",
+}
+ORDER_RECORD: dict[str, Any] = {
+    "id": "9ce6cf81585f44209248d04517e591c1",
+    "product_name": "Widget Pro",
+    "quantity": 2,
+    "total_price": 99.99,
+    "user_id": USER_ID,
+    "created_at": "2026-11-26T04:57:20.945331Z",
+    "updated_at": "2026-11-26T04:57:20.945331Z",
+}
+_STAMP: JsonDict = {
+    "format": "date-time",
+    "description": "Set by the server (RFC 3339, UTC)",
+}
 
 # What the service checks of a record's fields, stated in the OpenAPI document.
 RECORD_FIELDS: dict[str, Any] = {
@@ -27,7 +52,10 @@ RECORD_FIELDS: dict[str, Any] = {
 
 def _create_rules(schema: dict[str, Any]) -> None:
     schema["properties"]["data"] = {
-        "anyOf": [RECORD_FIELDS, {"type": "array", "items": RECORD_FIELDS}]
+        "anyOf": [
+            RECORD_FIELDS,
+            {"type": "array", "items": RECORD_FIELDS, "minItems": 1},
+        ]
     }
     schema["examples"] = [{"data": dict(USER_EXAMPLE)}]
 
@@ -56,11 +84,28 @@ class RecordUpdate(BaseModel):
 class RecordOut(BaseModel):
     """A stored record: ``id``, its fields, ``created_at``, ``updated_at``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"examples": [USER_RECORD]}
+    )
 
     id: str
-    created_at: str
-    updated_at: str
+    created_at: str = Field(json_schema_extra=_STAMP)
+    updated_at: str = Field(json_schema_extra=_STAMP)
+
+
+def _item_rules(schema: dict[str, Any]) -> None:
+    stamp = {"type": "string", **_STAMP}
+    schema["properties"].update(created_at=stamp, updated_at=stamp)
+    schema["examples"] = [USER_RECORD]
+
+
+class RecordItem(BaseModel):
+    """A record of a list page: the whole record, or with ``fields=`` only
+    ``id`` and the fields named (the ones it has)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_item_rules)
+
+    id: str
 
 
 class RecordBatch(BaseModel):
@@ -69,7 +114,15 @@ class RecordBatch(BaseModel):
 
 
 class RecordPage(BaseModel):
-    items: list[RecordOut]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"items": [USER_RECORD], "total": 1, "limit": 100, "offset": 0}
+            ]
+        }
+    )
+
+    items: list[RecordItem]
     total: int
     limit: int
     offset: int

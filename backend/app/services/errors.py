@@ -3,8 +3,8 @@ service (``with store_errors(...):`` around a store call)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from types import TracebackType
+from typing import Any
 
 from app.core.errors import (
     Conflict,
@@ -58,16 +58,16 @@ def translate(
     by_table: bool = False,
 ) -> DomainError | None:
     """The domain error for a store error (``None`` for anything else).
-    ``loc`` is where the records came from (``["body", "data"]``); ``bulk``
+    ``loc`` is where the records came from (``["data"]``); ``bulk``
     says it holds a list, so that a reference names its item; ``by_table``
-    (an import) says each table's records came from ``["body", <table>]``."""
-    where: Loc = loc if loc is not None else ["body", "data"]
+    (an import) says each table's records came from ``[<table>]``."""
+    where: Loc = loc if loc is not None else ["data"]
     if by_table:
         bulk = True
         concerned = getattr(exc, "table", None) or getattr(
             getattr(exc, "reference", None), "table", ""
         )
-        where = ["body", str(concerned)]
+        where = [str(concerned)]
     if isinstance(exc, UnknownTable):
         return NotFound(f"no table named {str(exc) or table!r}")
     if isinstance(exc, UnknownRecord):
@@ -119,24 +119,41 @@ def translate(
     return None
 
 
-@contextmanager
-def store_errors(**context: Any) -> Iterator[None]:
-    """Turn a store's refusal inside the block into the domain error."""
-    try:
-        yield
-    except (
-        UnknownTable,
-        UnknownRecord,
-        StaleRecord,
-        DuplicateKey,
-        CapacityExceeded,
-        TooManyIndexes,
-        UnknownIndex,
-        MissingReference,
-        StillReferenced,
-        TooManyFields,
-        Unavailable,
-    ) as exc:
-        error = translate(exc, **context)
+_REFUSALS = (
+    UnknownTable,
+    UnknownRecord,
+    StaleRecord,
+    DuplicateKey,
+    CapacityExceeded,
+    TooManyIndexes,
+    UnknownIndex,
+    MissingReference,
+    StillReferenced,
+    TooManyFields,
+    Unavailable,
+)
+
+
+class store_errors:  # noqa: N801 (used as a function: ``with store_errors(...)``)
+    """Turn a store's refusal inside the block into the domain error (a plain
+    class, not a generator: it is around every request's store call)."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, **context: Any) -> None:
+        self.context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, _REFUSALS):
+            return
+        error = translate(exc, **self.context)
         assert error is not None
         raise error from None

@@ -9,7 +9,8 @@ import anyio.to_thread
 import orjson
 
 from app.core.errors import ValidationFailed, field_error
-from app.core.http import LARGE_BODY, check_integers
+from app.core.jsonbody import LARGE_BODY, check_integers
+from app.schemas.builtin import BUILTIN_RULES
 from app.services.errors import store_errors
 from app.services.records import RecordService, now_iso
 from app.services.validation import TABLE_NAME
@@ -36,15 +37,15 @@ class ImportService:
         if not isinstance(payload, dict):
             raise ValidationFailed(
                 'an import is {"<table>": [records...], ...}',
-                details=[field_error(["body"], "a JSON object of tables", "dict_type")],
+                details=[field_error([], "a JSON object of tables", "dict_type")],
             )
         now = now_iso()
         errors: list[dict[str, Any]] = []
         tables: list[tuple[str, list[Record], list[str | None]]] = []
-        names = sorted(payload, key=lambda n: {"users": 0, "orders": 1}.get(n, 2))
+        names = BUILTIN_RULES.load_order(payload)
         for name in names:
             rows = payload[name]
-            loc: list[str | int] = ["body", name]
+            loc: list[str | int] = [name]
             if not TABLE_NAME.fullmatch(name):
                 errors.append(field_error(loc, "invalid table name", "table_name"))
                 continue
@@ -100,7 +101,7 @@ class ImportService:
         most ``max_passwords``), then write all or nothing (checked again)."""
         replace = mode == "replace"
         self.records.check_passwords(
-            [p for _, _, passwords in plan.tables for p in passwords], ["body"]
+            [p for _, _, passwords in plan.tables for p in passwords], []
         )
         with store_errors(by_table=True):
             await self.store.check_load(

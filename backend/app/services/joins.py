@@ -16,7 +16,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Hashable, Iterator, Literal
 
-from app.core.errors import QueryTooCostly, ValidationFailed, field_error
+from app.core.errors import QueryTooCostly, ValidationFailed, param_error
 from app.schemas.builtin import BUILTIN_SCHEMAS
 from app.services.validation import FIELD_NAME, check_table_name
 from app.services.work import Limits, Work
@@ -272,10 +272,9 @@ class JoinService:
             ("right_on", right_on),
         ):
             if column is not None and not _valid_path(column):
-                where: list[str | int] = ["path" if name == "key" else "query", name]
                 raise ValidationFailed(
                     f"{name} must be a field name or a dotted path",
-                    details=[field_error(where, "not a field name", "field_name")],
+                    details=[param_error(name, "not a field name", "field_name")],
                 )
         work = self.limits.work()
         try:
@@ -314,7 +313,7 @@ class JoinService:
                 f"MEMDB_MAX_JOIN_ROWS ({self.max_rows}); read it in pages with "
                 "limit and offset",
                 details=[
-                    field_error(["query", "limit"], "required for this join", "rows")
+                    param_error("limit", "required for this join", "rows")
                     | {"rows": join.total, "max_rows": self.max_rows}
                 ],
             )
@@ -323,7 +322,7 @@ class JoinService:
             raise QueryTooCostly(
                 f"a page of {rows} rows of this join needs more than "
                 f"MEMDB_QUERY_BUDGET ({work.budget}) units of work; ask for fewer",
-                details=[field_error(["query", "limit"], "too many rows", "budget")],
+                details=[param_error("limit", "too many rows", "budget")],
             )
         return JoinResult(
             left=left,

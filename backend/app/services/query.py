@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Sequence
 
 import orjson
 
-from app.core.errors import BadRequest, QueryTooCostly, field_error
+from app.core.errors import BadRequest, QueryTooCostly, param_error
 from app.services.matching import PatternError, like
 from app.services.validation import FIELD_NAME, MAX_DEPTH, check_table_name
 from app.services.work import Limits, Work
@@ -40,17 +40,40 @@ RESERVED = frozenset({"q", "sort", "limit", "offset", "fields"})
 HIDDEN = frozenset(f for fields in BUILTIN_RULES.write_only.values() for f in fields)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# far past any table (MEMDB_MAX_RECORDS), and within the work budget to skip
+MAX_OFFSET = 1_000_000_000
 # Bounds of one query (README, "Limits"); the number of filters and the length
 # of the whole query string are settings.
 DEFAULT_MAX_FILTERS = 32
 MAX_VALUE_CHARS = 4096
 MAX_PATH_PARTS = MAX_DEPTH
+
+
+def _syntax() -> dict[str, str]:
+    """The query language's parameters as regular expressions, for the OpenAPI
+    document: what the parser below takes (write-only fields aside)."""
+    name = FIELD_NAME.pattern
+    path = rf"{name}(\.{name}){{0,{MAX_PATH_PARTS - 1}}}"
+    # a filter's field has no "__" (the first one starts the operator)
+    plain = r"([A-Za-z]|_[A-Za-z0-9])(_?[A-Za-z0-9]){0,31}"
+    filtered = rf"{plain}(\.{plain}){{0,{MAX_PATH_PARTS - 1}}}"
+    ops = "|".join(sorted(OPERATORS))
+    key = rf"[-+]?{path}"
+    return {
+        "path": f"^{path}$",
+        "filter": rf"^{filtered}(__({ops}))?$",
+        "sort": rf"^({key}(,{key}){{0,{MAX_SORT_KEYS - 1}}})?$",
+        "fields": rf"^({path}(,{path}){{0,{MAX_PROJECTED - 1}}})?$",
+    }
+
+
 MAX_SORT_KEYS = 8
 MAX_PROJECTED = 64
 # An unindexed sort of more rows than this selects its page in slices, and may
 # reach at most SORT_WINDOW rows deep (offset + limit).
 INLINE_SORT = 2000
 SORT_WINDOW = 10_000
+SYNTAX = _syntax()
 
 Predicate = Callable[[Any], bool]
 
@@ -88,7 +111,7 @@ class Page:
 def _bad(param: str, message: str) -> BadRequest:
     return BadRequest(
         f"bad query parameter {param!r}: {message}",
-        details=[field_error(["query", param], message, "query")],
+        details=[param_error(param, message, "query")],
     )
 
 
@@ -181,7 +204,7 @@ def parse_query(
         elif param == "limit":
             query.limit = _int(param, raw, low=0, high=MAX_LIMIT)
         elif param == "offset":
-            query.offset = _int(param, raw, low=0, high=None)
+            query.offset = _int(param, raw, low=0, high=MAX_OFFSET)
         elif param == "fields":
             query.fields = [_path(param, f) for f in _items(param, raw, MAX_PROJECTED)]
         else:
@@ -495,7 +518,7 @@ async def sorted_page(
         raise QueryTooCostly(
             f"a sort of {count} rows without a sorted index reaches at most "
             f"{SORT_WINDOW} rows deep (offset + limit); filter first",
-            details=[field_error(["query", "offset"], "too deep", "sort_window")],
+            details=[param_error("offset", "too deep", "sort_window")],
         )
     if window == 0:
         return []

@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Sequence
 
 import anyio.to_thread
 
 from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
-from app.core.http import LARGE_BODY
+from app.core.jsonbody import LARGE_BODY
 from app.schemas.builtin import BUILTIN_RULES, BUILTIN_SCHEMAS, PLACEHOLDERS
-from app.services.errors import store_errors
+from app.services.errors import store_errors, translate
 from app.services.passwords import PasswordHasher
 from app.services.validation import (
     check_table_name,
@@ -31,7 +31,7 @@ from app.services.validation import (
     valid_record_id,
 )
 from app.services.work import Limits
-from app.storage.base import Change, Record, StoreBackend
+from app.storage.base import Change, Record, StoreBackend, StoreError
 from app.storage.keys import MISSING
 from app.storage.merge import merge_patch
 
@@ -95,7 +95,7 @@ class RecordService:
         checked in a worker thread, as a heavy request, so that the event loop
         keeps answering meanwhile."""
         check_table_name(table)
-        loc: Loc = ["body", "data"]
+        loc: Loc = ["data"]
         if len(items) > self.max_bulk:
             raise ValidationFailed(
                 f"a bulk create takes at most {self.max_bulk} records",
@@ -116,20 +116,21 @@ class RecordService:
                 )
         else:
             records, passwords = self._prepare_all(table, items, bulk)
-        self.check_passwords(passwords, loc)
         with store_errors(table=table, loc=loc, bulk=bulk):
+            secrets = None
             if any(passwords):
+                self.check_passwords(passwords, loc)
                 # refuse a taken id or email, a missing reference, a full store
                 # before paying for the password hashes; insert checks again
                 await self.store.check_insert(table, records)
-            secrets = await self.hash_all(passwords)
+                secrets = await self.hash_all(passwords)
             await self.store.insert(table, records, secrets)
         return records
 
     def _prepare_all(
         self, table: str, items: list[Any], bulk: bool
     ) -> tuple[list[Record], list[str | None]]:
-        loc: Loc = ["body", "data"]
+        loc: Loc = ["data"]
         now = now_iso()
         records: list[Record] = []
         passwords: list[str | None] = []
@@ -221,47 +222,59 @@ class RecordService:
         ]
 
     def normalise_fields(self, table: str, fields: dict[str, Any]) -> None:
-        """What is stored in one form only: the email of a user."""
-        if table == "users" and isinstance(fields.get("email"), str):
-            fields["email"] = normalise_email(fields["email"])
+        """What is stored in one form only: email addresses (a user's)."""
+        for name in BUILTIN_RULES.emails.get(table, ()):
+            if isinstance(fields.get(name), str):
+                fields[name] = normalise_email(fields[name])
 
     async def normalise_stored_emails(self) -> int:
-        """Bring the stored users' emails to their normalised form (data written
+        """Bring stored email addresses to their normalised form (data written
         before addresses were normalised); returns how many changed. Two users
         whose addresses are one mailbox raise ``Conflict`` naming both."""
+        changed = 0
+        for table, names in BUILTIN_RULES.emails.items():
+            for name in names:
+                changed += await self._normalise_stored(table, name)
+        return changed
+
+    async def _normalise_stored(self, table: str, name: str) -> int:
         owners: dict[str, str] = {}
         changed: list[tuple[Record, str]] = []
-        with store_errors(table="users"):
-            scan = await self.store.scan("users")
+        with store_errors(table=table):
+            scan = await self.store.scan(table)
             async for batch in scan.batches():
-                for user in batch:
-                    email = user.get("email")
+                for record in batch:
+                    email = record.get(name)
                     if not isinstance(email, str):
                         continue
                     normal = normalise_email(email)
-                    other = owners.setdefault(normal, user["id"])
-                    if other != user["id"]:
+                    other = owners.setdefault(normal, record["id"])
+                    if other != record["id"]:
                         raise Conflict(
-                            f"users {other!r} and {user['id']!r} have the same email "
-                            f"once normalised ({normal!r}); remove or change one of them"
+                            f"{table} {other!r} and {record['id']!r} have the same "
+                            f"{name} once normalised ({normal!r}); remove or change "
+                            "one of them"
                         )
                     if normal != email:
-                        changed.append((user, normal))
-            for user, normal in changed:
+                        changed.append((record, normal))
+            for record, normal in changed:
                 change = Change(
-                    fields={"email": normal}, patch=False, updated_at=user["updated_at"]
+                    fields={name: normal}, patch=False, updated_at=record["updated_at"]
                 )
-                await self.store.update("users", user["id"], change)
+                await self.store.update(table, record["id"], change)
         return len(changed)
 
     # -- read --------------------------------------------------------------
 
     async def read_record(self, table: str, record_id: str) -> Record:
         check_table_name(table)
-        with store_errors(table=table):
+        try:  # the hottest read: no context manager around it
             record = await self.store.read(table, record_id)
-            if record is not None:
-                return record
+        except StoreError as exc:
+            raise translate(exc, table=table) or exc from None
+        if record is not None:
+            return record
+        with store_errors(table=table):
             if not await self.store.has_table(table):
                 raise NotFound(f"no table named {table!r}")
         raise NotFound(f"no record with id {record_id!r} in {table!r}")
@@ -276,43 +289,19 @@ class RecordService:
         *,
         patch: bool,
         expected: frozenset[str] | None = None,
+        loc: Sequence[str | int] = ("data",),
     ) -> Record:
         """PUT merges the given fields; PATCH applies a JSON merge patch (null
-        removes). ``expected``: the versions ``If-Match`` allows (any: ``None``).
-        The fields are checked here (so that only they can fail: the stored
-        record was valid), then merged by the store, atomically."""
+        removes). ``expected``: the versions ``If-Match`` allows (any: ``None``);
+        ``loc``: where the fields are in the request's data. The fields are
+        checked here (so that only they can fail: the stored record was
+        valid), then merged by the store, atomically."""
         check_table_name(table)
-        loc: Loc = ["body", "data"]
-        if not isinstance(data, dict):
-            raise ValidationFailed(
-                "data must be a JSON object",
-                details=[field_error(loc, "a JSON object is required", "dict_type")],
-            )
-        fields = dict(data)
-        if "id" in fields:
-            given = fields.pop("id")
-            if isinstance(given, int) and not isinstance(given, bool):
-                given = str(given)
-            if given != record_id:
-                raise ValidationFailed(
-                    "the id of a record cannot change",
-                    details=[
-                        field_error(
-                            [*loc, "id"], "differs from the id in the path", "read_only"
-                        )
-                    ],
-                )
-        raise_if(field_errors(fields, loc))
-        secret: Any = MISSING
-        for name in WRITE_ONLY.get(table, ()):
-            if name in fields:
-                value = fields.pop(name)
-                if value is not None:
-                    raise_if(schema_errors_of(table, {name: value}, loc))
-                    secret = {name: await self.hasher.hash(value)}
-                else:
-                    secret = None
-        errors = _change_errors(table, fields, loc, patch=patch)
+        where = list(loc)
+        fields = _update_fields(data, record_id, where)
+        raise_if(field_errors(fields, where))
+        secret = await self._split_secret(table, fields, where)
+        errors = _change_errors(table, fields, where, patch=patch)
         if errors:
             await self.read_record(table, record_id)  # a missing record is 404 first
             raise_if(errors)
@@ -324,8 +313,22 @@ class RecordService:
             expected=expected,
             secret=secret,
         )
-        with store_errors(table=table, record_id=record_id, loc=loc):
+        with store_errors(table=table, record_id=record_id, loc=where):
             return await self.store.update(table, record_id, change)
+
+    async def _split_secret(self, table: str, fields: dict[str, Any], loc: Loc) -> Any:
+        """The write-only fields of an update taken out and hashed: the new
+        secret, ``None`` to clear it, or ``MISSING`` to keep it."""
+        secret: Any = MISSING
+        for name in WRITE_ONLY.get(table, ()):
+            if name in fields:
+                value = fields.pop(name)
+                if value is not None:
+                    raise_if(schema_errors_of(table, {name: value}, loc))
+                    secret = {name: await self.hasher.hash(value)}
+                else:
+                    secret = None
+        return secret
 
     # -- delete ------------------------------------------------------------
 
@@ -341,6 +344,30 @@ class RecordService:
         check_table_name(table)
         with store_errors(table=table):
             await self.store.drop(table)
+
+
+def _update_fields(data: Any, record_id: str, loc: Loc) -> dict[str, Any]:
+    """The fields of an update: an object, whose ``id`` (if any) is the record's."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            "data must be a JSON object",
+            details=[field_error(loc, "a JSON object is required", "dict_type")],
+        )
+    fields = dict(data)
+    if "id" in fields:
+        given = fields.pop("id")
+        if isinstance(given, int) and not isinstance(given, bool):
+            given = str(given)
+        if given != record_id:
+            raise ValidationFailed(
+                "the id of a record cannot change",
+                details=[
+                    field_error(
+                        [*loc, "id"], "differs from the id in the path", "read_only"
+                    )
+                ],
+            )
+    return fields
 
 
 def schema_errors_of(

@@ -51,11 +51,9 @@ class TableService:
         if field.split(".")[0] in HIDDEN:
             raise ValidationFailed(
                 f"{field.split('.')[0]} is write-only and cannot be indexed",
-                details=[
-                    field_error(["body", "field"], "write-only field", "field_name")
-                ],
+                details=[field_error(["field"], "write-only field", "field_name")],
             )
-        with store_errors(table=table, loc=["body"]):
+        with store_errors(table=table, loc=[]):
             if not await self.store.has_table(table):
                 raise NotFound(f"no table named {table!r}")
             try:
@@ -65,9 +63,7 @@ class TableService:
                     raise Conflict(f"{table}.{field} is already indexed") from None
                 raise Conflict(
                     f"{table}.{field} holds duplicate values; a unique index cannot be built",
-                    details=[
-                        field_error(["body", "field"], "duplicate values", "unique")
-                    ],
+                    details=[field_error(["field"], "duplicate values", "unique")],
                 ) from None
         return {"field": field, "unique": unique, "builtin": False}
 

@@ -10,7 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from app.core.errors import ValidationFailed, field_error
+from app.core.errors import ValidationFailed, field_error, param_error
 from app.schemas.builtin import BUILTIN_SCHEMAS
 
 TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -28,9 +28,7 @@ def check_table_name(name: str) -> None:
     if not TABLE_NAME.fullmatch(name):
         raise ValidationFailed(
             "table names are 1 to 64 of A-Z a-z 0-9 _ and start with a letter",
-            details=[
-                field_error(["path", "table"], "invalid table name", "table_name")
-            ],
+            details=[param_error("table", "invalid table name", "table_name")],
         )
 
 

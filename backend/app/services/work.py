@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Sequence
 
-from app.core.errors import Busy, QueryTooCostly, field_error
+from app.core.errors import Busy, QueryTooCostly, param_error
 
 # Units of one slice of work between two turns of the event loop: about a
 # millisecond or two of one core.
@@ -86,7 +86,7 @@ class Work:
                 f"the request needs more than MEMDB_QUERY_BUDGET ({self.budget}) "
                 "units of work; narrow it with a filter on an indexed field, "
                 "a smaller page, or a limit",
-                details=[field_error(["query"], "over the work budget", "budget")],
+                details=[param_error("", "over the work budget", "budget")],
             )
 
     def due(self) -> bool:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Iterable, Sequence
 
 import orjson
 
@@ -65,15 +65,31 @@ class Rules:
     references: tuple[Reference, ...] = ()
     # fields stored only as a secret beside the record, never in it
     write_only: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # fields that hold an email address, stored in its normalised form
+    emails: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # asked on every write: looked up, not searched
+        sources: dict[str, tuple[Reference, ...]] = {}
+        for reference in self.references:
+            sources[reference.table] = (*sources.get(reference.table, ()), reference)
+        object.__setattr__(self, "_from", sources)
 
     def builtin_index(self, table: str, field_name: str) -> bool:
         return any(t == table and f == field_name for t, f, _ in self.indexes)
 
-    def references_from(self, table: str) -> list[Reference]:
-        return [r for r in self.references if r.table == table]
+    def references_from(self, table: str) -> tuple[Reference, ...]:
+        found: tuple[Reference, ...] = self._from.get(table, ())  # type: ignore[attr-defined]
+        return found
 
     def references_to(self, table: str) -> list[Reference]:
         return [r for r in self.references if r.target == table]
+
+    def load_order(self, tables: Iterable[str]) -> list[str]:
+        """``tables`` with each referenced table before the tables that
+        reference it (``users`` before ``orders``), the rest as given."""
+        targets = {r.target for r in self.references}
+        return sorted(tables, key=lambda t: 0 if t in targets else 1)
 
 
 # -- what the store refuses ---------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from sys import getsizeof
 import threading
 from itertools import islice
 from typing import (
@@ -768,10 +769,10 @@ _CONTAINERS = (list, dict)
 def record_size(record: Record) -> int:
     """The estimated bytes of a record: the dict and its values, nested lists
     and objects walked (their cost was paid once already, to parse them)."""
-    size = sys.getsizeof(record) + sum(map(sys.getsizeof, record.values()))
-    for value in record.values():
-        if type(value) in _CONTAINERS:
-            size += _deep_size(value) - sys.getsizeof(value)
+    values = record.values()
+    size = getsizeof(record) + sum(map(getsizeof, values))
+    for value in [v for v in values if v.__class__ in _CONTAINERS]:
+        size += _deep_size(value) - getsizeof(value)
     return size
 
 
@@ -780,7 +781,7 @@ def _deep_size(value: Any) -> int:
     stack = [value]
     while stack:
         item = stack.pop()
-        size += sys.getsizeof(item)
+        size += getsizeof(item)
         if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
@@ -955,8 +956,10 @@ class MemoryStore(StoreBackend):
         records: Sequence[Record],
         secrets: Sequence[Secret | None] | None = None,
     ) -> None:
-        self.engine.insert(table, records, secrets=secrets)
-        await self.engine.sync()
+        engine = self.engine
+        engine.insert(table, records, secrets=secrets)
+        if engine.journal is not None:
+            await engine.sync()
 
     async def update(self, table: str, record_id: str, change: Change) -> Record:
         record = self.engine.update(table, record_id, change)

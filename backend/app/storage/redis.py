@@ -541,7 +541,7 @@ class RedisStore(StoreBackend):
 
     # -- writes -------------------------------------------------------------------
 
-    def _references_of(self, table: str) -> list[Reference]:
+    def _references_of(self, table: str) -> tuple[Reference, ...]:
         return self.rules.references_from(table)
 
     async def _write(
@@ -824,7 +824,7 @@ class RedisStore(StoreBackend):
         record_id: str,
         change: Change,
         catalog: Catalog,
-        refs: list[Reference],
+        refs: Sequence[Reference],
     ) -> Record | None:
         """The update of a record read first (compare-and-set on its version)."""
         raw = await self.read_json(table, record_id)
@@ -880,7 +880,7 @@ class RedisStore(StoreBackend):
         given: bytes,
         change: Change,
         keys: list[str],
-        refs: list[Reference],
+        refs: Sequence[Reference],
         ref_ids: list[str],
     ) -> Any:
         """The update script (lua/update.lua has its arguments)."""
@@ -913,7 +913,7 @@ class RedisStore(StoreBackend):
         table: str,
         record_id: str,
         change: Change,
-        refs: list[Reference],
+        refs: Sequence[Reference],
     ) -> None:
         if status == "no_table":
             raise UnknownTable(table)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -86,3 +87,80 @@ def test_docs_pages_reference_no_other_host(server: Server) -> None:
                 "/static/docs/redoc.standalone.js",
             ):
                 assert client.get(asset).status_code == 200
+
+
+def _elsewhere(url: str, server: Server) -> bool:
+    """A request to another host (a page's own blob: and data: URLs are not)."""
+    return url.startswith(("http:", "https:")) and not url.startswith(server.url)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by Playwright, every other host unreachable."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            ],
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def test_swagger_ui_try_it_out_filters_a_list(server: Server, browser: Any) -> None:
+    """Swagger UI's "Try it out" on the list operation, with a filter typed
+    into its form: the page shows the filtered answer."""
+    import httpx
+
+    with httpx.Client(base_url=server.url) as client:
+        for name, age in (("Ada", 36), ("Kid", 9), ("Grace", 45)):
+            created = client.post(
+                "/api/v1/data/people", json={"data": {"name": name, "age": age}}
+            )
+            assert created.status_code == 201
+    page = browser.new_page()
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda r: elsewhere.append(r.url) if _elsewhere(r.url, server) else None,
+    )
+    page.goto(f"{server.url}/docs")
+    operation = page.locator("#operations-records-list_records")
+    operation.locator(".opblock-summary").click()
+    operation.locator(".try-out__btn").click()
+    operation.locator("input[placeholder=table]").fill("people")
+    operation.locator("input[placeholder=sort]").fill("name")
+    operation.locator("textarea").first.fill('{"age__gte": "30"}')
+    operation.locator(".execute").click()
+    status = operation.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for()
+    assert status.inner_text().strip().startswith("200")
+    url = operation.locator(".request-url pre").inner_text()
+    assert "age__gte=30" in url and "sort=name" in url
+    shown = operation.locator(".live-responses-table .microlight").first.inner_text()
+    answer = json.loads(shown)
+    assert [item["name"] for item in answer["items"]] == ["Ada", "Grace"]
+    assert answer["total"] == 2
+    assert elsewhere == []
+
+
+def test_the_docs_pages_ask_no_other_host(server: Server, browser: Any) -> None:
+    page = browser.new_page()
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda r: elsewhere.append(r.url) if _elsewhere(r.url, server) else None,
+    )
+    for path in ("/docs", "/redoc"):
+        page.goto(f"{server.url}{path}")
+        page.wait_for_load_state("networkidle")
+    assert "Create a record, or several at once" in page.content()
+    assert elsewhere == []

@@ -153,10 +153,19 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
 def test_openapi_documents_errors_with_the_envelope(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     record = document["paths"][f"{API}/data/{{table}}/{{record_id}}"]
+    shared = document["components"]["responses"]
     for method, status in [("get", "404"), ("put", "412"), ("put", "422")]:
-        schema = record[method]["responses"][status]["content"]["application/json"]
-        assert schema["schema"]["$ref"].endswith("/ErrorEnvelope")
-    assert "HTTPValidationError" not in json.dumps(document["paths"])
+        ref = record[method]["responses"][status]["$ref"]
+        name = ref.rsplit("/", 1)[1]
+        content = shared[name]["content"]["application/json"]
+        assert content["schema"]["$ref"].endswith("/ErrorEnvelope")
+        assert set(content["example"]["error"]) == {
+            "code",
+            "message",
+            "details",
+            "request_id",
+        }
+    assert "HTTPValidationError" not in json.dumps(document)
 
 
 class _Assets(HTMLParser):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.api.state import ServiceState, service_of
 from tests.conftest import USER
 from tests.integration.helpers import (
     API,
@@ -24,16 +24,16 @@ from tests.integration.helpers import (
 PASSWORD = USER["password"]
 
 
-def _app(client: TestClient) -> FastAPI:
-    app = client.app
-    assert isinstance(app, FastAPI)
-    return app
+def _service(client: TestClient) -> ServiceState:
+    service = service_of(client.app)
+    assert service is not None
+    return service
 
 
 def _stored_hash(client: TestClient, user_id: str) -> str | None:
     """The password hash kept beside the record (never in an answer), read
     from the store on the app's own event loop."""
-    store = _app(client).state.store
+    store = _service(client).store
     assert client.portal is not None
     secret: dict[str, Any] | None = client.portal.call(store.secret, "users", user_id)
     return None if secret is None else str(secret["password"])
@@ -42,7 +42,7 @@ def _stored_hash(client: TestClient, user_id: str) -> str | None:
 def _verifies(client: TestClient, user_id: str, password: str) -> bool:
     hashed = _stored_hash(client, user_id)
     assert hashed is not None
-    hasher = _app(client).state.services.records.hasher
+    hasher = _service(client).services.records.hasher
     return bool(hasher.verify(hashed, password))
 
 

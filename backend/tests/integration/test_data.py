@@ -409,15 +409,19 @@ def test_patch_is_a_json_merge_patch(client: TestClient) -> None:
     assert client.get(url).json() == patched
 
 
-def test_patch_accepts_the_merge_patch_media_type(client: TestClient) -> None:
+def test_patch_with_the_merge_patch_media_type_takes_the_patch_itself(
+    client: TestClient,
+) -> None:
+    """RFC 7396: the body of ``application/merge-patch+json`` is the patch, so
+    a field named ``data`` is a field like any other."""
     record = create(client, "things", {"a": 1, "b": 2})
     response = client.patch(
         f"{API}/data/things/{record['id']}",
-        content=b'{"data": {"b": null}}',
+        content=b'{"b": null, "data": {"c": 3}}',
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert response.status_code == 200, response.text
-    assert fields_of(response.json()) == {"a": 1}
+    assert fields_of(response.json()) == {"a": 1, "data": {"c": 3}}
 
 
 def test_patch_that_removes_a_required_field_is_422(client: TestClient) -> None:

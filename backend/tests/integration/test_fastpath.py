@@ -17,6 +17,9 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from app.api import fastpath
+from app.core.cors import SettingsCORSMiddleware
+from app.core.encoding import CompressionMiddleware
+from app.core.middleware import GuardMiddleware, RequestContextMiddleware
 from app.main import create_app
 from tests.conftest import USER, make_settings
 from tests.integration.helpers import API, SERVER_FIELDS, create, store_unchanged
@@ -360,3 +363,35 @@ def test_a_body_cut_short_by_a_disconnect_creates_nothing(
     assert aborted["request_id"] == "cut-1"
     (access,) = [e for e in events if e["event"] == "http.request"]
     assert access["status"] == 499
+
+
+def test_the_middleware_list_is_pinned() -> None:
+    """The fast path answers the hot routes ahead of this stack and applies
+    each of these itself (the request context, compression, the guard; CORS
+    by passing browsers on). A new middleware fails this test until it is
+    decided what the hot routes do about it."""
+    app = create_app(make_settings())
+    assert [m.cls for m in app.user_middleware] == [
+        RequestContextMiddleware,
+        CompressionMiddleware,
+        SettingsCORSMiddleware,
+        GuardMiddleware,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "fast"),
+    [
+        ("HEAD", "/data/things/t1", True),
+        ("HEAD", "/data/things?n=1", True),
+        ("OPTIONS", "/data/things", False),
+        ("GET", "/data/things/t1", True),
+    ],
+)
+def test_head_takes_the_door_its_get_takes(
+    doors: tuple[TestClient, list[bool]], method: str, path: str, fast: bool
+) -> None:
+    client, answered = doors
+    response = client.request(method, f"{API}{path}")
+    assert response.status_code in (200, 204)
+    assert answered == [fast]

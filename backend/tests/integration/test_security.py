@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
 from app.core.logging import configure_logging
+from app.core.loop import GcMonitor, LoopMonitor
 from app.main import build_runtime, create_app
+from app.services.work import Limits
 from tests.conftest import USER, make_settings
 from tests.integration.helpers import API, assert_error
 
@@ -325,14 +326,18 @@ def test_keys_never_reach_the_log_or_an_answer(
 def test_a_malformed_key_list_refuses_to_build_the_runtime(
     spec: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = FastAPI()
-    app.state.store = None
-    app.state.started = 0.0
     configure_logging()  # to this test's captured stdout
+    limits = Limits(budget=1000, max_heavy=1)
+    gc_monitor = GcMonitor()
     with pytest.raises(SystemExit) as stopped:
-        build_runtime(app, make_settings(api_keys=spec))
+        build_runtime(
+            make_settings(api_keys=spec),
+            0.0,
+            limits,
+            LoopMonitor(gc_monitor),
+            gc_monitor,
+        )
     assert stopped.value.code not in (0, None)
-    assert not hasattr(app.state, "runtime")
     out = capsys.readouterr().out
     assert "security.bad_keys" in out
     assert "secret-a" not in out and "secret-b" not in out

@@ -10,6 +10,7 @@ import anyio
 from starlette.types import Message, Receive, Scope, Send
 
 from app.core.cors import EXPOSE_HEADERS, SettingsCORSMiddleware
+from app.core.middleware import Runtime
 
 ORIGIN = "http://a.example"
 
@@ -28,8 +29,11 @@ class Downstream:
 
 
 def _app(origins: str | None) -> Any:
-    settings = None if origins is None else SimpleNamespace(cors_origins=origins)
-    return SimpleNamespace(state=SimpleNamespace(settings=settings))
+    """An app whose state has a runtime with these origins (None: not built)."""
+    if origins is None:
+        return SimpleNamespace(state=SimpleNamespace())
+    service = SimpleNamespace(runtime=Runtime(cors_origins=origins))
+    return SimpleNamespace(state=SimpleNamespace(service=service))
 
 
 def _scope(owner: Any, method: str, headers: dict[str, str]) -> Scope:
@@ -122,7 +126,7 @@ def test_the_lifespan_passes_through_before_the_settings_exist() -> None:
     anyio.run(lifespan)
     assert downstream.scopes == ["lifespan"]
 
-    owner.state.settings = SimpleNamespace(cors_origins=ORIGIN)
+    owner.state.service = SimpleNamespace(runtime=Runtime(cors_origins=ORIGIN))
     status, headers = _call(middleware, _scope(owner, "OPTIONS", PREFLIGHT))
     assert status == 200
     assert headers["access-control-allow-origin"] == ORIGIN

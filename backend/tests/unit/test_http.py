@@ -11,14 +11,8 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from app.core.errors import InvalidJSON, UnsupportedMediaType
-from app.core.http import (
-    JSONBytes,
-    etag_matches,
-    etag_of,
-    json_response,
-    read_json,
-    record_etag,
-)
+from app.core.etags import etag_matches, etag_of, record_etag
+from app.core.http import JSONBytes, json_response, read_json
 
 TAG = etag_of(b'{"id":"a"}')
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.core.errors import ValidationFailed
+from app.core.errors import PARAM, ValidationFailed, located
 from app.services.validation import (
     check_table_name,
     field_errors,
@@ -65,9 +65,16 @@ def test_invalid_table_names(name: str) -> None:
         check_table_name(name)
     assert caught.value.code == "validation_error"
     assert caught.value.status_code == 422
+    # the service names the parameter; the handlers locate it (path or query)
     assert caught.value.details == [
-        {"loc": ["path", "table"], "msg": "invalid table name", "type": "table_name"}
+        {
+            "loc": ["table"],
+            "msg": "invalid table name",
+            "type": "table_name",
+            "of": PARAM,
+        }
     ]
+    assert located(caught.value.details, ("table",))[0]["loc"] == ["path", "table"]
 
 
 # -- field names and reserved fields ---------------------------------------

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
+from app.api.answers import (
+    DATA,
+    RECORD_ROUTE,
+    TABLE_ROUTE,
+    as_response,
+    created_answer,
+    envelope_data,
+    list_answer,
+    read_answer,
+    record_answer,
+)
 from app.api.deps import QueriesDep, RecordId, RecordsDep, TableName
-from app.api.paging import list_body, list_headers
 from app.api.responses import errors, json_body
-from app.api.streaming import answer
-from app.core.errors import ValidationFailed, field_error
-from app.core.etags import etag_matches, etag_of, expected_versions
-from app.core.http import json_response, read_json
+from app.core.etags import expected_versions
+from app.core.http import read_json
+from app.core.jsonbody import MERGE_PATCH, media_type
+from app.services.query import MAX_OFFSET, MAX_VALUE_CHARS, RESERVED, SYNTAX
+from app.services.records import RecordService
 from app.schemas.records import (
     USER_EXAMPLE,
     RecordBatch,
@@ -25,43 +35,14 @@ from app.schemas.records import (
     RecordUpdate,
 )
 
-router = APIRouter(prefix="/api/v1/data", tags=["records"])
+router = APIRouter(prefix=DATA, tags=["records"])
 
 IfMatch = Annotated[str | None, Header(description="Only write if the ETag matches")]
 IfNoneMatch = Annotated[str | None, Header(description="304 if the ETag matches")]
 
 
-def envelope_data(body: Any) -> Any:
-    """The ``data`` member of a ``{"data": ...}`` body."""
-    if not isinstance(body, dict) or "data" not in body:
-        raise ValidationFailed(
-            'the body must be {"data": ...}',
-            details=[field_error(["body", "data"], "field required", "missing")],
-        )
-    extra = [k for k in body if k != "data"]
-    if extra:
-        raise ValidationFailed(
-            'the body must be {"data": ...} and nothing else',
-            details=[
-                field_error(["body", k], "extra field", "extra_forbidden")
-                for k in extra
-            ],
-        )
-    return body["data"]
-
-
-def _record_response(
-    table: str, record: dict[str, Any], *, status_code: int = 200
-) -> Response:
-    body = orjson.dumps(record)
-    headers = {"ETag": etag_of(body)}
-    if status_code == 201:
-        headers["Location"] = f"{router.prefix}/{table}/{record['id']}"
-    return json_response(body, status_code=status_code, headers=headers)
-
-
 @router.post(
-    "/{table}",
+    TABLE_ROUTE,
     status_code=201,
     summary="Create a record, or several at once",
     response_model=None,
@@ -78,11 +59,11 @@ async def create_record(
     (``{"data": [...]}``). The table is created on first write."""
     data = envelope_data(await read_json(request))
     weight = len(await request.body())
-    if isinstance(data, list):
-        created = await records.create_records(table, data, bulk=True, weight=weight)
-        return json_response({"items": created, "count": len(created)}, status_code=201)
-    (record,) = await records.create_records(table, [data], bulk=False, weight=weight)
-    return _record_response(table, record, status_code=201)
+    bulk = isinstance(data, list)
+    created = await records.create_records(
+        table, data if bulk else [data], bulk=bulk, weight=weight
+    )
+    return as_response(created_answer(table, created, bulk))
 
 
 # Documented as the whole numbers they are, but taken as text: the query parser
@@ -90,28 +71,59 @@ async def create_record(
 Limit = Annotated[
     str, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 1000})
 ]
-Offset = Annotated[str, WithJsonSchema({"type": "integer", "minimum": 0})]
+Offset = Annotated[
+    str, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_OFFSET})
+]
+Sort = Annotated[str, WithJsonSchema({"type": "string", "pattern": SYNTAX["sort"]})]
+Fields = Annotated[str, WithJsonSchema({"type": "string", "pattern": SYNTAX["fields"]})]
+
+
+# The filters, declared as one free-form parameter so that Swagger UI's "Try
+# it out" and generated clients can send them (each pair becomes field=value).
+FILTERS = {
+    "name": "filters",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "description": "Filters, each `field=value` or `field__op=value` with op in "
+    "`eq ne gt gte lt lte in contains startswith endswith like ilike exists`; "
+    "dotted paths reach nested objects; values are JSON literals where they "
+    "parse (`30`, `true`, `null`), else strings; `in` takes a comma list. "
+    'For example `{"age__gte": "30", "email__endswith": "@example.com"}`.',
+    "schema": {
+        "type": "object",
+        "propertyNames": {
+            "pattern": SYNTAX["filter"],
+            "not": {"enum": sorted(RESERVED)},
+        },
+        "patternProperties": {"__exists$": {"enum": ["true", "false"]}},
+        "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_CHARS},
+    },
+    "example": {"age__gte": "30"},
+}
 
 
 @router.get(
-    "/{table}",
+    TABLE_ROUTE,
     summary="List records: filter, search, sort, page, project",
     response_model=None,
     responses={
         200: {"model": RecordPage, "description": "One page of matching records"},
         **errors(400, 404, 422),
     },
+    openapi_extra={"parameters": [FILTERS]},
 )
 async def list_records(
     table: TableName,
     request: Request,
     queries: QueriesDep,
     q: Annotated[str | None, Query(description="Case-insensitive text search")] = None,
-    sort: Annotated[str | None, Query(description="e.g. age,-created_at")] = None,
+    sort: Annotated[Sort | None, Query(description="e.g. age,-created_at")] = None,
     limit: Annotated[Limit | None, Query(description="0 to 1000, default 100")] = None,
     offset: Annotated[Offset | None, Query(description="Records to skip")] = None,
     fields: Annotated[
-        str | None, Query(description="Projection, e.g. email,age")
+        Fields | None, Query(description="Projection, e.g. email,age")
     ] = None,
 ) -> Response:
     """Filters are ``field=value`` or ``field__op=value`` with op in ``eq ne gt gte
@@ -121,15 +133,12 @@ async def list_records(
     ``offset`` too, is checked by the query parser, so a bad one is one 400."""
     params = request.query_params.multi_items()
     page = await queries.list_records(table, queries.parse(params))
-    headers = list_headers(request.url.path, params, page)
-    body = list_body(page)
-    if isinstance(body, bytes):
-        return json_response(body, headers=headers)
-    return await answer(body, queries.limits.work(), headers=headers)
+    work = queries.limits.work()
+    return as_response(await list_answer(request.url.path, params, page, work))
 
 
 @router.get(
-    "/{table}/{record_id}",
+    RECORD_ROUTE,
     summary="Read a record",
     response_model=None,
     responses={
@@ -146,15 +155,11 @@ async def read_record(
 ) -> Response:
     """One record by id. Send ``If-None-Match`` with its ETag to get 304 when unchanged."""
     record = await records.read_record(table, record_id)
-    body = orjson.dumps(record)
-    etag = etag_of(body)
-    if if_none_match is not None and etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers={"ETag": etag})
-    return json_response(body, headers={"ETag": etag})
+    return as_response(read_answer(record, if_none_match))
 
 
 @router.put(
-    "/{table}/{record_id}",
+    RECORD_ROUTE,
     summary="Update a record (merge the given fields)",
     response_model=None,
     responses={
@@ -172,21 +177,49 @@ async def update_record(
 ) -> Response:
     """Merge the given fields into the record; the result is validated whole."""
     data = envelope_data(await read_json(request))
+    return await _update(records, table, record_id, data, False, if_match)
+
+
+async def _update(
+    records: RecordService,
+    table: str,
+    record_id: str,
+    data: Any,
+    patch: bool,
+    if_match: str | None,
+    loc: tuple[str, ...] = ("data",),
+) -> Response:
+    """PUT and PATCH after their bodies are read: the write and its answer
+    (``loc``: where the fields are in the body)."""
     record = await records.update_record(
-        table, record_id, data, patch=False, expected=expected_versions(if_match)
+        table,
+        record_id,
+        data,
+        patch=patch,
+        expected=expected_versions(if_match),
+        loc=loc,
     )
-    return _record_response(table, record)
+    return as_response(record_answer(record))
 
 
 @router.patch(
-    "/{table}/{record_id}",
+    RECORD_ROUTE,
     summary="Patch a record (JSON merge patch)",
     response_model=None,
     responses={
         200: {"model": RecordOut, "description": "The patched record"},
         **errors(400, 404, 409, 412, 413, 415, 422),
     },
-    openapi_extra=json_body(RecordUpdate, {"data": {"age": 31, "nickname": None}}),
+    openapi_extra=json_body(
+        RecordUpdate,
+        {"data": {"age": 31}},
+        more={
+            MERGE_PATCH: {
+                "schema": {"$ref": "#/components/schemas/RecordFields"},
+                "example": {"age": 31},
+            }
+        },
+    ),
 )
 async def patch_record(
     table: TableName,
@@ -195,16 +228,17 @@ async def patch_record(
     records: RecordsDep,
     if_match: IfMatch = None,
 ) -> Response:
-    """RFC 7396 merge patch: nested objects merge, ``null`` removes a field."""
-    data = envelope_data(await read_json(request))
-    record = await records.update_record(
-        table, record_id, data, patch=True, expected=expected_versions(if_match)
-    )
-    return _record_response(table, record)
+    """RFC 7396 merge patch: nested objects merge, ``null`` removes a field.
+    The body is ``{"data": patch}``, or with ``Content-Type:
+    application/merge-patch+json`` the patch itself."""
+    body = await read_json(request)
+    if media_type(request.headers.get("content-type", "")) == MERGE_PATCH:
+        return await _update(records, table, record_id, body, True, if_match, ())
+    return await _update(records, table, record_id, envelope_data(body), True, if_match)
 
 
 @router.delete(
-    "/{table}/{record_id}",
+    RECORD_ROUTE,
     status_code=204,
     summary="Delete a record",
     response_class=Response,
@@ -222,7 +256,7 @@ async def delete_record(
 
 
 @router.delete(
-    "/{table}",
+    TABLE_ROUTE,
     status_code=204,
     summary="Drop a table",
     response_class=Response,

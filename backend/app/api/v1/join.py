@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import WithJsonSchema
 
 from app.api.deps import TABLE_PATTERN, JoinsDep
 from app.api.paging import page_links
@@ -13,10 +14,22 @@ from app.api.responses import errors
 from app.api.streaming import answer, json_object, rows_json
 from app.schemas.records import JoinOut
 from app.services.joins import How, Pair
+from app.services.query import SYNTAX
 
 router = APIRouter(prefix="/api/v1/join", tags=["joins"])
 
 Table = Annotated[str, Path(pattern=TABLE_PATTERN, examples=["users"])]
+
+
+def _schema(pattern: str, example: str | None = None) -> WithJsonSchema:
+    """Documented as the field path it is, checked by the join service itself."""
+    schema: dict[str, Any] = {"type": "string", "pattern": pattern}
+    if example is not None:
+        schema["examples"] = [example]
+    return WithJsonSchema(schema)
+
+
+Column = Annotated[str, _schema(SYNTAX["path"])]
 
 
 def _row(pair: Pair) -> dict[str, Any]:
@@ -35,15 +48,15 @@ def _row(pair: Pair) -> dict[str, Any]:
 async def join_tables(
     left: Table,
     right: Annotated[str, Path(pattern=TABLE_PATTERN, examples=["orders"])],
-    key: Annotated[str, Path(examples=["user_id"])],
+    key: Annotated[str, Path(), _schema(SYNTAX["path"], "user_id")],
     request: Request,
     joins: JoinsDep,
     how: Annotated[How, Query(description="inner, left, right or full")] = "inner",
     left_on: Annotated[
-        str | None, Query(description="The left column, outright")
+        Column | None, Query(description="The left column, outright")
     ] = None,
     right_on: Annotated[
-        str | None, Query(description="The right column, outright")
+        Column | None, Query(description="The right column, outright")
     ] = None,
     limit: Annotated[
         int | None, Query(ge=0, description="Rows of this page (default: all)")

@@ -28,7 +28,7 @@ async def read_stats(request: Request, stats: StatsDep) -> Response:
     process RSS, uptime, the event loop's lag (latest and worst of the last 10
     seconds), heavy requests and refusals, and per-route request counts with
     p50/p95/p99 latency over each route's latest 1024 requests."""
-    metrics: Metrics = request.app.state.runtime.metrics
+    metrics: Metrics = request.app.state.service.runtime.metrics
     return json_response(
         {
             "uptime_s": round(metrics.uptime(), 3),
