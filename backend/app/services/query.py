@@ -54,9 +54,11 @@ def _syntax() -> dict[str, str]:
     document: what the parser below takes (write-only fields aside)."""
     name = FIELD_NAME.pattern
     path = rf"{name}(\.{name}){{0,{MAX_PATH_PARTS - 1}}}"
-    # a filter's field has no "__" (the first one starts the operator)
+    # a filter's field has no "__" (the first one starts the operator), and
+    # a filter does not start with "_" (json-server's parameters do)
     plain = r"([A-Za-z]|_[A-Za-z0-9])(_?[A-Za-z0-9]){0,31}"
-    filtered = rf"{plain}(\.{plain}){{0,{MAX_PATH_PARTS - 1}}}"
+    first = r"[A-Za-z](_?[A-Za-z0-9]){0,31}"
+    filtered = rf"{first}(\.{plain}){{0,{MAX_PATH_PARTS - 1}}}"
     ops = "|".join(sorted(OPERATORS))
     key = rf"[-+]?{path}"
     return {
@@ -214,7 +216,35 @@ def parse_query(
     return query
 
 
+# json-server's parameters, with what memdb calls them: taken as a filter on a
+# field of that name, each would answer a silently empty page
+JSON_SERVER = {
+    "_sort": "sort=field,-other",
+    "_order": "sort=-field (a leading - sorts descending)",
+    "_limit": "limit",
+    "_per_page": "limit",
+    "_start": "offset",
+    "_end": "limit and offset",
+    "_page": "offset (the page number times limit)",
+    "_embed": "GET /api/v1/join/{left}/{right}/{key}",
+    "_expand": "GET /api/v1/join/{left}/{right}/{key}",
+    "_where": "filters: field=value or field__op=value",
+}
+
+
+def _not_memdb(param: str) -> BadRequest:
+    """A json-server parameter: 400 naming memdb's equivalent."""
+    name = param.split(":", 1)[0]
+    instead = JSON_SERVER.get(name, "filters (field__op=value), q, sort, limit, offset")
+    return _bad(param, f"a parameter starting with _ is json-server's; use {instead}")
+
+
 def _filter(param: str, raw: str) -> Filter:
+    if param.startswith("_"):
+        raise _not_memdb(param)
+    if ":" in param:  # json-server 1.x: field:op=value
+        field, _, op = param.partition(":")
+        raise _bad(param, f"write {field}__{op.lower()}={raw} (field__op=value)")
     path, _, op = param.partition("__")
     op = op or "eq"
     if op not in OPERATORS:

@@ -1,0 +1,50 @@
+"""json-server's query parameters on /api/v1: a 400 that names memdb's
+equivalent, never a filter on a field of that name that answers an empty page
+(CONTRACT section 4)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.integration.helpers import API, assert_error, create_many
+
+DOORS = pytest.mark.parametrize(
+    "door",
+    [{}, {"Origin": "http://elsewhere.example"}],
+    ids=["fast path", "full stack"],
+)
+
+
+@DOORS
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("_sort=-views", "sort=field,-other"),
+        ("_sort=views&_order=desc", "sort=field,-other"),
+        ("_page=2&_per_page=2", "offset (the page number times limit)"),
+        ("_limit=2", "use limit"),
+        ("_start=1&_end=2", "use offset"),
+        ("_embed=comments", "GET /api/v1/join/"),
+        ("_expand=post", "GET /api/v1/join/"),
+        ("_where=%7B%7D", "filters: field=value"),
+        ("_anything=1", "filters (field__op=value)"),
+        ("views:gt=100", "write views__gt=100"),
+        ("title:startsWith=js", "write title__startswith=js"),
+    ],
+)
+def test_a_json_server_parameter_is_400_naming_the_memdb_way(
+    client: TestClient, door: dict[str, str], query: str, named: str
+) -> None:
+    create_many(client, "posts", [{"title": "json", "views": 200}])
+    response = client.get(f"{API}/data/posts?{query}", headers=door)
+    error = assert_error(response, 400, "bad_request")
+    assert named in error["message"], error
+    assert error["details"][0]["loc"][0] == "query"
+
+
+def test_the_memdb_equivalents_answer(client: TestClient) -> None:
+    create_many(client, "posts", [{"views": v} for v in (50, 200, 300)])
+    response = client.get(f"{API}/data/posts?sort=-views&limit=2&views__gt=100")
+    assert response.status_code == 200
+    assert [p["views"] for p in response.json()["items"]] == [300, 200]
