@@ -41,7 +41,12 @@ from app.api.answers import (
 )
 from app.api.deps import Services
 from app.api.state import service_of
-from app.core.encoding import CompressionMiddleware, accepts_gzip, body_reader
+from app.core.encoding import (
+    COMPRESS_MIN_BYTES,
+    CompressionMiddleware,
+    accepts_gzip,
+    body_reader,
+)
 from app.core.errors import DomainError
 from app.core.handlers import error_answer, persistence_error
 from app.core.http import send_body
@@ -157,10 +162,11 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
             await send_body(send, status, body, out)
 
     try:
-        if accepts_gzip(headers):
+        if response is None and len(body) < COMPRESS_MIN_BYTES:
+            # what compression would send as it is, sent without its frames
+            await emit(scope, receive, send)
+        elif accepts_gzip(headers):
             await CompressionMiddleware(emit)(scope, receive, send)
-        elif response is None and status != 304:
-            await send_body(send, status, body, out)
         else:
             await emit(scope, receive, send)
     except Exception as exc:  # the answer could not be sent: logged, not raised

@@ -67,20 +67,21 @@ class Rules:
     write_only: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # fields that hold an email address, stored in its normalised form
     emails: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # the references of each table, asked on every write: looked up, not searched
+    _from: dict[str, tuple[Reference, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
-        # asked on every write: looked up, not searched
-        sources: dict[str, tuple[Reference, ...]] = {}
         for reference in self.references:
-            sources[reference.table] = (*sources.get(reference.table, ()), reference)
-        object.__setattr__(self, "_from", sources)
+            sources = self._from.get(reference.table, ())
+            self._from[reference.table] = (*sources, reference)
 
     def builtin_index(self, table: str, field_name: str) -> bool:
         return any(t == table and f == field_name for t, f, _ in self.indexes)
 
     def references_from(self, table: str) -> tuple[Reference, ...]:
-        found: tuple[Reference, ...] = self._from.get(table, ())  # type: ignore[attr-defined]
-        return found
+        return self._from.get(table, ())
 
     def references_to(self, table: str) -> list[Reference]:
         return [r for r in self.references if r.target == table]

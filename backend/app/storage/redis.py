@@ -206,6 +206,16 @@ def _batch_size(most: int, size: int, count: int) -> int:
     return max(16, min(most, _BATCH_BYTES * count // size))
 
 
+def _refuse_record(status: str, table: str, record_id: str) -> None:
+    """The refusals of every script that writes one record by id."""
+    if status == "no_table":
+        raise UnknownTable(table)
+    if status == "unknown":
+        raise UnknownRecord(record_id)
+    if status == "changed":
+        raise StaleRecord(record_id)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -915,12 +925,7 @@ class RedisStore(StoreBackend):
         change: Change,
         refs: Sequence[Reference],
     ) -> None:
-        if status == "no_table":
-            raise UnknownTable(table)
-        if status == "unknown":
-            raise UnknownRecord(record_id)
-        if status == "changed":
-            raise StaleRecord(record_id)
+        _refuse_record(status, table, record_id)
         if status == "too_many_fields":
             raise TooManyFields(record_id)
         if status == "duplicate":
@@ -988,12 +993,7 @@ class RedisStore(StoreBackend):
             durable=True,
         )
         status = _text(found[0])
-        if status == "no_table":
-            raise UnknownTable(table)
-        if status == "unknown":
-            raise UnknownRecord(record_id)
-        if status == "changed":
-            raise StaleRecord(record_id)
+        _refuse_record(status, table, record_id)
         if status == "referenced":
             raise StillReferenced(sources[int(found[1]) - 1])
         await self._count(-1)
