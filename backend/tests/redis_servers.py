@@ -176,19 +176,22 @@ class RedisCluster:
         )
         if done.returncode != 0:
             raise CannotStart(f"the cluster could not be created: {done.stdout[-500:]}")
-        self.wait_ok()
+        # every replica named, not only those that already took the role
+        self.wait_ok(replicas=len(self.nodes) * self.replicas // (1 + self.replicas))
         return self
 
-    def wait_ok(self, timeout: float = START_TIMEOUT_S) -> None:
+    def wait_ok(self, timeout: float = START_TIMEOUT_S, *, replicas: int = 0) -> None:
         """Until every node says the cluster is ok and every replica is in
-        sync with its master (a replica that never synced cannot fail over)."""
+        sync with its master (a replica that never synced cannot fail over),
+        and at least ``replicas`` nodes are replicas."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             alive = [n for n in self.nodes if n.process and n.process.poll() is None]
             states = [n.cli("cluster", "info") for n in alive]
             roles = [n.cli("info", "replication") for n in alive]
-            synced = all(
-                "master_link_status:up" in r for r in roles if "role:slave" in r
+            following = [r for r in roles if "role:slave" in r]
+            synced = len(following) >= replicas and all(
+                "master_link_status:up" in r for r in following
             )
             if alive and synced and all("cluster_state:ok" in s for s in states):
                 return

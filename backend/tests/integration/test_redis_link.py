@@ -410,7 +410,8 @@ def test_writes_wait_for_the_replica_and_say_so_when_it_lags(
         redis_url=master.url,
         redis_prefix=f"w{uuid.uuid4().hex[:8]}",
         redis_wait_replicas=1,
-        redis_timeout=0.5,
+        # WAIT gets half of it: room for a replica on a loaded machine
+        redis_timeout=2.0,
     )
     made = client.post("/api/v1/data/notes", json={"data": {"n": 1}})
     assert made.status_code == 201
@@ -460,7 +461,8 @@ def test_a_cluster_write_waits_on_the_connection_it_was_made_on(
             redis_cluster=True,
             redis_prefix=f"w{uuid.uuid4().hex[:8]}",
             redis_wait_replicas=1,
-            redis_timeout=0.5,
+            # WAIT gets half of it: room for a replica on a loaded machine
+            redis_timeout=2.0,
         )
         made = client.post("/api/v1/data/notes", json={"data": {"n": 1}})
         assert made.status_code == 201, made.text
