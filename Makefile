@@ -10,15 +10,16 @@ PORT ?= 8000
 IMAGE ?= memdb:latest
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format dev bench cli clean distclean docker-build docker-run docker-lint smoke fuzz soak abuse
+.PHONY: help install run serve test lint format dev bench cli clean distclean docker-build docker-run docker-lint smoke fuzz soak abuse
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): backend/requirements.txt backend/requirements-dev.txt
+$(STAMP): backend/requirements.txt backend/requirements-dev.txt backend/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r backend/requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e backend
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv/ and install runtime + dev dependencies
@@ -26,6 +27,11 @@ install: $(STAMP) ## create .venv/ and install runtime + dev dependencies
 run: $(STAMP) ## serve on HOST:PORT (default 127.0.0.1:8000); settings from .env when present
 	set -a; [ ! -f .env ] || . ./.env; set +a; \
 		cd backend && ../$(BIN)/python -m app --host $(HOST) --port $(PORT)
+
+FILE ?= db.json
+
+serve: $(STAMP) ## json-server's routes on a db.json, saved back safely: make serve FILE=db.json ARGS="--compat 0.17 --watch" (port 3000)
+	cd backend && ../$(BIN)/python -m app.cli serve "$(abspath $(FILE))" $(ARGS)
 
 test: $(STAMP) ## run the whole test suite with the coverage gate (95% of backend/app)
 	cd backend && ../$(BIN)/python -m pytest --cov=app --cov-report=term-missing:skip-covered --cov-fail-under=95

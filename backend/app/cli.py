@@ -5,6 +5,7 @@ python -m app.cli import dump.json --mode merge # POST /api/v1/import from a fil
 python -m app.cli load big.ndjson --table events  # bulk-create in batches
 python -m app.cli check data                    # check the append-only log (offline)
 python -m app.cli repair data --yes             # truncate it at the first bad record
+memdb serve db.json                              # json-server's routes on a db.json
 """
 
 from __future__ import annotations
@@ -241,9 +242,7 @@ def _count_progress() -> Progress:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
-        prog="python -m app.cli", description=__doc__.split("\n")[0]
-    )
+    root = argparse.ArgumentParser(prog="memdb", description=__doc__.split("\n")[0])
     root.add_argument("--url", default=os.environ.get("MEMDB_URL", DEFAULT_URL))
     root.add_argument("--api-key", default=None, help="or MEMDB_API_KEY")
     commands = root.add_subparsers(dest="command", required=True)
@@ -280,7 +279,48 @@ def parser() -> argparse.ArgumentParser:
     fix.add_argument("data_dir", nargs="?", default=data_dir)
     fix.add_argument("--yes", action="store_true", help="do not ask")
     fix.set_defaults(run=cmd_repair)
+
+    serve = commands.add_parser(
+        "serve", help="json-server's routes on a db.json, saved back safely"
+    )
+    serve.add_argument("file", help="a db.json or db.json5")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument(
+        "--compat",
+        choices=("1", "0.17"),
+        default="1",
+        help="json-server's dialect: 1 (1.0.0-beta.15, the default) or 0.17",
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=("always", "everysec", "no"),
+        default=os.environ.get("MEMDB_FSYNC", "everysec"),
+        help="always: a write is answered once the file holds it",
+    )
+    serve.add_argument(
+        "--watch", action="store_true", help="reload the file when it is edited"
+    )
+    serve.set_defaults(run=cmd_serve)
     return root
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``memdb serve FILE``: the service with json-server's routes on FILE."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{args.file}: no such file")
+    os.environ.update(
+        MEMDB_JSON_SERVER_FILE=str(path.resolve()),
+        MEMDB_JSON_SERVER_DIALECT=args.compat,
+        MEMDB_JSON_SERVER_WATCH="true" if args.watch else "false",
+        MEMDB_FSYNC=args.fsync,
+    )
+    os.environ.setdefault("MEMDB_CORS_ORIGINS", "*")
+    os.environ.setdefault("MEMDB_LOG_FORMAT", "console")
+    from app.__main__ import main as serve_main
+
+    return serve_main(["--host", args.host, "--port", str(args.port)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.api import fastpath, health, operations
+from app.api import compat, fastpath, health, operations
+from app.api.compat import owned
 from app.api.deps import Services
 from app.api.openapi import build_openapi, operation_id
 from app.api.state import ServiceState, service_of
@@ -31,6 +32,7 @@ from app.core.loop import GcMonitor, LoopMonitor
 from app.core.metrics import Metrics, Peers
 from app.core.middleware import GuardMiddleware, RequestContextMiddleware, Runtime
 from app.core.security import ApiKeys
+from app.services.compat import CompatService, parse_document
 from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.passwords import PasswordHasher
@@ -42,6 +44,7 @@ from app.services.tables import TableService
 from app.services.work import Limits
 from app.storage.aof import AppendOnlyLog, CorruptLog
 from app.storage.base import JournalError, StoreBackend, Unavailable
+from app.storage.dbfile import DbFile
 from app.storage.memory import MemoryStore
 from app.storage.redis import RedisStore
 
@@ -112,6 +115,14 @@ def build_state(app: FastAPI, settings: Settings) -> ServiceState:
         gc_monitor=gc_monitor,
         loop_monitor=loop_monitor,
     )
+    if settings.json_server_file:
+        service.compat = CompatService(
+            store,
+            records,
+            service.services.imports,
+            limits,
+            dialect=settings.json_server_dialect,
+        )
     app.state.service = service
     return service
 
@@ -119,7 +130,8 @@ def build_state(app: FastAPI, settings: Settings) -> ServiceState:
 async def load_store(app: MemDB, service: ServiceState) -> None:
     """Open the store; with the memory store, recover the log
     (``MEMDB_PERSISTENCE=aof``) and load ``MEMDB_SEED_FILE`` into an empty store;
-    then declare the service ready. A damaged log stops the service."""
+    then declare the service ready. A damaged log or a seed file that cannot be
+    loaded stops the service."""
     settings = service.settings
     backend = service.store
     problem = refusal(settings)
@@ -166,8 +178,12 @@ async def load_store(app: MemDB, service: ServiceState) -> None:
         )
     if isinstance(backend, RedisStore):
         fresh = sum(t.count for t in await backend.describe()) == 0
+    if settings.json_server_file and isinstance(backend, MemoryStore):
+        if not await load_json_server_file(app, service, backend):
+            return
+        fresh = False
     if settings.seed_file and fresh:
-        if not await load_seed(service, settings.seed_file):
+        if not await load_seed(app, service, settings.seed_file):
             return
     # the loaded records live as long as the service: keep the cycle collector
     # from walking them again and again (records are freed by refcount anyway)
@@ -192,6 +208,61 @@ async def _open(service: ServiceState) -> None:
         return
 
 
+async def load_json_server_file(
+    app: MemDB, service: ServiceState, backend: MemoryStore
+) -> bool:
+    """``memdb serve``: load the db.json, then keep it in step with the store;
+    a file that cannot be loaded stops the service."""
+    settings = service.settings
+    compat = service.compat
+    assert compat is not None and settings.json_server_file is not None
+    path = Path(settings.json_server_file)
+    started = time.perf_counter()
+    try:
+        raw = await anyio.to_thread.run_sync(path.read_bytes)
+        document = await anyio.to_thread.run_sync(parse_document, raw, path.suffix)
+        counts = await compat.load(document, replace=True)
+    except (OSError, DomainError, JournalError) as exc:
+        _fatal(app, service, f"{path.name} cannot be served: {_describe(exc)}")
+        return False
+    dbfile = DbFile(
+        path,
+        fsync=settings.fsync,
+        encode=compat.document,
+        watch=settings.json_server_watch,
+        reload=lambda raw: _reload(compat, raw, path.suffix),
+    )
+    dbfile.open(backend.engine)
+    if compat.completed:  # the ids given to records that had none, kept
+        await dbfile.save()
+    dbfile.start()
+    service.dbfile = dbfile
+    log.info(
+        "json_server.loaded",
+        file=path.name,
+        dialect=settings.json_server_dialect,
+        resources=len(counts),
+        records=sum(counts.values()),
+        fsync=settings.fsync,
+        watch=settings.json_server_watch,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    shadowed = sorted(set(counts) & owned(app))
+    if shadowed:
+        log.warning(
+            "json_server.shadowed",
+            resources=shadowed,
+            message="these resources share a name with the service's own routes; "
+            "reach them under /api/v1/data/",
+        )
+    return True
+
+
+async def _reload(compat: CompatService, raw: bytes, suffix: str) -> None:
+    document = await anyio.to_thread.run_sync(parse_document, raw, suffix)
+    await compat.load(document, replace=True)
+
+
 def _progress(done: int, total: int) -> None:
     log.info("aof.progress", bytes_read=done, bytes_total=total)
 
@@ -205,8 +276,9 @@ def _fatal(app: MemDB, service: ServiceState, message: str) -> None:
         app.stop_server()
 
 
-async def load_seed(service: ServiceState, path: str) -> bool:
-    """Load ``MEMDB_SEED_FILE`` (db.json shape); False when it cannot be loaded."""
+async def load_seed(app: MemDB, service: ServiceState, path: str) -> bool:
+    """Load ``MEMDB_SEED_FILE`` (db.json shape); when it cannot be loaded, stop
+    the service with the reason (``_fatal``) and answer False."""
     services = service.services
     started = time.perf_counter()
     log.info("seed.loading", path=path)
@@ -215,10 +287,8 @@ async def load_seed(service: ServiceState, path: str) -> bool:
         plan = await anyio.to_thread.run_sync(services.imports.plan_bytes, raw)
         counts = await services.imports.apply(plan, mode="merge")
     except (OSError, DomainError, JournalError) as exc:
-        service.runtime.load_error = (
-            f"the seed file could not be loaded: {_describe(exc)}"
-        )
         log.error("seed.failed", path=path, error=_describe(exc))
+        _fatal(app, service, f"the seed file could not be loaded: {_describe(exc)}")
         return False
     log.info(
         "seed.loaded",
@@ -281,7 +351,13 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         service = service_of(app)
         keys = service is not None and bool(service.runtime.keys)
-        app.openapi_schema = build_openapi(app, keys=keys, tags=TAGS)
+        compat_on = service is not None and service.compat is not None
+        tags = TAGS + [JSON_SERVER_TAG] if compat_on else TAGS
+        app.openapi_schema = build_openapi(app, keys=keys, tags=tags)
+        if service is not None and service.compat is not None:
+            app.openapi_schema["paths"].update(
+                compat.openapi_paths(service.compat.dialect)
+            )
     return app.openapi_schema
 
 
@@ -294,6 +370,12 @@ TAGS = [
     {"name": "operations", "description": "Statistics and Prometheus metrics"},
     {"name": "health", "description": "Liveness and readiness"},
 ]
+
+
+JSON_SERVER_TAG = {
+    "name": "json-server",
+    "description": "json-server's routes at the root (memdb serve db.json)",
+}
 
 
 # Set by ``python -m app`` for its workers: where they share their counters.
@@ -315,6 +397,8 @@ class MemDB(FastAPI):
             if scope["method"] == "HEAD":  # both doors answer it as its GET
                 scope, send = as_get(scope, send)
             if await fastpath.serve(self, scope, receive, send):
+                return
+            if await compat.serve(self, scope, receive, send):
                 return
         await super().__call__(scope, receive, send)
 
@@ -363,6 +447,9 @@ def create_app(settings: Settings | None = None) -> MemDB:
         if peers is not None:
             await peers.stop()
         runtime.access_log.flush()
+        if service.dbfile is not None:
+            await service.dbfile.close()
+            log.info("json_server.saved", saves=service.dbfile.saves)
         if service.aof is not None:
             await service.aof.close()
             log.info("aof.closed", synced_bytes=service.aof.synced)

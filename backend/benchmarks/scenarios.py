@@ -266,6 +266,21 @@ def _start_http_servers(ctx: Context) -> list[Server]:
                 {"version": ctx.tools.versions.get(name, "")},
             ),
         )
+    for key, name, dialect, major in (
+        ("serve-1", servers.SERVE_1, "1", 1),
+        ("serve-0.17", servers.SERVE_017, "0.17", 0),
+    ):
+        if s.serves(key) and http:
+            attempt(
+                name,
+                lambda name=name, dialect=dialect, major=major: Server(  # type: ignore[misc]
+                    name,
+                    servers.start_memdb_serve(
+                        ctx.processes, base, name=name, dialect=dialect, items=s.items
+                    ),
+                    servers.json_server_requests(major),
+                ),
+            )
     if s.wants("aof") and s.serves("memdb"):
         for name, fsync in (
             (servers.AOF_EVERYSEC, "everysec"),

@@ -29,6 +29,8 @@ FLOOR = "floor"
 FASTAPI = "fastapi"
 JSON_SERVER_1 = "json-server 1.x"
 JSON_SERVER_017 = "json-server 0.17"
+SERVE_1 = "memdb serve"
+SERVE_017 = "memdb serve --compat 0.17"
 AOF_EVERYSEC = "memdb aof everysec"
 AOF_ALWAYS = "memdb aof always"
 
@@ -202,6 +204,41 @@ def start_json_server(
     )
     process.url = f"http://{HOST}:{port}"
     wait_http(process, f"/items/{GET_ID}", timeout_s=START_TIMEOUT_S)
+    return process
+
+
+def start_memdb_serve(
+    processes: Processes, base: Path, *, name: str, dialect: str, items: int
+) -> Process:
+    """``memdb serve`` (json-server's routes) on the db.json json-server gets."""
+    workdir = _workdir(base, name)
+    db = data.write_db_json(
+        workdir / "db.json",
+        {data.SMALL_TABLE: data.small_items(items), data.POST_TABLE: []},
+    )
+    port = free_port()
+    process = processes.start(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            str(db),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--compat",
+            dialect,
+            "--fsync",
+            "everysec",
+        ],
+        cwd=workdir,
+        env=python_env(MEMDB_LOG_FORMAT="json"),
+    )
+    process.url = f"http://{HOST}:{port}"
+    wait_http(process, "/ready", timeout_s=START_TIMEOUT_S)
     return process
 
 

@@ -7,7 +7,8 @@
 | ``BENCH_WARMUP`` | 2 | seconds of one warm-up run per server and scenario |
 | ``BENCH_CONNECTIONS`` / ``BENCH_THREADS`` | 32 / 2 | wrk's ``-c`` and ``-t`` |
 | ``BENCH_SCENARIOS`` | all | comma list of get,post,put,list,aof,filter,memory,join,startup,redis |
-| ``BENCH_SERVERS`` | all | comma list of memdb,floor,fastapi,json-server-1,json-server-0.17 |
+| ``BENCH_SERVERS`` | all | comma list of memdb,floor,fastapi,json-server-1,json-server-0.17, |
+| | | serve-1,serve-0.17 (``memdb serve`` in each dialect) |
 | ``BENCH_RECORDS`` | 1000000 | records of the large table (filter, memory, startup) |
 | ``BENCH_USERS`` / ``BENCH_ORDERS`` | 100000 / 1000000 | sizes of the join |
 | ``BENCH_ITEMS`` | 1000 | records of the small table every server holds |
@@ -36,7 +37,15 @@ SCENARIOS = (
     "startup",
     "redis",
 )
-SERVERS = ("memdb", "floor", "fastapi", "json-server-1", "json-server-0.17")
+SERVERS = (
+    "memdb",
+    "floor",
+    "fastapi",
+    "json-server-1",
+    "json-server-0.17",
+    "serve-1",
+    "serve-0.17",
+)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from app.api.deps import Services
 from app.core.config import Settings
 from app.core.loop import GcMonitor, LoopMonitor
 from app.core.middleware import Runtime
+from app.services.compat import CompatService
 from app.services.work import Limits
 from app.storage.aof import AppendOnlyLog
 from app.storage.base import StoreBackend
+from app.storage.dbfile import DbFile
 
 
 @dataclass
@@ -26,6 +28,9 @@ class ServiceState:
     gc_monitor: GcMonitor
     loop_monitor: LoopMonitor
     aof: AppendOnlyLog | None = None
+    # ``memdb serve``: json-server's routes, and the db.json written back
+    compat: CompatService | None = None
+    dbfile: DbFile | None = None
     # the data could not be loaded: the server stops (exit 1)
     fatal: bool = False
 

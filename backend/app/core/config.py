@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     max_heavy_requests: int = Field(default=4, ge=1)
     metrics_max_tables: int = Field(default=50, ge=1)
     seed_file: str | None = None
+    # ``memdb serve FILE``: json-server's routes at the root on FILE's data,
+    # written back to FILE (MEMDB_FSYNC: when), in one of its dialects
+    json_server_file: str | None = None
+    json_server_dialect: Literal["1", "0.17"] = "1"
+    json_server_watch: bool = False
     # Where the data lives: this process's memory, or Redis/Valkey (README,
     # "Scaling out"); with Redis, several workers and replicas share it.
     store: Literal["memory", "redis"] = "memory"
@@ -70,5 +75,15 @@ def refusal(settings: Settings) -> str | None:
         return (
             "MEMDB_PERSISTENCE=aof is for the memory store; with MEMDB_STORE=redis "
             "the data's durability is Redis's own (its AOF, RDB and replicas)"
+        )
+    if settings.json_server_file and settings.store != "memory":
+        return (
+            "MEMDB_JSON_SERVER_FILE (memdb serve) keeps the data in this process "
+            "and its file; it cannot run with MEMDB_STORE=redis"
+        )
+    if settings.json_server_file and settings.persistence != "none":
+        return (
+            "MEMDB_JSON_SERVER_FILE (memdb serve) saves the data into its file; "
+            "MEMDB_PERSISTENCE must be none with it"
         )
     return None

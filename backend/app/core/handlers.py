@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import DomainError, PersistenceUnavailable, located
 from app.core.http import JSONBytes
+from app.storage.dbfile import SaveFailed
 from app.storage.memory import JournalError
 
 log = structlog.get_logger("memdb.errors")
@@ -154,8 +155,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
 
 
 def persistence_error(exc: Exception) -> DomainError:
-    """A write the append-only log could not take. A failed append leaves the store
-    unchanged; a failed fsync stops every later write until the service restarts."""
+    """A write the store's journal could not take or make durable. A failed
+    append leaves the store unchanged; a failed fsync of the append-only log
+    stops every later write until the service restarts; a db.json that could
+    not be saved (``memdb serve``) is saved again by the next save."""
+    if isinstance(exc, SaveFailed):
+        log.error("dbfile.write_refused", error=str(exc))
+        return PersistenceUnavailable(f"{exc}; the change is kept and saved next")
     log.error("aof.write_refused", error=str(exc))
     return PersistenceUnavailable(
         f"the append-only log cannot take writes ({exc}); reads still work"

@@ -239,11 +239,16 @@ def _options(scope: Scope, request_id: str) -> tuple[int, bytes, list[Header]]:
 
 
 def guard(
-    scope: Scope, headers: dict[bytes, bytes], runtime: Runtime
+    scope: Scope,
+    headers: dict[bytes, bytes],
+    runtime: Runtime,
+    *,
+    protected: bool = False,
 ) -> DomainError | None:
-    """Why the request is refused before it reaches a route, if it is."""
+    """Why the request is refused before it reaches a route, if it is
+    (``protected``: a route of the data outside ``/api/``, json-server's)."""
     path: str = scope["path"]
-    is_api = path.startswith("/api/")
+    is_api = protected or path.startswith("/api/")
     if runtime.keys and (is_api or path == "/metrics"):
         role = runtime.keys.role(
             presented_key(

@@ -18,6 +18,12 @@ from app.storage.base import Record, StoreBackend
 
 Mode = Literal["merge", "replace"]
 _MAX_DETAILS = 50
+# json-server's singular ("object") resource, ``"profile": {"name": ...}``, is a
+# table of one record, stored under this reserved id
+SINGLETON_ID = "_singleton"
+# json-server 1.x writes ``"$schema": "./node_modules/json-server/schema.json"``
+# into db.json: a string under this key is not a table, and is skipped
+SCHEMA_KEY = "$schema"
 
 
 @dataclass
@@ -33,7 +39,12 @@ class ImportService:
         self.records = records
 
     def plan(self, payload: Any) -> ImportPlan:
-        """Check every table and record; raise one 422 listing what is wrong."""
+        """Check every table and record; raise one 422 listing what is wrong.
+
+        A table is a list of records, or an object: json-server's singular
+        resource, stored as a table of one record whose id is ``SINGLETON_ID``
+        (an object that holds an ``id`` of its own is refused). A string under
+        ``$schema`` (json-server 1.x) is skipped."""
         if not isinstance(payload, dict):
             raise ValidationFailed(
                 'an import is {"<table>": [records...], ...}',
@@ -42,23 +53,45 @@ class ImportService:
         now = now_iso()
         errors: list[dict[str, Any]] = []
         tables: list[tuple[str, list[Record], list[str | None]]] = []
-        names = BUILTIN_RULES.load_order(payload)
+        names = BUILTIN_RULES.load_order(
+            name
+            for name, value in payload.items()
+            if not (name == SCHEMA_KEY and isinstance(value, str))
+        )
         for name in names:
             rows = payload[name]
             loc: list[str | int] = [name]
             if not TABLE_NAME.fullmatch(name):
                 errors.append(field_error(loc, "invalid table name", "table_name"))
                 continue
-            if not isinstance(rows, list):
+            single = isinstance(rows, dict)
+            if single:
+                if "id" in rows:
+                    errors.append(
+                        field_error(
+                            loc,
+                            "an object resource cannot hold an id (it is stored "
+                            f"as the one record {SINGLETON_ID!r})",
+                            "object_id",
+                        )
+                    )
+                    continue
+                rows = [{"id": SINGLETON_ID, **rows}]
+            elif not isinstance(rows, list):
                 errors.append(
-                    field_error(loc, "a table is a list of records", "list_type")
+                    field_error(
+                        loc,
+                        "a table is a list of records, or an object (a table of "
+                        "one record)",
+                        "list_type",
+                    )
                 )
                 continue
             records: list[Record] = []
             passwords: list[str | None] = []
             for position, item in enumerate(rows):
                 record, password, found = self.records.prepare_record(
-                    name, item, [*loc, position], now, imported=True
+                    name, item, loc if single else [*loc, position], now, imported=True
                 )
                 errors.extend(found)
                 records.append(record)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Hashable, Iterator, Literal
+from typing import Any, AsyncIterator, Callable, Hashable, Iterator, Literal
 
 from app.core.errors import QueryTooCostly, ValidationFailed, param_error
 from app.schemas.builtin import BUILTIN_SCHEMAS
@@ -32,11 +32,29 @@ STEP = 4096
 BATCH = 2048
 
 
-def _key_fn(column: str) -> Callable[[Record], Hashable]:
-    """The join key of a record: ``None`` when the value is missing or null."""
+def as_id(value: Any) -> Any:
+    """A value compared with an ``id``: an integer (not a bool), or a float
+    with an integral value, is the id written with its digits (``1`` and
+    ``1.0`` are ``"1"``: json-server files hold integer foreign keys to ids
+    that the store keeps as strings); any other value as it is."""
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is float and value.is_integer():
+        return str(int(value))
+    return value
+
+
+def _key_fn(column: str, *, against_id: bool = False) -> Callable[[Record], Hashable]:
+    """The join key of a record: ``None`` when the value is missing or null.
+    ``against_id``: the other side is the ``id`` column, so an integer value
+    is the string of its digits (``as_id``)."""
     if column == "id":
         return operator.itemgetter("id")
     parts = split_path(column)
+    convert: Callable[[Any], Hashable] = (
+        (lambda value: json_key(as_id(value))) if against_id else json_key
+    )
     if len(parts) == 1:
         get = operator.methodcaller("get", column)
 
@@ -44,7 +62,7 @@ def _key_fn(column: str) -> Callable[[Record], Hashable]:
             value = get(record)
             if type(value) is str:  # the common case: string ids
                 return value
-            return None if value is None else json_key(value)
+            return None if value is None else convert(value)
 
         return top_level
 
@@ -52,7 +70,7 @@ def _key_fn(column: str) -> Callable[[Record], Hashable]:
         value = resolve(record, parts)
         if value is MISSING or value is None:
             return None
-        return json_key(value)
+        return convert(value)
 
     return key
 
@@ -62,8 +80,10 @@ class Join:
 
     Rows come in left order, each left row's matches in right order; rows of
     ``right`` that matched nothing (``right``/``full``) follow in right order.
-    Missing and null values never match. ``right_by_id`` is the right table's
-    own id map, used as its hash table when the right side joins on its id.
+    Missing and null values never match. Values match by JSON equality, but
+    when one side joins on ``id`` an integer on the other side matches the id
+    with its digits (``as_id``). ``right_by_id`` is the right table's own id
+    map, used as its hash table when the right side joins on its id.
     """
 
     def __init__(
@@ -88,6 +108,9 @@ class Join:
         self.unmatched: list[Record] = []
         self.total = 0
 
+    def _right_key(self) -> Callable[[Record], Hashable]:
+        return _key_fn(self.right_on, against_id=self.left_on == "id")
+
     def _matches(self, key: Hashable) -> list[Record] | tuple[Record, ...]:
         if key is None:
             return ()
@@ -106,7 +129,7 @@ class Join:
                 yield min(STEP, len(self.right) - start)
             self.by_id = by_id
         if self.by_id is None:
-            right_key = _key_fn(self.right_on)
+            right_key = self._right_key()
             groups = self.groups
             for start in range(0, len(self.right), STEP):
                 for row in self.right[start : start + STEP]:
@@ -118,7 +141,7 @@ class Join:
                         else:
                             bucket.append(row)
                 yield min(STEP, len(self.right) - start)
-        left_key = _key_fn(self.left_on)
+        left_key = _key_fn(self.left_on, against_id=self.right_on == "id")
         total = 0
         for start in range(0, len(self.left), STEP):
             chunk = self.left[start : start + STEP]
@@ -131,7 +154,7 @@ class Join:
         if self.keep_right:
             seen = set(self.left_keys)
             seen.discard(None)
-            right_key = _key_fn(self.right_on)
+            right_key = self._right_key()
             for start in range(0, len(self.right), STEP):
                 chunk = self.right[start : start + STEP]
                 self.unmatched += [r for r in chunk if right_key(r) not in seen]

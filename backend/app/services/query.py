@@ -1,10 +1,12 @@
 """The list query language: filters, ``q``, sort, pages and projection.
 
-Comparisons never raise. Ordering filters (``gt gte lt lte``) compare a number
-only with a number and a string only with a string; a value of another type does
-not match. Sorting puts values of different types in a fixed order
-(null, numbers, strings, booleans, arrays, objects) and missing values last in
-both directions.
+Comparisons never raise. Equality is JSON equality (``1`` is not ``"1"``),
+except on ``id``: ids are strings, and an integer compared with one (``eq``,
+``ne``, ``in``) is the id written with its digits (``?id=1`` finds ``"1"``).
+Ordering filters (``gt gte lt lte``) compare a number only with a number and a
+string only with a string; a value of another type does not match. Sorting
+puts values of different types in a fixed order (null, numbers, strings,
+booleans, arrays, objects) and missing values last in both directions.
 
 Every query is bounded: the number of filters, the length of each value, the
 nesting of JSON literals, the depth of paths, the sort keys and projected
@@ -30,6 +32,7 @@ from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
 from app.schemas.builtin import BUILTIN_RULES
 from app.services.errors import store_errors
+from app.services.joins import as_id
 from app.storage.base import Record, Scan, StoreBackend
 
 OPERATORS = frozenset(
@@ -271,6 +274,12 @@ def _filter(param: str, raw: str) -> Filter:
         value = raw
     else:
         value = _value(param, raw)
+    if path == "id" and op in ("eq", "ne", "in"):
+        # ids are strings; json-server's are integers: ?id=1 finds record "1"
+        if op == "in":  # each id once (1 and 1.0 are both "1")
+            value = list({json_key(v): v for v in map(as_id, value)}.values())
+        else:
+            value = as_id(value)
     return Filter(param, path, op, value)
 
 

@@ -290,9 +290,11 @@ class RecordService:
         patch: bool,
         expected: frozenset[str] | None = None,
         loc: Sequence[str | int] = ("data",),
+        replace: bool = False,
     ) -> Record:
         """PUT merges the given fields; PATCH applies a JSON merge patch (null
-        removes). ``expected``: the versions ``If-Match`` allows (any: ``None``);
+        removes); ``replace`` makes the given fields the record's only ones.
+        ``expected``: the versions ``If-Match`` allows (any: ``None``);
         ``loc``: where the fields are in the request's data. The fields are
         checked here (so that only they can fail: the stored record was
         valid), then merged by the store, atomically."""
@@ -301,7 +303,10 @@ class RecordService:
         fields = _update_fields(data, record_id, where)
         raise_if(field_errors(fields, where))
         secret = await self._split_secret(table, fields, where)
-        errors = _change_errors(table, fields, where, patch=patch)
+        if replace:
+            errors = _replace_errors(table, fields, where)
+        else:
+            errors = _change_errors(table, fields, where, patch=patch)
         if errors:
             await self.read_record(table, record_id)  # a missing record is 404 first
             raise_if(errors)
@@ -312,6 +317,7 @@ class RecordService:
             updated_at=now_iso(),
             expected=expected,
             secret=secret,
+            replace=replace,
         )
         with store_errors(table=table, record_id=record_id, loc=where):
             return await self.store.update(table, record_id, change)
@@ -401,6 +407,14 @@ def _change_errors(
         # a patch of a field that holds no object merges into nothing
         values[name] = merge_patch(None, value) if patch else value
     return errors + schema_errors_of(table, values, loc)
+
+
+def _replace_errors(
+    table: str, fields: dict[str, Any], loc: Loc
+) -> list[dict[str, Any]]:
+    """What is wrong with a whole new record of a built-in table."""
+    model = BUILTIN_SCHEMAS.get(table)
+    return [] if model is None else model_errors(model, fields, loc)
 
 
 def is_valid_path_id(record_id: str) -> bool:

@@ -513,14 +513,7 @@ class AppendOnlyLog:
 
     async def close(self) -> None:
         """Flush and fsync the log; called when the service stops."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        self._tasks.clear()
+        await stop_tasks(self._tasks)
         if self.fd is not None:
             self.sync()
             os.close(self.fd)
@@ -528,6 +521,18 @@ class AppendOnlyLog:
         if self.store is not None:
             self.store.journal = None
             self.store.durable = None
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks, wait until they have ended, forget them."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    tasks.clear()
 
 
 def snapshot_entries(

@@ -198,13 +198,15 @@ class Change:
     merge patch, where ``null`` removes; else top-level fields replaced), at
     ``updated_at``, only while the record is at one of ``expected`` versions
     (``None``: any version). ``secret``: ``MISSING`` leaves it, ``None`` removes
-    it, a dict replaces it."""
+    it, a dict replaces it. ``replace``: ``fields`` are the record's whole new
+    fields (a field not given is removed)."""
 
     fields: dict[str, Any]
     patch: bool
     updated_at: str
     expected: frozenset[str] | None = None
     secret: Any = MISSING
+    replace: bool = False
 
 
 MAX_FIELDS = 256

@@ -588,7 +588,9 @@ class Store:
                 and record_version(old) not in change.expected
             ):
                 raise StaleRecord(record_id)
-            fields = merge_fields(old, change.fields, patch=change.patch)
+            fields = merge_fields(
+                old, change.fields, patch=change.patch, replace=change.replace
+            )
             if len(fields) > MAX_FIELDS:
                 raise TooManyFields(record_id)
             new = {

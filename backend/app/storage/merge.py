@@ -24,11 +24,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def merge_fields(
-    record: Record, fields: dict[str, Any], *, patch: bool
+    record: Record, fields: dict[str, Any], *, patch: bool, replace: bool = False
 ) -> dict[str, Any]:
     """The record's own fields (without ``id`` and the timestamps) with
     ``fields`` merged in: a field already there keeps its place, a new one comes
-    last. ``patch``: RFC 7396; else each given field replaces the old value."""
+    last. ``patch``: RFC 7396; else each given field replaces the old value;
+    ``replace``: ``fields`` are all of them."""
+    if replace:
+        return dict(fields)
     current = {k: v for k, v in record.items() if k not in SERVER_FIELDS}
     if patch:
         merged: dict[str, Any] = merge_patch(current, fields)
@@ -37,12 +40,17 @@ def merge_fields(
 
 
 def merged_record(
-    record: Record, fields: dict[str, Any], *, patch: bool, updated_at: str
+    record: Record,
+    fields: dict[str, Any],
+    *,
+    patch: bool,
+    updated_at: str,
+    replace: bool = False,
 ) -> Record:
     """The new version of ``record`` after an update."""
     return {
         "id": record["id"],
-        **merge_fields(record, fields, patch=patch),
+        **merge_fields(record, fields, patch=patch, replace=replace),
         "created_at": record["created_at"],
         "updated_at": updated_at,
     }

@@ -474,7 +474,7 @@ class RedisStore(StoreBackend):
     @staticmethod
     def _lookup_args(field: str, keys: Sequence[Any]) -> list[str] | None:
         if field == "id":
-            ids = [k for k in keys if isinstance(k, str)]
+            ids = list(dict.fromkeys(k for k in keys if isinstance(k, str)))
             return ids or None
         return list(dict.fromkeys(index_key(k) for k in keys))
 
@@ -787,9 +787,10 @@ class RedisStore(StoreBackend):
         for _ in range(_RETRIES):
             catalog = await self.catalog(table)
             keys = [self._index_effect(f, change) for f in catalog.fields]
-            if None in keys:
-                # an indexed object that a patch merges into: known only once
-                # the record is read; merged here, written if it did not change
+            if None in keys or change.replace:
+                # an indexed object that a patch merges into, or a whole new
+                # record: known only once the record is read; merged here,
+                # written if it did not change
                 record = await self._update_read(
                     table, record_id, change, catalog, refs
                 )
@@ -847,7 +848,11 @@ class RedisStore(StoreBackend):
             raise StaleRecord(record_id)
         old = orjson.loads(raw)
         new = merged_record(
-            old, change.fields, patch=change.patch, updated_at=change.updated_at
+            old,
+            change.fields,
+            patch=change.patch,
+            updated_at=change.updated_at,
+            replace=change.replace,
         )
         if len(new) - 3 > MAX_FIELDS:
             raise TooManyFields(record_id)

@@ -234,3 +234,44 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(server_factory: Callable[..., Server]) -> Server:
     return server_factory()
+
+
+def start_memdb_serve(
+    tmp_path: Path, file: Path, *args: str, wait: bool = True
+) -> Server:
+    """``python -m app.cli serve FILE ARGS`` (json-server's routes) as a user
+    starts it, on a free port, ready unless ``wait`` is false."""
+    port = free_port()
+    log = tmp_path / f"serve-{port}.log"
+    command = [sys.executable, "-m", "app.cli", "serve", str(file), "--host", HOST]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), *args],
+            cwd=BACKEND,
+            env=server_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    served = Server(f"http://{HOST}:{port}", process, log)
+    if wait:
+        try:
+            wait_http(served.url + "/ready", process, log)
+        except BaseException:
+            served.stop()
+            raise
+    return served
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``url`` answers 200; fails if the process exits first."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited early:\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer:\n{log.read_text(errors='replace')}")

@@ -61,19 +61,27 @@ def _reference(
     right_on: str,
     how: str,
 ) -> Pairs:
-    """A nested-loop join: JSON equality, missing and null never match."""
+    """A nested-loop join: JSON equality, missing and null never match; against
+    the ``id`` column, an integer (or integral float) is the id with its digits."""
 
-    def key(record: dict[str, Any], column: str) -> str | None:
+    def key(record: dict[str, Any], column: str, other: str) -> str | None:
         value = _value(record, column)
         if value is MISSING or value is None:
             return None
+        if other == "id" and column != "id" and type(value) in (int, float):
+            if value == int(value):
+                value = str(int(value))
+        if isinstance(value, float) and value == int(value):
+            value = int(value)
         return json.dumps(value, sort_keys=True)
 
     pairs: Pairs = Counter()
     matched_right: set[str] = set()
     for lrow in left:
-        lkey = key(lrow, left_on)
-        hits = [r for r in right if lkey is not None and key(r, right_on) == lkey]
+        lkey = key(lrow, left_on, right_on)
+        hits = [
+            r for r in right if lkey is not None and key(r, right_on, left_on) == lkey
+        ]
         for rrow in hits:
             pairs[(lrow["id"], rrow["id"])] += 1
             matched_right.add(rrow["id"])
@@ -299,13 +307,80 @@ def test_values_match_by_json_equality(client: TestClient) -> None:
     )
 
 
-def test_a_number_does_not_match_a_string_id(client: TestClient) -> None:
-    create_many(client, "parents", [{"id": "1"}, {"id": "2"}])
+def test_an_integer_matches_a_string_id_with_its_digits(client: TestClient) -> None:
+    create_many(client, "parents", [{"id": "1"}, {"id": "2"}, {"id": "3"}])
     create_many(
-        client, "kids", [{"id": "k1", "parent_id": 1}, {"id": "k2", "parent_id": "2"}]
+        client,
+        "kids",
+        [
+            {"id": "k1", "parent_id": 1},
+            {"id": "k2", "parent_id": "2"},
+            {"id": "k3", "parent_id": 3.0},
+            {"id": "k4", "parent_id": 1.5},
+            {"id": "k5", "parent_id": True},
+            {"id": "k6", "parent_id": "01"},
+            {"id": "k7", "parent_id": [1]},
+            {"id": "k8", "parent_id": None},
+            {"id": "k9"},
+        ],
     )
-    assert _pairs(_join(client, "parents/kids/parent_id")) == Counter({("2", "k2"): 1})
-    assert _pairs(_join(client, "kids/parents/parent_id")) == Counter({("k2", "2"): 1})
+    matched = {("1", "k1"): 1, ("2", "k2"): 1, ("3", "k3"): 1}
+    flipped = Counter({(k, p): n for (p, k), n in matched.items()})
+    unmatched_kids = {(None, f"k{i}"): 1 for i in range(4, 10)}
+    for how in ("inner", "left", "right", "full"):
+        # the id on the left (a hash table of the kids), then on the right (the
+        # parents' own id map)
+        body = _join(client, "parents/kids/parent_id", how=how)
+        assert body["on"] == {"left": "id", "right": "parent_id"}
+        expected = Counter(matched)
+        if how in ("right", "full"):
+            expected.update(unmatched_kids)
+        assert _pairs(body) == expected, how
+        assert body["total"] == sum(expected.values())
+
+        body = _join(client, "kids/parents/parent_id", how=how)
+        assert body["on"] == {"left": "parent_id", "right": "id"}
+        expected = Counter(flipped)
+        if how in ("left", "full"):
+            expected.update({(k, None): 1 for _, k in unmatched_kids})
+        assert _pairs(body) == expected, how
+
+    # left_on/right_on: the rule follows the column named id, on either side
+    body = _join(client, "kids/parents/x", left_on="parent_id", right_on="id")
+    assert _pairs(body) == flipped
+    body = _join(client, "parents/kids/x", left_on="id", right_on="parent_id")
+    assert _pairs(body) == Counter(matched)
+
+
+def test_json_server_integer_foreign_keys_join_after_an_import(
+    client: TestClient,
+) -> None:
+    db = {
+        "posts": [{"id": 1, "title": "a"}, {"id": 2, "title": "b"}],
+        "comments": [
+            {"id": 1, "postId": 1},
+            {"id": 2, "postId": 1},
+            {"id": 3, "postId": 2},
+            {"id": 4, "postId": 9},
+        ],
+    }
+    assert client.post(f"{API}/import", json=db).status_code == 200
+    body = _join(client, "comments/posts/postId", how="left")
+    assert _pairs(body) == Counter(
+        {("1", "1"): 1, ("2", "1"): 1, ("3", "2"): 1, ("4", None): 1}
+    )
+    body = _join(client, "posts/comments/postId")
+    assert _pairs(body) == Counter({("1", "1"): 1, ("1", "2"): 1, ("2", "3"): 1})
+
+
+def test_an_integer_matches_a_string_only_against_the_id(client: TestClient) -> None:
+    """Outside the id column, JSON equality: 1 is not "1"."""
+    create_many(client, "lt", [{"id": "a", "k": 1}, {"id": "b", "k": "1"}])
+    create_many(client, "rt", [{"id": "1", "k": "1"}, {"id": "2", "k": 1.0}])
+    assert _pairs(_join(client, "lt/rt/k")) == Counter({("a", "2"): 1, ("b", "1"): 1})
+    # k against the id: both a's 1 and b's "1" find record "1"
+    body = _join(client, "lt/rt/x", left_on="k", right_on="id")
+    assert _pairs(body) == Counter({("a", "1"): 1, ("b", "1"): 1})
 
 
 def test_a_self_join(client: TestClient) -> None:
@@ -357,6 +432,7 @@ def test_a_self_join(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("left_on", "right_on"), [("k", "k"), ("k", "id"), ("id", "k")]
 )
+@pytest.mark.parametrize("digits", [False, True], ids=["prefixed-ids", "digit-ids"])
 def test_joins_agree_with_a_nested_loop_reference(
     client: TestClient,
     how: str,
@@ -364,10 +440,11 @@ def test_joins_agree_with_a_nested_loop_reference(
     right_size: int,
     left_on: str,
     right_on: str,
+    digits: bool,
 ) -> None:
     rng = random.Random(left_size * 1000 + right_size)
     values: list[Any] = [1, 2, "1", "a", True, False, 0, None, MISSING, {"x": 1}]
-    values += ["l1", "l2", "l3", "r1", "r2", "r3"]
+    values += ["l1", "l2", "l3", "r1", "r2", "r3", 3.0, 4.5, "4", [1]]
 
     def rows(prefix: str, size: int) -> list[dict[str, Any]]:
         out = []
@@ -379,8 +456,9 @@ def test_joins_agree_with_a_nested_loop_reference(
             out.append(row)
         return out
 
-    left = create_many(client, "lt", rows("l", left_size))
-    right = create_many(client, "rt", rows("r", right_size))
+    # with digit ids ("0", "1", ...), integers match ids on the other side
+    left = create_many(client, "lt", rows("" if digits else "l", left_size))
+    right = create_many(client, "rt", rows("" if digits else "r", right_size))
     expected = _reference(left, right, left_on, right_on, how)
 
     body = _join(client, "lt/rt/k", how=how, left_on=left_on, right_on=right_on)

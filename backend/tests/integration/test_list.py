@@ -197,6 +197,68 @@ def test_several_filters_all_apply(people: TestClient) -> None:
     assert ids(people, [("tags__contains", "dev"), ("tags__contains", "1")]) == ["p4"]
 
 
+# -- integers against ids ---------------------------------------------------------
+
+NUMBERED: list[dict[str, Any]] = [
+    {"id": "1", "n": 1, "ref": "2"},
+    {"id": "2", "n": "1", "ref": 2},
+    {"id": "10", "n": 1.0},
+    {"id": "a", "n": True},
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ([("id", "1")], ["1"]),
+        ([("id__eq", "10")], ["10"]),
+        ([("id", "1.0")], ["1"]),
+        ([("id", '"1"')], ["1"]),
+        ([("id", "1.5")], []),
+        ([("id", "true")], []),
+        ([("id", "-1")], []),
+        ([("id__in", "1,2")], ["1", "2"]),
+        ([("id__in", "10,1,a,1.0")], ["1", "10", "a"]),
+        ([("id__ne", "1")], ["2", "10", "a"]),
+        ([("id__ne", "1.0")], ["2", "10", "a"]),
+        # with other filters, and a sort: the rest runs over what the ids find
+        ([("id__in", "1,2,10"), ("n", "1")], ["1", "10"]),
+        ([("id__in", "1,2,10"), ("sort", "-n")], ["2", "1", "10"]),
+        ([("id__ne", "2"), ("n__in", "1,true")], ["1", "10", "a"]),
+        # only the id column: elsewhere 1 is not "1"
+        ([("n", "1")], ["1", "10"]),
+        ([("n", '"1"')], ["2"]),
+        ([("ref", "2")], ["2"]),
+        ([("ref", '"2"')], ["1"]),
+        ([("ref__in", "2")], ["2"]),
+    ],
+)
+def test_an_integer_finds_the_id_with_its_digits(
+    client: TestClient, params: list[tuple[str, str]], expected: list[str]
+) -> None:
+    create_many(client, "numbered", NUMBERED)
+    body = listing(client, params, f"{API}/data/numbered")
+    assert [r["id"] for r in body["items"]] == expected
+    assert body["total"] == len(expected)
+
+
+def test_an_integer_id_filter_on_an_indexed_table_and_in_pages(
+    client: TestClient,
+) -> None:
+    create_many(client, "numbered", [{"id": str(i), "n": i % 3} for i in range(30)])
+    response = client.post(f"{API}/tables/numbered/indexes", json={"field": "n"})
+    assert response.status_code == 201, response.text
+    url = f"{API}/data/numbered"
+    assert [r["id"] for r in listing(client, [("id", "7")], url)["items"]] == ["7"]
+    body = listing(client, [("id__in", "3,4,5,6,99"), ("n", "0")], url)
+    assert [r["id"] for r in body["items"]] == ["3", "6"]
+    body = listing(
+        client, [("id__in", "1,2,3,4"), ("limit", "2"), ("offset", "1")], url
+    )
+    assert [r["id"] for r in body["items"]] == ["2", "3"]
+    assert body["total"] == 4
+
+
 # -- q -------------------------------------------------------------------------
 
 

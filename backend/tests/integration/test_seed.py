@@ -1,5 +1,7 @@
 """``MEMDB_SEED_FILE``: a db.json-shaped file loaded at startup; ``/ready`` is 503
-until it is loaded, and stays 503 with the reason when it cannot be."""
+until it is loaded. One that cannot be loaded stops the service with the reason
+(``python -m app`` then exits with status 1: tests/e2e/test_seed_refused.py);
+under a test client, which has no server to stop, it stays 503 with the reason."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
+from app.api.state import service_of
+from app.main import create_app
+from tests.conftest import make_settings
 from tests.integration.helpers import API, assert_error, fields_of
 
 SEED: dict[str, Any] = {
@@ -150,7 +155,10 @@ BAD_SEEDS: list[Any] = [
     pytest.param(b"[1, 2]", "", id="a-list"),
     pytest.param({"users": [{"id": "u1", "email": "nope"}]}, "users", id="bad-user"),
     pytest.param({"notes": [{"id": "n1", "bad-name": 1}]}, "notes", id="bad-field"),
-    pytest.param({"notes": {"id": "n1"}}, "notes", id="table-not-a-list"),
+    pytest.param({"notes": 3}, "notes", id="table-not-a-list"),
+    pytest.param(
+        {"notes": {"id": "n1"}}, "object resource cannot hold an id", id="object-id"
+    ),
     pytest.param(
         {"orders": [{**SEED["orders"][0], "user_id": "ghost"}]},
         "user",
@@ -170,12 +178,16 @@ BAD_SEEDS: list[Any] = [
 
 
 def assert_not_ready_with(client: TestClient, words: list[str]) -> None:
+    """The seed stopped the service (fatal) with the reason, and under a test
+    client (no server to stop) it stays not ready."""
     ready = wait_for_ready(client, failed)
     error = assert_error(ready, 503, "not_ready")
     message = error["message"]
     assert "seed" in message.lower(), message
     for word in words:
         assert word.lower() in message.lower(), message
+    service = service_of(client.app)
+    assert service is not None and service.fatal is True
     for _ in range(2):  # it stays so
         time.sleep(0.05)
         assert_error(client.get("/ready"), 503, "not_ready")
@@ -189,7 +201,7 @@ def assert_not_ready_with(client: TestClient, words: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("content", "word"), BAD_SEEDS)
-def test_a_bad_seed_file_leaves_the_service_not_ready_with_a_message(
+def test_a_bad_seed_file_stops_the_service_with_a_message(
     client_factory: Callable[..., TestClient],
     tmp_path: Path,
     content: Any,
@@ -199,26 +211,54 @@ def test_a_bad_seed_file_leaves_the_service_not_ready_with_a_message(
     assert_not_ready_with(client, [word] if word else [])
 
 
-def test_a_missing_seed_file_leaves_the_service_not_ready(
+def test_a_missing_seed_file_stops_the_service(
     client_factory: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     client = client_factory(seed_file=str(tmp_path / "missing.json"))
     assert_not_ready_with(client, ["no such file"])
 
 
-def test_a_directory_as_seed_file_leaves_the_service_not_ready(
+def test_a_directory_as_seed_file_stops_the_service(
     client_factory: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     client = client_factory(seed_file=str(tmp_path))
     assert_not_ready_with(client, [])
 
 
-def test_a_seed_over_the_record_limit_leaves_the_service_not_ready(
+def test_a_seed_over_the_record_limit_stops_the_service(
     client_factory: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     seed = {"notes": [{"id": f"n{i}"} for i in range(4)]}
     client = client_factory(seed_file=str(write_seed(tmp_path, seed)), max_records=3)
     assert_not_ready_with(client, [])
+
+
+def test_a_bad_seed_file_asks_the_server_to_stop(tmp_path: Path) -> None:
+    """What ``python -m app`` hooks (``stop_server``) is called once, with the
+    service marked fatal and the reason given."""
+    app = create_app(make_settings(seed_file=str(write_seed(tmp_path, b'{"users": ['))))
+    stops: list[bool] = []
+    app.stop_server = lambda: stops.append(True)
+    with TestClient(app) as client:
+        ready = wait_for_ready(client, failed)
+        message = assert_error(ready, 503, "not_ready")["message"]
+        assert message.startswith("the seed file could not be loaded: "), message
+        assert "not valid JSON" in message
+        service = service_of(app)
+        assert service is not None and service.fatal is True
+        assert service.runtime.ready is False
+    assert stops == [True]
+
+
+def test_a_good_seed_file_does_not_stop_the_server(tmp_path: Path) -> None:
+    app = create_app(make_settings(seed_file=str(write_seed(tmp_path, SEED))))
+    stops: list[bool] = []
+    app.stop_server = lambda: stops.append(True)
+    with TestClient(app) as client:
+        wait_for_ready(client, loaded)
+        service = service_of(app)
+        assert service is not None and service.fatal is False
+    assert stops == []
 
 
 def test_without_a_seed_file_the_service_is_ready_at_once(

@@ -37,6 +37,14 @@ def _column(record: Record, column: str) -> Any:
     return None if value is MISSING else value
 
 
+def _against_id(value: Any, column: str, other: str) -> Any:
+    """Against the ``id`` column, an integer (or integral float) is its digits."""
+    if other == "id" and column != "id" and type(value) in (int, float):
+        if value == int(value):
+            return str(int(value))
+    return value
+
+
 def nested_loop_join(
     left: Sequence[Record], right: Sequence[Record], lcol: str, rcol: str, how: How
 ) -> Pairs:
@@ -44,12 +52,12 @@ def nested_loop_join(
     pairs: Pairs = []
     matched_right: set[int] = set()
     for i, lrow in enumerate(left):
-        lvalue = _column(lrow, lcol)
+        lvalue = _against_id(_column(lrow, lcol), lcol, rcol)
         hits = [
             j
             for j, rrow in enumerate(right)
             if lvalue is not None
-            and (rvalue := _column(rrow, rcol)) is not None
+            and (rvalue := _against_id(_column(rrow, rcol), rcol, lcol)) is not None
             and json_equal(lvalue, rvalue)
         ]
         pairs.extend((i, j) for j in hits)
@@ -80,7 +88,8 @@ def positions(
 # -- generated tables ------------------------------------------------------
 
 # Join values collide across types on purpose: 1 and 1.0 and true, 1 and "1",
-# ids as values, null, and lists and objects compared by value.
+# ids as values (and integers as digit ids), null, and lists and objects
+# compared by value.
 VALUES = st.sampled_from(
     [
         None,
@@ -114,11 +123,17 @@ def _rows(prefix: str, size: int) -> st.SearchStrategy[list[Record]]:
 
 @st.composite
 def tables(draw: st.DrawFn, *, left_builds: bool) -> tuple[list[Record], list[Record]]:
-    """Two tables; with ``left_builds`` the left one is strictly smaller."""
+    """Two tables; with ``left_builds`` the left one is strictly smaller. Ids
+    are ``L0``... and ``R0``..., or digits (``0``...) that the integers among
+    the values match."""
     small = draw(st.integers(0, 6))
     large = draw(st.integers(small + 1 if left_builds else small, 9))
     left_size, right_size = (small, large) if left_builds else (large, small)
-    return draw(_rows("L", left_size)), draw(_rows("R", right_size))
+    digits = draw(st.booleans())
+    return (
+        draw(_rows("" if digits else "L", left_size)),
+        draw(_rows("" if digits else "R", right_size)),
+    )
 
 
 def check_join(
@@ -269,18 +284,56 @@ def test_each_kind_of_join_on_mixed_values(
     )
 
 
-def test_an_id_never_matches_a_number() -> None:
-    left: list[Record] = [{"id": "1"}, {"id": "2"}]
+def test_an_id_matches_an_integer_with_its_digits() -> None:
+    left: list[Record] = [{"id": "1"}, {"id": "2"}, {"id": "3"}, {"id": "4"}]
     right: list[Record] = [
         {"id": "a", "ref": 1},
         {"id": "b", "ref": "2"},
         {"id": "c", "ref": True},
+        {"id": "d", "ref": 3.0},
+        {"id": "e", "ref": 4.5},
+        {"id": "f", "ref": [1]},
+        {"id": "g", "ref": {"id": 1}},
+        {"id": "h", "ref": 1},
     ]
     rows = hash_join(left, right, left_on="id", right_on="ref")
-    assert _pairs(rows) == [("2", "b")]
+    assert _pairs(rows) == [("1", "a"), ("1", "h"), ("2", "b"), ("3", "d")]
+    rows = hash_join(left, right, left_on="id", right_on="ref", how="full")
+    assert _pairs(rows) == [
+        ("1", "a"),
+        ("1", "h"),
+        ("2", "b"),
+        ("3", "d"),
+        ("4", None),
+        (None, "c"),
+        (None, "e"),
+        (None, "f"),
+        (None, "g"),
+    ]
     for by_id in (None, {r["id"]: r for r in left}):
         rows = hash_join(right, left, left_on="ref", right_on="id", right_by_id=by_id)
-        assert _pairs(rows) == [("b", "2")]
+        assert _pairs(rows) == [("a", "1"), ("b", "2"), ("d", "3"), ("h", "1")]
+        rows = hash_join(
+            right, left, left_on="ref", right_on="id", right_by_id=by_id, how="right"
+        )
+        assert _pairs(rows) == [
+            ("a", "1"),
+            ("b", "2"),
+            ("d", "3"),
+            ("h", "1"),
+            (None, "4"),
+        ]
+
+
+def test_a_column_other_than_the_id_matches_by_json_equality() -> None:
+    left: list[Record] = [{"id": "l1", "k": 1}, {"id": "l2", "k": "1"}]
+    right: list[Record] = [{"id": "1", "k": "1"}, {"id": "2", "k": 1.0}]
+    rows = hash_join(left, right, left_on="k", right_on="k")
+    assert _pairs(rows) == [("l1", "2"), ("l2", "1")]
+    # a dotted path against the id follows the id rule
+    nested: list[Record] = [{"id": "n", "ref": {"id": 2}}]
+    rows = hash_join(nested, right, left_on="ref.id", right_on="id")
+    assert _pairs(rows) == [("n", "2")]
 
 
 def test_an_empty_side() -> None:

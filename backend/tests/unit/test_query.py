@@ -722,6 +722,65 @@ def test_parse_query_reads_every_part() -> None:
 
 
 @pytest.mark.parametrize(
+    ("param", "raw", "value"),
+    [
+        ("id", "1", "1"),
+        ("id__eq", "-7", "-7"),
+        ("id", "1.0", "1"),
+        ("id", "1e2", "100"),
+        ("id", "1.5", 1.5),
+        ("id", "true", True),
+        ("id", "null", None),
+        ("id", '"1"', "1"),
+        ("id", "[1]", [1]),
+        ("id__ne", "12", "12"),
+        ("id__in", "1,2.0,x,true,2,1.5", ["1", "2", "x", True, 1.5]),
+        ("id__in", '1,"1",1.0', ["1"]),
+        # other operators, and other paths, keep the JSON value
+        ("id__gt", "1", 1),
+        ("id__contains", "1", "1"),
+        ("n", "1", 1),
+        ("n__in", "1,1.0", [1, 1.0]),
+        ("ref.id", "1", 1),
+        ("idx", "1", 1),
+    ],
+)
+def test_an_integer_compared_with_the_id_is_the_id_with_its_digits(
+    param: str, raw: str, value: Any
+) -> None:
+    (flt,) = parse_query([(param, raw)]).filters
+    assert strict(flt.value) == strict(value)
+
+
+def test_an_integer_lists_the_id_with_its_digits(store: Store) -> None:
+    store.create_table(TABLE)
+    store.insert(
+        TABLE,
+        [
+            {"id": "1", "n": 1},
+            {"id": "2", "n": "1"},
+            {"id": "10", "n": 1.0},
+            {"id": "x", "n": True},
+        ],
+    )
+    service = QueryService(MemoryStore.around(store))
+
+    def ids(*params: tuple[str, str]) -> list[str]:
+        page = listed(service, TABLE, parse_query(params))
+        return [r["id"] for r in page.items]
+
+    assert ids(("id", "1")) == ["1"]
+    assert ids(("id", "10.0")) == ["10"]
+    assert ids(("id__in", "10,1,1.0")) == ["1", "10"]
+    assert ids(("id__ne", "1")) == ["2", "10", "x"]
+    assert ids(("id__in", "1,2"), ("n", "1")) == ["1"]
+    assert ids(("id", "true")) == []
+    # elsewhere JSON equality: 1 is 1.0, and not "1"
+    assert ids(("n", "1")) == ["1", "10"]
+    assert ids(("n", '"1"')) == ["2"]
+
+
+@pytest.mark.parametrize(
     ("raw", "value"),
     [
         ("30", 30),

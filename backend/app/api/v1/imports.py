@@ -48,7 +48,10 @@ EXAMPLE = {
                         "type": "object",
                         "propertyNames": {"pattern": TABLE_PATTERN},
                         "additionalProperties": {
-                            "type": "array",
+                            "description": "a table: a list of records, or an "
+                            "object (json-server's singular resource: a table "
+                            "of one record, id _singleton; it holds no id)",
+                            "type": ["array", "object"],
                             "items": {"type": "object"},
                         },
                     },
