@@ -115,7 +115,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sources(path: Path, table: str | None) -> dict[str, Iterator[Any] | list[Any]]:
+def _sources(
+    path: Path, table: str | None
+) -> dict[str, Iterator[Any] | list[Any] | dict[str, Any]]:
     """The tables of a file: NDJSON (one record a line), a JSON list of records,
     or the db.json shape (``--table`` picks one of its tables)."""
     if path.suffix in (".ndjson", ".jsonl"):
@@ -133,13 +135,16 @@ def _sources(path: Path, table: str | None) -> dict[str, Iterator[Any] | list[An
     if isinstance(document, dict):
         # users before orders, as the service's own import does
         names = sorted(document, key=lambda n: {"users": 0, "orders": 1}.get(n, 2))
-        skipped = [n for n in names if not isinstance(document[n], list)]
+        kept = (list, dict)  # a dict: json-server's object resource
+        skipped = [
+            n for n in names if not isinstance(document[n], kept) and n != "$schema"
+        ]
         if skipped:
             console.print(f"skipped (not lists of records): {', '.join(skipped)}")
         return {
             name: document[name]
             for name in names
-            if isinstance(document[name], list) and table in (None, name)
+            if isinstance(document[name], kept) and table in (None, name)
         }
     raise CliError("the file holds neither a list of records nor tables")
 
@@ -170,6 +175,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     loaded = 0
     with _count_progress() as progress:
         for table, rows in _sources(Path(args.file), args.table).items():
+            if isinstance(rows, dict):  # an object resource: one record
+                body = orjson.dumps({table: rows})
+                _send(_request(args, "POST", "/api/v1/import?mode=merge", body))
+                loaded += 1
+                continue
             total = len(rows) if isinstance(rows, list) else None
             task = progress.add_task(table, total=total)
             for batch in _batches(rows, args.batch):

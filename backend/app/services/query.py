@@ -18,6 +18,7 @@ are scanned, sorted and projected in slices that give the event loop back.
 from __future__ import annotations
 
 import math
+import re
 from bisect import insort
 from dataclasses import dataclass, field
 from operator import neg
@@ -52,6 +53,10 @@ MAX_VALUE_CHARS = 4096
 MAX_PATH_PARTS = MAX_DEPTH
 
 
+LEGACY_SUFFIXES = ("gte", "lte", "ne", "like")
+_LEGACY = re.compile(r"^(.*[^_])_(" + "|".join(LEGACY_SUFFIXES) + ")$")
+
+
 def _syntax() -> dict[str, str]:
     """The query language's parameters as regular expressions, for the OpenAPI
     document: what the parser below takes (write-only fields aside)."""
@@ -64,9 +69,11 @@ def _syntax() -> dict[str, str]:
     filtered = rf"{first}(\.{plain}){{0,{MAX_PATH_PARTS - 1}}}"
     ops = "|".join(sorted(OPERATORS))
     key = rf"[-+]?{path}"
+    # json-server 0.17's suffixes (views_gte) are refused, not fields
+    legacy = "(?!.*[^_]_(" + "|".join(LEGACY_SUFFIXES) + ")$)"
     return {
         "path": f"^{path}$",
-        "filter": rf"^{filtered}(__({ops}))?$",
+        "filter": rf"^{legacy}{filtered}(__({ops}))?$",
         "sort": rf"^({key}(,{key}){{0,{MAX_SORT_KEYS - 1}}})?$",
         "fields": rf"^({path}(,{path}){{0,{MAX_PROJECTED - 1}}})?$",
     }
@@ -248,6 +255,10 @@ def _filter(param: str, raw: str) -> Filter:
     if ":" in param:  # json-server 1.x: field:op=value
         field, _, op = param.partition(":")
         raise _bad(param, f"write {field}__{op.lower()}={raw} (field__op=value)")
+    legacy = None if "__" in param else _LEGACY.match(param)
+    if legacy:  # json-server 0.17: field_gte=value
+        field, op = legacy.groups()
+        raise _bad(param, f"write {field}__{op}={raw} (field__op=value)")
     path, _, op = param.partition("__")
     op = op or "eq"
     if op not in OPERATORS:

@@ -177,20 +177,25 @@ def test_load_a_json_list_and_a_db_json_file(
     db.write_bytes(
         orjson.dumps(
             {
+                "$schema": "./node_modules/json-server/schema.json",
                 "posts": [{"id": 1, "title": "a"}],
                 "comments": [{"id": 1, "postId": 1}, {"id": 2, "postId": 1}],
+                "profile": {"name": "typicode"},
             }
         )
     )
     code, text = run_cli(capsys, "--url", server.url, "load", str(db))
     assert code == 0, text
-    assert "loaded 3 records" in text
+    assert "loaded 4 records" in text and "skipped" not in text
     with server.client() as client:
         tables = dump_of(client)
     assert [r["id"] for r in tables["things"]] == [str(i) for i in range(7)]
     assert [r["v"] for r in tables["things"]] == [i * 2 for i in range(7)]
     assert [r["id"] for r in tables["posts"]] == ["1"]
     assert [r["postId"] for r in tables["comments"]] == [1, 1]
+    assert [(r["id"], r["name"]) for r in tables["profile"]] == [
+        ("_singleton", "typicode")
+    ]
 
 
 def test_a_bad_file_exits_1_with_a_readable_message(

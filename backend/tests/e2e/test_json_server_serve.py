@@ -32,6 +32,8 @@ from tests.e2e.conftest import (
     wait_http,
 )
 
+from tests.integration.test_import_objects import README_1X
+
 pytestmark = pytest.mark.e2e
 
 JSON_SERVER_017 = (
@@ -256,3 +258,27 @@ def test_a_file_that_cannot_be_served_stops_it(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert b"no such file" in missing.stderr
+
+
+def test_the_readme_examples(tmp_path: Path) -> None:
+    """The curl lines of the README's "Coming from json-server" answer what the
+    README shows, on json-server's README example db.json."""
+    readme = (BACKEND.parent / "README.md").read_text()
+    section = readme.split("## Coming from json-server", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    pairs = [
+        (line.split("'")[1] if "'" in line else line.split()[-1], block[i + 1][2:])
+        for i, line in enumerate(block)
+        if line.startswith("curl -s ")
+    ]
+    assert len(pairs) >= 2
+    file = tmp_path / "db.json"
+    file.write_bytes(orjson.dumps(README_1X))
+    served = serve(tmp_path, file)
+    try:
+        for url, shown in pairs:
+            got = httpx.get(url.replace("http://127.0.0.1:3000", served.url))
+            assert got.status_code == 200, url
+            assert got.json() == json.loads(shown), url
+    finally:
+        assert served.terminate() == 0

@@ -31,6 +31,11 @@ DOORS = pytest.mark.parametrize(
         ("_anything=1", "filters (field__op=value)"),
         ("views:gt=100", "write views__gt=100"),
         ("title:startsWith=js", "write title__startswith=js"),
+        ("views_gte=100", "write views__gte=100"),
+        ("views_lte=100", "write views__lte=100"),
+        ("views_ne=100", "write views__ne=100"),
+        ("title_like=json", "write title__like=json"),
+        ("author.name_like=a", "write author.name__like=a"),
     ],
 )
 def test_a_json_server_parameter_is_400_naming_the_memdb_way(
@@ -48,3 +53,12 @@ def test_the_memdb_equivalents_answer(client: TestClient) -> None:
     response = client.get(f"{API}/data/posts?sort=-views&limit=2&views__gt=100")
     assert response.status_code == 200
     assert [p["views"] for p in response.json()["items"]] == [300, 200]
+
+
+def test_a_field_with_a_suffix_is_still_reachable(client: TestClient) -> None:
+    """A field whose name ends like json-server 0.17's suffixes is filtered
+    with an explicit operator."""
+    create_many(client, "posts", [{"views_ne": 1}, {"views_ne": 2}])
+    response = client.get(f"{API}/data/posts?views_ne__eq=2")
+    assert response.status_code == 200
+    assert [p["views_ne"] for p in response.json()["items"]] == [2]

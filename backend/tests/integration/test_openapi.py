@@ -114,9 +114,12 @@ def test_the_list_declares_its_filters(document: dict[str, Any]) -> None:
     )
     assert filters["schema"]["type"] == "object"
     pattern = re.compile(filters["schema"]["propertyNames"]["pattern"])
-    for name in ("age", "age__gte", "address.city__eq", "first_name__in", "a._x"):
+    names = ("age", "age__gte", "address.city__eq", "first_name__in", "a._x")
+    for name in (*names, "views_ne__eq", "done_needed"):
         assert pattern.fullmatch(name), name
     for name in ("age__between", "x-y", "__gte", "a___gte", "a.__b", "_sort"):
+        assert not pattern.fullmatch(name), name
+    for name in ("views_gte", "views_lte", "a.views_ne", "title_like"):
         assert not pattern.fullmatch(name), name
     assert filters["example"] == {"age__gte": "30"}
 
