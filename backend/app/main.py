@@ -37,7 +37,7 @@ from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.passwords import PasswordHasher
 from app.services.query import QueryService
-from app.schemas.builtin import BUILTIN_RULES
+from app.schemas.builtin import BUILTIN, NO_SCHEMAS, Schemas
 from app.services.records import RecordService
 from app.services.stats import StatsService
 from app.services.tables import TableService
@@ -57,6 +57,12 @@ joins and dumps. Every error answers with one envelope:
 """
 
 
+def schemas_of(settings: Settings) -> Schemas:
+    """The built-in tables' schemas and rules, unless ``MEMDB_BUILTIN_SCHEMAS``
+    is off (every table schemaless)."""
+    return BUILTIN if settings.builtin_schemas else NO_SCHEMAS
+
+
 def build_store(settings: Settings) -> StoreBackend:
     """The backend ``MEMDB_STORE`` names, with the built-in rules."""
     if settings.store == "redis":
@@ -69,12 +75,12 @@ def build_store(settings: Settings) -> StoreBackend:
             wait_replicas=settings.redis_wait_replicas,
             max_records=settings.max_records,
             max_tables=settings.max_tables,
-            rules=BUILTIN_RULES,
+            rules=schemas_of(settings).rules,
         )
     return MemoryStore(
         max_records=settings.max_records,
         max_tables=settings.max_tables,
-        rules=BUILTIN_RULES,
+        rules=schemas_of(settings).rules,
     )
 
 
@@ -82,6 +88,7 @@ def build_state(app: FastAPI, settings: Settings) -> ServiceState:
     """The store, the services and the middleware's runtime, as
     ``app.state.service`` for the routes and the middleware."""
     store = build_store(settings)
+    schemas = schemas_of(settings)
     hasher = PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
@@ -94,6 +101,7 @@ def build_state(app: FastAPI, settings: Settings) -> ServiceState:
         max_bulk=settings.max_bulk,
         max_passwords=settings.max_passwords,
         limits=limits,
+        schemas=schemas,
     )
     gc_monitor = GcMonitor()
     loop_monitor = LoopMonitor(gc_monitor)
@@ -105,9 +113,13 @@ def build_state(app: FastAPI, settings: Settings) -> ServiceState:
         limits=limits,
         services=Services(
             records=records,
-            joins=JoinService(store, limits, max_rows=settings.max_join_rows),
-            tables=TableService(store, limits),
-            queries=QueryService(store, limits, max_filters=settings.max_filters),
+            joins=JoinService(
+                store, limits, max_rows=settings.max_join_rows, schemas=schemas
+            ),
+            tables=TableService(store, limits, schemas),
+            queries=QueryService(
+                store, limits, max_filters=settings.max_filters, schemas=schemas
+            ),
             imports=ImportService(store, records),
             stats=StatsService(store),
         ),

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_heavy_requests: int = Field(default=4, ge=1)
     metrics_max_tables: int = Field(default=50, ge=1)
     seed_file: str | None = None
+    # the built-in tables (users, orders) with their schemas and rules; off,
+    # every table is schemaless (memdb serve's default)
+    builtin_schemas: bool = True
     # ``memdb serve FILE``: json-server's routes at the root on FILE's data,
     # written back to FILE (MEMDB_FSYNC: when), in one of its dialects
     json_server_file: str | None = None

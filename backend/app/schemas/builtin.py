@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from app.storage.base import Reference, Rules
@@ -65,3 +67,28 @@ PLACEHOLDERS: dict[str, dict[str, object]] = {
         "user_id": "placeholder",
     },
 }
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """The schemas and rules of the built-in tables the services enforce:
+    ``BUILTIN`` (``users`` and ``orders``), or ``NO_SCHEMAS`` (every table
+    schemaless, as ``memdb serve`` has them by default)."""
+
+    models: dict[str, type[BaseModel]] = field(default_factory=dict)
+    rules: Rules = field(default_factory=Rules)
+    placeholders: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def write_only(self, table: str) -> tuple[str, ...]:
+        return self.rules.write_only.get(table, ())
+
+    @property
+    def hidden(self) -> frozenset[str]:
+        """Write-only fields: never filtered, sorted, projected or indexed."""
+        return frozenset(f for fields in self.rules.write_only.values() for f in fields)
+
+
+BUILTIN = Schemas(
+    models=BUILTIN_SCHEMAS, rules=BUILTIN_RULES, placeholders=PLACEHOLDERS
+)
+NO_SCHEMAS = Schemas()

@@ -23,7 +23,6 @@ import orjson
 import re2
 
 from app.core.errors import DomainError
-from app.schemas.builtin import BUILTIN_RULES
 from app.services.imports import SINGLETON_ID, ImportService
 from app.services.query import sort_value
 from app.services.records import RecordService
@@ -534,7 +533,8 @@ class CompatService:
 
     def hidden(self, table: str, count: int) -> bool:
         """A built-in table the file did not hold, still empty, is not shown."""
-        return count == 0 and table in BUILTIN_RULES.tables and table not in self.views
+        builtin = self.records.schemas.rules.tables
+        return count == 0 and table in builtin and table not in self.views
 
     def view(self, table: str) -> View:
         view = self.views.get(table)
@@ -936,22 +936,37 @@ class CompatService:
         if record is None:
             raise not_found()
         view = self.view(name)
-        await self.records.delete_record(name, record_id)
         key = inflection.singularize(name) + "Id"
         dependents = set(_names(_all(params, "_dependent")))
+        # the records that name it, found first: a scan refused (its cost, a
+        # busy service) leaves everything as it was
+        linked: list[tuple[str, list[str], bool]] = []
         with self.limits.work() as work:
             for info in await self.store.describe():
-                if info.name == name:
-                    continue
-                cascade = self.dialect == "0.17" or info.name in dependents
-                await self._unlink(info.name, key, record_id, cascade, work)
+                if info.name != name:
+                    hits = await self._naming(info.name, key, record_id, work)
+                    cascade = self.dialect == "0.17" or info.name in dependents
+                    linked.append((info.name, hits, cascade))
+        await self.records.delete_record(name, record_id)
+        for table, hits, cascade in linked:
+            for hit in hits:
+                try:
+                    if cascade:
+                        await self.records.delete_record(table, hit)
+                    else:
+                        await self.records.update_record(
+                            table, hit, {key: None}, patch=False, loc=()
+                        )
+                except DomainError as exc:
+                    if exc.status_code != 404:  # deleted meanwhile
+                        raise
         return show(view, record) if self.dialect == "1" else {}
 
-    async def _unlink(
-        self, table: str, key: str, record_id: str, cascade: bool, work: Work
-    ) -> None:
-        """Delete (``cascade``) or set to null the field ``key`` of the records
-        of ``table`` that name ``record_id``."""
+    async def _naming(
+        self, table: str, key: str, record_id: str, work: Work
+    ) -> list[str]:
+        """The ids of the records of ``table`` whose field ``key`` names
+        ``record_id``."""
         hits: list[str] = []
         scan = await self.store.scan(table)
         async for batch in scan.batches():
@@ -960,17 +975,7 @@ class CompatService:
                 r["id"] for r in batch if key in r and loose_equal(r[key], record_id)
             ]
             await work.pause()
-        for hit in hits:
-            try:
-                if cascade:
-                    await self.records.delete_record(table, hit)
-                else:
-                    await self.records.update_record(
-                        table, hit, {key: None}, patch=False, loc=()
-                    )
-            except DomainError as exc:
-                if exc.status_code != 404:  # deleted meanwhile
-                    raise
+        return hits
 
     # -- 0.17 nested routes -------------------------------------------------------
 

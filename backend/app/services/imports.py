@@ -10,7 +10,6 @@ import orjson
 
 from app.core.errors import ValidationFailed, field_error
 from app.core.jsonbody import LARGE_BODY, check_integers
-from app.schemas.builtin import BUILTIN_RULES
 from app.services.errors import store_errors
 from app.services.records import RecordService, now_iso
 from app.services.validation import TABLE_NAME
@@ -53,7 +52,7 @@ class ImportService:
         now = now_iso()
         errors: list[dict[str, Any]] = []
         tables: list[tuple[str, list[Record], list[str | None]]] = []
-        names = BUILTIN_RULES.load_order(
+        names = self.records.schemas.rules.load_order(
             name
             for name, value in payload.items()
             if not (name == SCHEMA_KEY and isinstance(value, str))

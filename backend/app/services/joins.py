@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Hashable, Iterator, Literal
 
 from app.core.errors import QueryTooCostly, ValidationFailed, param_error
-from app.schemas.builtin import BUILTIN_SCHEMAS
+from app.schemas.builtin import BUILTIN, Schemas
 from app.services.validation import FIELD_NAME, check_table_name
 from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
@@ -229,10 +229,10 @@ def _valid_path(path: str) -> bool:
     return len(parts) <= 32 and all(FIELD_NAME.fullmatch(part) for part in parts)
 
 
-def join_column(table: str, has_key: bool, key: str) -> str:
+def join_column(table: str, has_key: bool, key: str, schemas: Schemas = BUILTIN) -> str:
     """``key`` when the table has that field (``has_key``: a record of it has
     the path), else ``id`` (CONTRACT section 4)."""
-    model = BUILTIN_SCHEMAS.get(table)
+    model = schemas.models.get(table)
     if model is not None:
         return key if key.split(".")[0] in model.model_fields else "id"
     return key if has_key else "id"
@@ -266,10 +266,12 @@ class JoinService:
         limits: Limits | None = None,
         *,
         max_rows: int = 1_000_000,
+        schemas: Schemas = BUILTIN,
     ) -> None:
         self.store = store
         self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
         self.max_rows = max_rows
+        self.schemas = schemas
 
     async def join(
         self,
@@ -314,8 +316,8 @@ class JoinService:
         except BaseException:
             work.close()
             raise
-        lcol = left_on or join_column(left, left_has, key)
-        rcol = right_on or join_column(right, right_has, key)
+        lcol = left_on or join_column(left, left_has, key, self.schemas)
+        rcol = right_on or join_column(right, right_has, key, self.schemas)
         join = Join(left_rows, right_rows, left_on=lcol, right_on=rcol, how=how)
         try:
             for done in join.plan():

@@ -31,7 +31,7 @@ from app.services.matching import PatternError, like
 from app.services.validation import FIELD_NAME, MAX_DEPTH, check_table_name
 from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
-from app.schemas.builtin import BUILTIN_RULES
+from app.schemas.builtin import BUILTIN, Schemas
 from app.services.errors import store_errors
 from app.services.joins import as_id
 from app.storage.base import Record, Scan, StoreBackend
@@ -41,7 +41,7 @@ OPERATORS = frozenset(
 )
 RESERVED = frozenset({"q", "sort", "limit", "offset", "fields"})
 # write-only fields: never filtered, sorted, projected or indexed, in any table
-HIDDEN = frozenset(f for fields in BUILTIN_RULES.write_only.values() for f in fields)
+HIDDEN = BUILTIN.hidden
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # far past any table (MEMDB_MAX_RECORDS), and within the work budget to skip
@@ -133,8 +133,13 @@ def _path(param: str, path: str) -> str:
         raise _bad(param, f"a path has at most {MAX_PATH_PARTS} parts")
     if not all(FIELD_NAME.fullmatch(p) for p in parts):
         raise _bad(param, f"{path!r} is not a field name or dotted path")
-    if parts[0] in HIDDEN:
-        raise _bad(param, f"{parts[0]!r} is write-only and cannot be queried")
+    return path
+
+
+def _visible(param: str, path: str, hidden: frozenset[str]) -> str:
+    first = path.split(".", 1)[0]
+    if first in hidden:
+        raise _bad(param, f"{first!r} is write-only and cannot be queried")
     return path
 
 
@@ -199,9 +204,13 @@ def _items(param: str, raw: str, most: int) -> list[str]:
 
 
 def parse_query(
-    params: Iterable[tuple[str, str]], *, max_filters: int = DEFAULT_MAX_FILTERS
+    params: Iterable[tuple[str, str]],
+    *,
+    max_filters: int = DEFAULT_MAX_FILTERS,
+    hidden: frozenset[str] = HIDDEN,
 ) -> Query:
-    """Read the query string; a malformed part is 400 naming its parameter."""
+    """Read the query string; a malformed part is 400 naming its parameter, and
+    so is a ``hidden`` (write-only) field."""
     query = Query()
     for param, raw in params:
         if len(raw) > MAX_VALUE_CHARS:
@@ -212,17 +221,23 @@ def parse_query(
             query.sort = []
             for item in _items(param, raw, MAX_SORT_KEYS):
                 descending = item.startswith("-")
-                query.sort.append((_path(param, item.lstrip("-+")), descending))
+                path = _path(param, item.lstrip("-+"))
+                query.sort.append((_visible(param, path, hidden), descending))
         elif param == "limit":
             query.limit = _int(param, raw, low=0, high=MAX_LIMIT)
         elif param == "offset":
             query.offset = _int(param, raw, low=0, high=MAX_OFFSET)
         elif param == "fields":
-            query.fields = [_path(param, f) for f in _items(param, raw, MAX_PROJECTED)]
+            query.fields = [
+                _visible(param, _path(param, f), hidden)
+                for f in _items(param, raw, MAX_PROJECTED)
+            ]
         else:
             if len(query.filters) >= max_filters:
                 raise _bad(param, f"a query has at most {max_filters} filters")
-            query.filters.append(_filter(param, raw))
+            found = _filter(param, raw)
+            _visible(param, found.path, hidden)
+            query.filters.append(found)
     return query
 
 
@@ -655,14 +670,16 @@ class QueryService:
         limits: Limits | None = None,
         *,
         max_filters: int = DEFAULT_MAX_FILTERS,
+        schemas: Schemas = BUILTIN,
     ) -> None:
         self.store = store
         self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
         self.max_filters = max_filters
+        self.hidden = schemas.hidden
 
     def parse(self, params: Iterable[tuple[str, str]]) -> Query:
         """``parse_query`` with this service's limits."""
-        return parse_query(params, max_filters=self.max_filters)
+        return parse_query(params, max_filters=self.max_filters, hidden=self.hidden)
 
     async def list_records(self, table: str, query: Query) -> Page:
         """Filter, search, sort, page and project one table's records."""
@@ -688,7 +705,9 @@ class QueryService:
         the filters still to apply; or, when one indexed filter is the whole
         query, the page itself (the index pages it)."""
         candidates = [
-            f for f in query.filters if f.op in ("eq", "in") and f.path not in HIDDEN
+            f
+            for f in query.filters
+            if f.op in ("eq", "in") and f.path not in self.hidden
         ]
         chosen: Filter | None = None
         if len(candidates) == 1:

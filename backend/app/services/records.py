@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.core.jsonbody import LARGE_BODY
-from app.schemas.builtin import BUILTIN_RULES, BUILTIN_SCHEMAS, PLACEHOLDERS
+from app.schemas.builtin import BUILTIN, Schemas
 from app.services.errors import store_errors, translate
 from app.services.passwords import PasswordHasher
 from app.services.validation import (
@@ -63,9 +63,6 @@ def _timestamp(value: Any, loc: Loc, errors: list[dict[str, Any]]) -> str:
     return ""
 
 
-WRITE_ONLY = BUILTIN_RULES.write_only
-
-
 class RecordService:
     """The rules of records; the only writer of the store's records."""
 
@@ -77,8 +74,10 @@ class RecordService:
         max_bulk: int,
         max_passwords: int = 100,
         limits: Limits | None = None,
+        schemas: Schemas = BUILTIN,
     ) -> None:
         self.store = store
+        self.schemas = schemas
         self.hasher = hasher
         self.max_bulk = max_bulk
         self.max_passwords = max_passwords
@@ -202,11 +201,11 @@ class RecordService:
         self, table: str, fields: dict[str, Any], loc: Loc
     ) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
         """Check a built-in schema; split off the write-only password; normalise."""
-        errors = schema_errors(table, fields, loc)
+        errors = schema_errors(table, fields, loc, self.schemas)
         if errors:
             return fields, None, errors
         password = None
-        for name in WRITE_ONLY.get(table, ()):
+        for name in self.schemas.write_only(table):
             password = fields.pop(name, None)
         self.normalise_fields(table, fields)
         return fields, password, []
@@ -223,7 +222,7 @@ class RecordService:
 
     def normalise_fields(self, table: str, fields: dict[str, Any]) -> None:
         """What is stored in one form only: email addresses (a user's)."""
-        for name in BUILTIN_RULES.emails.get(table, ()):
+        for name in self.schemas.rules.emails.get(table, ()):
             if isinstance(fields.get(name), str):
                 fields[name] = normalise_email(fields[name])
 
@@ -232,7 +231,7 @@ class RecordService:
         before addresses were normalised); returns how many changed. Two users
         whose addresses are one mailbox raise ``Conflict`` naming both."""
         changed = 0
-        for table, names in BUILTIN_RULES.emails.items():
+        for table, names in self.schemas.rules.emails.items():
             for name in names:
                 changed += await self._normalise_stored(table, name)
         return changed
@@ -304,9 +303,9 @@ class RecordService:
         raise_if(field_errors(fields, where))
         secret = await self._split_secret(table, fields, where)
         if replace:
-            errors = _replace_errors(table, fields, where)
+            errors = schema_errors(table, fields, where, self.schemas)
         else:
-            errors = _change_errors(table, fields, where, patch=patch)
+            errors = _change_errors(table, fields, where, self.schemas, patch=patch)
         if errors:
             await self.read_record(table, record_id)  # a missing record is 404 first
             raise_if(errors)
@@ -326,11 +325,11 @@ class RecordService:
         """The write-only fields of an update taken out and hashed: the new
         secret, ``None`` to clear it, or ``MISSING`` to keep it."""
         secret: Any = MISSING
-        for name in WRITE_ONLY.get(table, ()):
+        for name in self.schemas.write_only(table):
             if name in fields:
                 value = fields.pop(name)
                 if value is not None:
-                    raise_if(schema_errors_of(table, {name: value}, loc))
+                    raise_if(schema_errors_of(table, {name: value}, loc, self.schemas))
                     secret = {name: await self.hasher.hash(value)}
                 else:
                     secret = None
@@ -377,23 +376,24 @@ def _update_fields(data: Any, record_id: str, loc: Loc) -> dict[str, Any]:
 
 
 def schema_errors_of(
-    table: str, fields: dict[str, Any], loc: Loc
+    table: str, fields: dict[str, Any], loc: Loc, schemas: Schemas = BUILTIN
 ) -> list[dict[str, Any]]:
     """The errors of ``fields`` alone against a built-in schema: validated over
     valid values of the fields they do not give."""
-    model = BUILTIN_SCHEMAS.get(table)
+    model = schemas.models.get(table)
     if model is None:
         return []
-    base = {k: v for k, v in PLACEHOLDERS.get(table, {}).items() if k not in fields}
+    placeholders = schemas.placeholders.get(table, {})
+    base = {k: v for k, v in placeholders.items() if k not in fields}
     return model_errors(model, {**base, **fields}, loc)
 
 
 def _change_errors(
-    table: str, fields: dict[str, Any], loc: Loc, *, patch: bool
+    table: str, fields: dict[str, Any], loc: Loc, schemas: Schemas, *, patch: bool
 ) -> list[dict[str, Any]]:
     """What is wrong with an update's fields on a built-in table: each field's
     value as it will be after the merge, and no required field removed."""
-    model = BUILTIN_SCHEMAS.get(table)
+    model = schemas.models.get(table)
     if model is None:
         return []
     errors: list[dict[str, Any]] = []
@@ -406,15 +406,7 @@ def _change_errors(
             continue
         # a patch of a field that holds no object merges into nothing
         values[name] = merge_patch(None, value) if patch else value
-    return errors + schema_errors_of(table, values, loc)
-
-
-def _replace_errors(
-    table: str, fields: dict[str, Any], loc: Loc
-) -> list[dict[str, Any]]:
-    """What is wrong with a whole new record of a built-in table."""
-    model = BUILTIN_SCHEMAS.get(table)
-    return [] if model is None else model_errors(model, fields, loc)
+    return errors + schema_errors_of(table, values, loc, schemas)
 
 
 def is_valid_path_id(record_id: str) -> bool:

@@ -5,23 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
-from app.schemas.builtin import BUILTIN_RULES, BUILTIN_SCHEMAS
+from app.schemas.builtin import BUILTIN, Schemas
 from app.services.errors import store_errors
-from app.services.query import HIDDEN
 from app.services.validation import check_table_name
 from app.services.work import Limits, Work
 from app.storage.base import DuplicateKey, Scan, StoreBackend, UnknownTable
 
 
-def table_schema(name: str) -> dict[str, Any] | None:
-    model = BUILTIN_SCHEMAS.get(name)
-    return model.model_json_schema() if model is not None else None
-
-
 class TableService:
-    def __init__(self, store: StoreBackend, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        store: StoreBackend,
+        limits: Limits | None = None,
+        schemas: Schemas = BUILTIN,
+    ) -> None:
         self.store = store
         self.limits = limits or Limits(budget=20_000_000, max_heavy=4)
+        self.schemas = schemas
+
+    def table_schema(self, name: str) -> dict[str, Any] | None:
+        model = self.schemas.models.get(name)
+        return model.model_json_schema() if model is not None else None
 
     async def list_tables(self) -> list[dict[str, Any]]:
         with store_errors():
@@ -30,12 +34,14 @@ class TableService:
             {
                 "name": table.name,
                 "count": table.count,
-                "schema": table_schema(table.name),
+                "schema": self.table_schema(table.name),
                 "indexes": [
                     {
                         "field": index.field,
                         "unique": index.unique,
-                        "builtin": BUILTIN_RULES.builtin_index(table.name, index.field),
+                        "builtin": self.schemas.rules.builtin_index(
+                            table.name, index.field
+                        ),
                     }
                     for index in table.indexes
                 ],
@@ -48,7 +54,7 @@ class TableService:
     ) -> dict[str, Any]:
         """A hash index on ``field``; 409 when it exists or, unique, meets duplicates."""
         check_table_name(table)
-        if field.split(".")[0] in HIDDEN:
+        if field.split(".")[0] in self.schemas.hidden:
             raise ValidationFailed(
                 f"{field.split('.')[0]} is write-only and cannot be indexed",
                 details=[field_error(["field"], "write-only field", "field_name")],
@@ -69,7 +75,7 @@ class TableService:
 
     async def drop_index(self, table: str, field: str) -> None:
         check_table_name(table)
-        if BUILTIN_RULES.builtin_index(table, field):
+        if self.schemas.rules.builtin_index(table, field):
             raise Conflict(f"{table}.{field} is a built-in index and cannot be dropped")
         with store_errors(table=table):
             if not await self.store.has_table(table):

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from app.core.errors import ValidationFailed, field_error, param_error
-from app.schemas.builtin import BUILTIN_SCHEMAS
+from app.schemas.builtin import BUILTIN, Schemas
 
 TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -122,9 +122,11 @@ def field_errors(fields: dict[str, Any], loc: Loc) -> list[dict[str, Any]]:
     return errors
 
 
-def schema_errors(table: str, fields: dict[str, Any], loc: Loc) -> list[dict[str, Any]]:
+def schema_errors(
+    table: str, fields: dict[str, Any], loc: Loc, schemas: Schemas = BUILTIN
+) -> list[dict[str, Any]]:
     """Errors of a built-in table's schema (none for a schemaless table)."""
-    model = BUILTIN_SCHEMAS.get(table)
+    model = schemas.models.get(table)
     if model is None:
         return []
     return model_errors(model, fields, loc)

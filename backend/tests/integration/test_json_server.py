@@ -561,3 +561,43 @@ def test_unloadable_file_is_not_served(serve: Serve) -> None:
     assert "posts" in ready.json()["error"]["message"]
     client, _ = serve(b"{nope", name="bad.json")
     assert "not valid JSON" in client.get("/ready").json()["error"]["message"]
+
+
+def test_a_delete_too_costly_to_unlink_changes_nothing(serve: Serve) -> None:
+    comments = [{"id": str(i), "postId": "1"} for i in range(1500)]
+    client, path = serve(
+        {"posts": [{"id": "1"}], "comments": comments}, query_budget=1000
+    )
+    refused = client.delete("/posts/1")
+    assert refused.status_code == 400
+    assert "MEMDB_QUERY_BUDGET" in refused.json()["error"]
+    assert client.get("/posts/1").status_code == 200
+    assert client.get("/api/v1/data/comments?limit=1").json()["total"] == 1500
+    assert client.get("/comments/1499").json() == {"id": "1499", "postId": "1"}
+
+
+def test_a_users_resource_is_the_files_own(serve: Serve) -> None:
+    """memdb serve runs without the built-in schemas: json-server's users (here
+    as jsonplaceholder has them) load and behave as any resource."""
+    users = [
+        {"id": 1, "name": "Leanne Graham", "username": "Bret", "password": "x"},
+        {"id": 2, "name": "Ervin Howell", "email": "Shanna@melissa.tv"},
+    ]
+    orders = [{"id": 1, "userId": 9}]
+    client, path = serve({"users": users, "orders": orders}, builtin_schemas=False)
+    assert client.get("/users/1").json() == users[0]
+    assert client.get("/users?username=Bret").json() == [users[0]]
+    made = client.post("/users", json={"name": "new"})
+    assert made.status_code == 201
+    assert client.delete("/users/2").status_code == 200
+    saved = on_disk(path)
+    assert saved["users"][0] == users[0]  # the password is the file's own field
+    assert saved["orders"] == orders
+    assert client.get("/api/v1/tables").status_code == 200
+    assert "users" in [t["name"] for t in client.get("/api/v1/tables").json()]
+
+
+def test_with_the_builtin_schemas_a_users_resource_must_fit(serve: Serve) -> None:
+    client, _ = serve({"users": [{"id": 1, "name": "Leanne"}]}, builtin_schemas=True)
+    ready = client.get("/ready").json()
+    assert "full_name" in ready["error"]["message"] or "users" in str(ready)
