@@ -26,7 +26,7 @@ from app.core.encoding import body_reader
 from app.core.errors import DomainError, InvalidJSON, ValidationFailed
 from app.core.handlers import persistence_error
 from app.core.http import send_body
-from app.core.jsonbody import LARGE_BODY, parse_json_off_loop
+from app.core.jsonbody import parse_json_off_loop
 from app.core.middleware import RequestContext, guard
 from app.services.compat import CompatService, Listed, not_found, not_object
 from app.storage.base import JournalError
@@ -221,9 +221,7 @@ def _listed(
         link = _links(scope, listed.page)
         if link:
             more.append((b"link", link.encode()))
-    body = orjson.dumps(listed.body)
-    if len(body) > LARGE_BODY:
-        more.append((b"cache-control", b"no-cache"))
+    body = listed.encoded if listed.encoded is not None else orjson.dumps(listed.body)
     return 200, body, [_JSON, *more]
 
 

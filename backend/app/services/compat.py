@@ -12,6 +12,8 @@ one over a table's records.
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ import re2
 
 from app.core.errors import DomainError
 from app.services.imports import SINGLETON_ID, ImportService
-from app.services.query import sort_value
+from app.services.query import inverted, sort_value
 from app.services.records import RecordService
 from app.services.validation import TABLE_NAME, valid_record_id
 from app.services.work import Limits, Work
@@ -36,6 +38,9 @@ STAMPS = ("created_at", "updated_at")
 # a `_where` tree deeper than this is refused (its evaluation recurses)
 MAX_WHERE_DEPTH = 16
 PER_PAGE = 10
+# more rows than this are sorted, shown and encoded in slices (the event loop
+# answers between them), as a heavy request
+INLINE = 2000
 OPERATORS = (
     "lt",
     "lte",
@@ -481,30 +486,89 @@ def deep_contains(value: Any, text: str) -> bool:
     return text in js_string(value).lower()
 
 
+def sort_key(
+    keys: Sequence[tuple[tuple[str, ...], bool]],
+    get: Callable[[Record, tuple[str, ...]], Any],
+) -> Callable[[Record], tuple[Any, ...]]:
+    """One key for several fields, each ascending or descending, with missing
+    values last in either direction (the order of ``/api/v1``'s sort)."""
+
+    def key(record: Record) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for parts, descending in keys:
+            value = get(record, parts)
+            if value is MISSING:
+                out += (1, 0, 0)
+                continue
+            rank, plain = sort_value(value)
+            out += (0, -rank, inverted(rank, plain)) if descending else (0, rank, plain)
+        return tuple(out)
+
+    return key
+
+
 def sort_rows(
     rows: list[Record],
     keys: Sequence[tuple[tuple[str, ...], bool]],
     get: Callable[[Record, tuple[str, ...]], Any],
 ) -> None:
     """Stable multi-key sort in place; missing values last in either direction."""
-    for parts, descending in reversed(keys):
+    rows.sort(key=sort_key(keys, get))
 
-        def key(record: Record, parts: tuple[str, ...] = parts) -> tuple[Any, ...]:
-            value = get(record, parts)
-            present = value is not MISSING
-            flag = int(present) if descending else int(not present)
-            return (flag, *sort_value(value)) if present else (flag, 0, 0)
 
-        rows.sort(key=key, reverse=descending)
+async def sort_in_slices(
+    rows: list[Record],
+    keys: Sequence[tuple[tuple[str, ...], bool]],
+    get: Callable[[Record, tuple[str, ...]], Any],
+    work: Work,
+) -> list[Record]:
+    """``sort_rows`` for many rows without holding the event loop: keys made
+    and runs of ``INLINE`` rows sorted one at a time, then merged, with the
+    loop given back between slices (a stable merge: ties keep their order)."""
+    key = sort_key(keys, get)
+    runs: list[list[tuple[tuple[Any, ...], int, Record]]] = []
+    for start in range(0, len(rows), INLINE):
+        run = [
+            (key(r), start + i, r) for i, r in enumerate(rows[start : start + INLINE])
+        ]
+        run.sort()
+        runs.append(run)
+        await asyncio.sleep(0)
+    merged: list[Record] = []
+    for position, (_, _, record) in enumerate(heapq.merge(*runs), 1):
+        merged.append(record)
+        if position % INLINE == 0:
+            await asyncio.sleep(0)
+    return merged
 
 
 @dataclass
 class Listed:
-    """A list answer: the body and the total before slicing."""
+    """A list answer: the body (and, when it is long, its JSON already made off
+    the event loop) and the total before slicing."""
 
     body: Any
     total: int
     page: tuple[int, int, int] | None = None  # 0.17: page, per page, last page
+    encoded: bytes | None = None
+
+
+async def _listed(
+    body: Any,
+    total: int,
+    rows: int,
+    work: Work,
+    page: tuple[int, int, int] | None = None,
+) -> Listed:
+    """A list answer; one of many records is encoded in slices."""
+    if rows <= INLINE or not isinstance(body, list):
+        return Listed(body, total, page)
+    work.become_heavy()
+    pieces: list[bytes] = []
+    for start in range(0, len(body), INLINE):
+        pieces.append(orjson.dumps(body[start : start + INLINE])[1:-1])
+        await asyncio.sleep(0)
+    return Listed(body, total, page, b"[" + b",".join(pieces) + b"]")
 
 
 # -- the service ----------------------------------------------------------------
@@ -677,7 +741,11 @@ class CompatService:
             total = len(rows)
             if query.sort:
                 work.spend(total * len(query.sort))
-                sort_rows(rows, query.sort, _getter(view))
+                if total > INLINE:  # a long sort: in slices, as heavy work
+                    work.become_heavy()
+                    rows = await sort_in_slices(rows, query.sort, _getter(view), work)
+                else:
+                    sort_rows(rows, query.sort, _getter(view))
             page: tuple[int, int, int] | None = None
             body: Any
             if query.dialect == "1" and query.page is not None:
@@ -697,7 +765,7 @@ class CompatService:
                     "items": total,
                     "data": shown,
                 }
-                return Listed(body, total)
+                return await _listed(body, total, len(shown), work)
             if query.page is not None:  # 0.17
                 per_page = query.per_page
                 start = (query.page - 1) * per_page
@@ -709,7 +777,7 @@ class CompatService:
                 begin = max(query.start or 0, 0)
                 rows = rows[begin : begin + max(query.limit, 0)]
             body = await self._finish(name, view, rows, query, work)
-            return Listed(body, total, page)
+            return await _listed(body, total, len(body), work, page)
 
     async def _matching(
         self, name: str, view: View, query: ListQuery, work: Work
@@ -746,7 +814,12 @@ class CompatService:
     async def _finish(
         self, name: str, view: View, rows: list[Record], query: ListQuery, work: Work
     ) -> list[dict[str, Any]]:
-        shown = [show(view, r) for r in rows]
+        shown: list[dict[str, Any]] = []
+        for start in range(0, len(rows), INLINE):
+            shown += [show(view, r) for r in rows[start : start + INLINE]]
+            if len(rows) > INLINE:
+                work.become_heavy()
+                await asyncio.sleep(0)
         for related in query.embed:
             await self._embed(name, shown, related, work)
         for inner in query.expand:

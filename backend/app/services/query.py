@@ -430,7 +430,7 @@ def sort_value(value: Any) -> tuple[int, Any]:
     return (_ARRAY if isinstance(value, list) else _OBJECT, dumped)
 
 
-def _inverted(rank: int, value: Any) -> Any:
+def inverted(rank: int, value: Any) -> Any:
     """A value whose ascending order is the descending order of ``value`` (of
     one sort rank): numbers negated, strings and serialised arrays or objects
     as their negated code points, closed by a mark that puts a prefix after
@@ -465,7 +465,7 @@ def sort_key(
             if descending:
                 if rank >= _STRING and rank != _BOOL:
                     meter[0] += len(plain)  # a new tuple of its code points
-                out += (0, -rank, _inverted(rank, plain))
+                out += (0, -rank, inverted(rank, plain))
             else:
                 out += (0, rank, plain)
         return tuple(out)

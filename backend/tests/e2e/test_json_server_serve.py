@@ -282,3 +282,53 @@ def test_the_readme_examples(tmp_path: Path) -> None:
             assert got.json() == json.loads(shown), url
     finally:
         assert served.terminate() == 0
+
+
+def test_costly_queries_do_not_stall_the_others(tmp_path: Path) -> None:
+    """The worst json-server queries on a large file (sorting and answering
+    all of 200,000 records, scanning with conditions and a _where tree) from
+    three clients at once, while a fourth times /health: each query is done in
+    slices and worker threads, so /health never waits long."""
+    rng = random.Random(7)
+    items = [
+        {"id": i, "name": f"item-{i}", "value": rng.randrange(10**6)}
+        for i in range(200_000)
+    ]
+    file = tmp_path / "db.json"
+    file.write_bytes(orjson.dumps({"items": items}))
+    served = serve(tmp_path, file)
+    where = json.dumps({"or": [{"value": {"lt": 10}}, {"name": {"endsWith": "77"}}]})
+    queries = [
+        "/items?_sort=-value",
+        "/items?_sort=name,-value&_page=3&_per_page=50",
+        f"/items?_where={where}",
+        "/items?name:contains=99&value:gt=500000",
+    ]
+    stop = threading.Event()
+    statuses: list[int] = []
+    worst = 0.0
+
+    def hammer(n: int) -> None:
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            while not stop.is_set():
+                statuses.append(client.get(queries[n % len(queries)]).status_code)
+
+    workers = [threading.Thread(target=hammer, args=(n,)) for n in range(3)]
+    try:
+        for worker in workers:
+            worker.start()
+        with httpx.Client(base_url=served.url, timeout=10) as probe:
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                assert probe.get("/health").status_code == 200
+                worst = max(worst, time.perf_counter() - started)
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+        served.terminate()
+    assert statuses and set(statuses) <= {200, 503}, set(statuses)
+    assert statuses.count(200) >= 3
+    assert worst < 0.25, f"/health waited {worst * 1000:.0f} ms"

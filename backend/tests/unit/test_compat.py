@@ -30,6 +30,7 @@ from app.services.compat import (
     parse_document,
     show,
     show_object,
+    sort_in_slices,
     sort_rows,
 )
 from app.services.compat import CompatService
@@ -344,3 +345,37 @@ def test_everysec_saves_in_the_background(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert orjson.loads(path.read_bytes()) == {"t": []}
+
+
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "a": st.one_of(st.integers(-3, 3), st.sampled_from(["x", "y", "Y"])),
+                "b": st.one_of(st.none(), st.booleans(), st.integers(0, 2)),
+            },
+        ),
+        min_size=0,
+        max_size=60,
+    ),
+    keys=st.lists(
+        st.tuples(st.sampled_from([("a",), ("b",)]), st.booleans()),
+        min_size=1,
+        max_size=2,
+    ),
+)
+@settings(max_examples=150, deadline=None)
+def test_sorting_in_slices_is_the_same_sort(
+    rows: list[dict[str, Any]], keys: Any
+) -> None:
+    records = [{"id": str(i), **r} for i, r in enumerate(rows * 80)]  # past INLINE
+
+    def get(record: dict[str, Any], parts: tuple[str, ...]) -> Any:
+        return record.get(parts[0], MISSING)
+
+    whole = list(records)
+    sort_rows(whole, keys, get)
+    work = Limits(budget=10**9, max_heavy=4).work()
+    sliced = asyncio.run(sort_in_slices(list(records), keys, get, work))
+    assert [r["id"] for r in sliced] == [r["id"] for r in whole]
