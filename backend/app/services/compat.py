@@ -26,7 +26,7 @@ import re2
 
 from app.core.errors import DomainError
 from app.services.imports import SINGLETON_ID, ImportService
-from app.services.query import inverted, sort_value
+from app.services.query import sort_key
 from app.services.records import RecordService
 from app.services.validation import TABLE_NAME, valid_record_id
 from app.services.work import Limits, Work
@@ -486,25 +486,13 @@ def deep_contains(value: Any, text: str) -> bool:
     return text in js_string(value).lower()
 
 
-def sort_key(
+def _key(
     keys: Sequence[tuple[tuple[str, ...], bool]],
     get: Callable[[Record, tuple[str, ...]], Any],
 ) -> Callable[[Record], tuple[Any, ...]]:
-    """One key for several fields, each ascending or descending, with missing
-    values last in either direction (the order of ``/api/v1``'s sort)."""
-
-    def key(record: Record) -> tuple[Any, ...]:
-        out: list[Any] = []
-        for parts, descending in keys:
-            value = get(record, parts)
-            if value is MISSING:
-                out += (1, 0, 0)
-                continue
-            rank, plain = sort_value(value)
-            out += (0, -rank, inverted(rank, plain)) if descending else (0, rank, plain)
-        return tuple(out)
-
-    return key
+    """``/api/v1``'s sort key (missing values last in either direction) over
+    the values as the routes show them."""
+    return sort_key([(".".join(parts), desc) for parts, desc in keys], get=get)
 
 
 def sort_rows(
@@ -513,7 +501,7 @@ def sort_rows(
     get: Callable[[Record, tuple[str, ...]], Any],
 ) -> None:
     """Stable multi-key sort in place; missing values last in either direction."""
-    rows.sort(key=sort_key(keys, get))
+    rows.sort(key=_key(keys, get))
 
 
 async def sort_in_slices(
@@ -525,7 +513,7 @@ async def sort_in_slices(
     """``sort_rows`` for many rows without holding the event loop: keys made
     and runs of ``INLINE`` rows sorted one at a time, then merged, with the
     loop given back between slices (a stable merge: ties keep their order)."""
-    key = sort_key(keys, get)
+    key = _key(keys, get)
     runs: list[list[tuple[tuple[Any, ...], int, Record]]] = []
     for start in range(0, len(rows), INLINE):
         run = [

@@ -446,18 +446,21 @@ def inverted(rank: int, value: Any) -> Any:
 
 
 def sort_key(
-    keys: Sequence[tuple[str, bool]], extra: list[int] | None = None
+    keys: Sequence[tuple[str, bool]],
+    extra: list[int] | None = None,
+    get: Callable[[Record, tuple[str, ...]], Any] = resolve,
 ) -> Callable[[Record], tuple[Any, ...]]:
     """One key whose ascending order is ``sort_records``'s order (the ties,
     which ``sort_records`` keeps in their order, compare equal). ``extra``
-    counts the characters an inverted (descending) text costs."""
+    counts the characters an inverted (descending) text costs; ``get`` reads
+    the value at a path (``MISSING`` where there is none)."""
     plans = [(split_path(path), descending) for path, descending in keys]
     meter = extra if extra is not None else [0]
 
     def key(record: Record) -> tuple[Any, ...]:
         out: list[Any] = []
         for parts, descending in plans:
-            value = resolve(record, parts)
+            value = get(record, parts)
             if value is MISSING:
                 out += (1, 0, 0)
                 continue
