@@ -21,6 +21,7 @@ from app.services.compat import (
     View,
     coerce,
     deep_contains,
+    encoded_line,
     id_value,
     js_string,
     loose_equal,
@@ -379,3 +380,35 @@ def test_sorting_in_slices_is_the_same_sort(
     work = Limits(budget=10**9, max_heavy=4).work()
     sliced = asyncio.run(sort_in_slices(list(records), keys, get, work))
     assert [r["id"] for r in sliced] == [r["id"] for r in whole]
+
+
+@given(
+    record_id=st.one_of(
+        st.integers(-(10**17), 10**17).map(str),
+        st.sampled_from(["0", "00", "-0", "1a", "abc", "x_1"]),
+    ),
+    fields=st.dictionaries(
+        st.sampled_from(["a", "b", "created", "note"]),
+        st.one_of(
+            st.integers(-(2**63), 2**63 - 1),
+            st.text(max_size=5),
+            st.just(',"created_at":"x"'),
+            st.just({"created_at": "y"}),
+        ),
+        max_size=3,
+    ),
+    int_ids=st.booleans(),
+    stamps=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_encoded_lines_are_the_shown_records(
+    record_id: str, fields: dict[str, Any], int_ids: bool, stamps: bool
+) -> None:
+    record = {
+        "id": record_id,
+        **fields,
+        "created_at": "2026-11-30T01:31:28.390168Z",
+        "updated_at": "2026-11-30T01:31:29.000000Z",
+    }
+    view = View(int_ids=int_ids, stamps=stamps)
+    assert encoded_line(view, record) == orjson.dumps(show(view, record))
