@@ -329,7 +329,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("MEMDB_CORS_ORIGINS", "*")
     # a db.json's users and orders are the file's own, not memdb's built-ins
     os.environ.setdefault("MEMDB_BUILTIN_SCHEMAS", "false")
-    os.environ.setdefault("MEMDB_LOG_FORMAT", "console")
     from app.__main__ import main as serve_main
 
     return serve_main(["--host", args.host, "--port", str(args.port)])
