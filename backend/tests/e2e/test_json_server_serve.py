@@ -32,21 +32,11 @@ from tests.e2e.conftest import (
     wait_http,
 )
 
+from benchmarks.servers import JSON_SERVER_017 as JSON_SERVER_017_NAME
+from benchmarks.tools import find_json_server
 from tests.integration.test_import_objects import README_1X
 
 pytestmark = pytest.mark.e2e
-
-JSON_SERVER_017 = (
-    BACKEND
-    / "benchmarks"
-    / ".node"
-    / "json-server-0.17.4"
-    / "node_modules"
-    / "json-server"
-    / "lib"
-    / "cli"
-    / "bin.js"
-)
 
 
 def serve(tmp_path: Path, file: Path, *args: str, wait: bool = True) -> Server:
@@ -172,17 +162,17 @@ def test_json_server_017_under_the_same_burst(tmp_path: Path, db: Path) -> None:
     loses to ``kill -9`` (it answers before it writes, and rewrites the file in
     place). Nothing is asserted about it beyond running."""
     node = shutil.which("node")
-    if node is None or not JSON_SERVER_017.is_file():
-        pytest.skip(
-            "node or json-server 0.17 is not installed (make bench installs it)"
-        )
+    if node is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed: json-server runs on node")
+    entry = find_json_server(JSON_SERVER_017_NAME, install=True)
+    assert entry is not None, "npm could not install json-server 0.17"
     lost, acked, bad = 0, 0, 0
     for round_ in range(3):
         port = free_port()
         log = tmp_path / f"js-{round_}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [node, str(JSON_SERVER_017), "--port", str(port), str(db)],
+                [node, str(entry), "--port", str(port), str(db)],
                 cwd=tmp_path,
                 stdout=out,
                 stderr=subprocess.STDOUT,
