@@ -41,6 +41,8 @@ PER_PAGE = 10
 # more rows than this are sorted, shown and encoded in slices (the event loop
 # answers between them), as a heavy request
 INLINE = 2000
+# records tested between two turns of the event loop
+CHUNK = 256
 OPERATORS = (
     "lt",
     "lte",
@@ -798,26 +800,36 @@ class CompatService:
     async def _matching(
         self, name: str, view: View, query: ListQuery, work: Work
     ) -> list[Record]:
+        """The records of the table that meet the query's conditions, tested
+        ``CHUNK`` records at a time with the event loop given back between."""
         get = _getter(view)
         where = list(query.where)
-        rows: list[Record] = []
+        records: list[Record] = []
         scan = await self.store.scan(name)
-        batches: list[list[Record]] = []
         async for batch in scan.batches():
-            batches.append(batch)
+            records += batch
             work.spend(len(batch))
             await work.pause()
         if query.optional:  # 0.17 ignores a filter on a field no record has
-            absent = [
-                p
-                for p in query.optional
-                if not any(get(r, p) is not MISSING for b in batches for r in b)
+            present: set[tuple[str, ...]] = set()
+            for chunk in _chunks(records, work):
+                present.update(
+                    p
+                    for p in query.optional
+                    if p not in present and any(get(r, p) is not MISSING for r in chunk)
+                )
+            where = [
+                (p, t) for p, t in where if p in present or p not in query.optional
             ]
-            where = [(p, t) for p, t in where if p not in absent]
         tree, q = query.tree, query.q
-        for batch in batches:
-            work.spend(len(batch) * (len(where) + (1 if tree or q else 0)))
-            for record in batch:
+        if not (where or tree is not None or q):
+            return records
+        # a unit a condition, more for a tree or a search (they copy the record)
+        cost = len(where) + (8 if tree is not None else 0) + (8 if q else 0)
+        rows: list[Record] = []
+        for chunk in _chunks(records, work):
+            work.spend(len(chunk) * cost)
+            for record in chunk:
                 if (
                     all(test(get(record, parts)) for parts, test in where)
                     and (tree is None or matches_tree(_shown(view, record), tree))
@@ -825,6 +837,7 @@ class CompatService:
                 ):
                     rows.append(record)
             await work.pause()
+            await asyncio.sleep(0)
         return rows
 
     async def _finish(
@@ -882,7 +895,7 @@ class CompatService:
         found: dict[Any, list[dict[str, Any]]] = {k: [] for k in wanted}
         view = self.view(related)
         scan = await self.store.scan(related)
-        async for batch in scan.batches():
+        async for batch in scan.batches(CHUNK):
             work.spend(len(batch))
             for record in batch:
                 value = record.get(key, MISSING)
@@ -891,6 +904,7 @@ class CompatService:
                     if bucket is not None:
                         bucket.append(show(view, record))
             await work.pause()
+            await asyncio.sleep(0)
         for item in items:
             item[related] = found[_hashable(item.get("id"))]
 
@@ -974,10 +988,11 @@ class CompatService:
     async def _highest(self, name: str) -> int:
         highest = 0
         scan = await self.store.scan(name)
-        async for batch in scan.batches():
+        async for batch in scan.batches(CHUNK):
             for record in batch:
                 if _digits(record["id"]):
                     highest = max(highest, int(record["id"]))
+            await asyncio.sleep(0)
         return highest
 
     async def update(
@@ -1058,12 +1073,13 @@ class CompatService:
         ``record_id``."""
         hits: list[str] = []
         scan = await self.store.scan(table)
-        async for batch in scan.batches():
+        async for batch in scan.batches(CHUNK):
             work.spend(len(batch))
             hits += [
                 r["id"] for r in batch if key in r and loose_equal(r[key], record_id)
             ]
             await work.pause()
+            await asyncio.sleep(0)
         return hits
 
     # -- 0.17 nested routes -------------------------------------------------------
@@ -1087,6 +1103,13 @@ class CompatService:
             value = int(parent_id)
         fields[self.parent_key(parent)] = value
         return await self.create(child, fields)
+
+
+def _chunks(records: list[Record], work: Work) -> list[list[Record]]:
+    """``records`` in runs of ``CHUNK``; many of them make the request heavy."""
+    if len(records) > INLINE:
+        work.become_heavy()
+    return [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
 
 
 def _singleton(records: list[Record]) -> Record | None:
