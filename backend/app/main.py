@@ -368,7 +368,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         app.openapi_schema = build_openapi(app, keys=keys, tags=tags)
         if service is not None and service.compat is not None:
             app.openapi_schema["paths"].update(
-                compat.openapi_paths(service.compat.dialect)
+                compat.openapi_paths(service.compat.dialect, keys=keys)
             )
     return app.openapi_schema
 

@@ -348,8 +348,9 @@ def _operation(
     return found
 
 
-def openapi_paths(dialect: str) -> dict[str, Any]:
-    """The json-server routes of the OpenAPI document (tag ``json-server``)."""
+def openapi_paths(dialect: str, *, keys: bool = False) -> dict[str, Any]:
+    """The json-server routes of the OpenAPI document (tag ``json-server``);
+    with ``keys``, each names the API key schemes."""
     resource = _path_param("resource", "posts")
     record = _path_param("id", "1")
     described = _PARAMS_1 if dialect == "1" else _PARAMS_017
@@ -457,4 +458,9 @@ def openapi_paths(dialect: str) -> dict[str, Any]:
                 body=True,
             ),
         }
+    if keys:
+        for path, operations in paths.items():
+            for operation in operations.values():
+                if path != "/":
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
     return paths

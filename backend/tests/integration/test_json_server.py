@@ -545,6 +545,9 @@ def test_cors_is_open(serve: Serve) -> None:
 
 def test_api_keys_guard_the_routes(serve: Serve) -> None:
     client, _ = serve(api_keys="k1:rw,k2:ro")
+    document = client.get("/openapi.json").json()
+    assert document["paths"]["/{resource}"]["get"]["security"]
+    assert "security" not in document["paths"]["/"]["get"]
     denied = client.get("/posts")
     assert denied.status_code == 401 and "API key" in denied.json()["error"]
     assert client.get("/posts", headers={"X-API-Key": "k2"}).status_code == 200
