@@ -132,7 +132,10 @@ def _cors(headers: dict[bytes, bytes]) -> list[Header]:
 
 
 def _preflight(headers: dict[bytes, bytes]) -> tuple[int, bytes, list[Header]]:
-    out = [(b"access-control-allow-methods", METHODS), (b"allow", METHODS)]
+    out = [
+        (b"access-control-allow-methods", METHODS),
+        (b"allow", METHODS + b",OPTIONS"),
+    ]
     asked = headers.get(b"access-control-request-headers")
     if asked:
         out.append((b"access-control-allow-headers", asked))

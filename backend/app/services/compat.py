@@ -19,12 +19,14 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
+import anyio.to_thread
 import inflection
 import json5
 import orjson
 import re2
 
 from app.core.errors import DomainError
+from app.core.jsonbody import check_integers
 from app.services.imports import SINGLETON_ID, ImportService
 from app.services.query import sort_key
 from app.services.records import RecordService
@@ -38,6 +40,7 @@ STAMPS = ("created_at", "updated_at")
 # a `_where` tree deeper than this is refused (its evaluation recurses)
 MAX_WHERE_DEPTH = 16
 PER_PAGE = 10
+MAX_SORT_KEYS = 8  # as /api/v1's sort
 # more rows than this are sorted, shown and encoded in slices (the event loop
 # answers between them), as a heavy request
 INLINE = 2000
@@ -65,13 +68,14 @@ _SUFFIX_1 = re2.compile(r"^(.+)_([a-z]+)$")
 
 
 def _digits(text: str) -> bool:
-    """Whether an id is an integer written as JSON writes it (at most 16 digits)."""
+    """Whether an id is a 64-bit integer written as JSON writes it."""
     body = text[1:] if text[:1] == "-" else text
     return (
-        0 < len(body) <= 16
+        0 < len(body) <= 19
         and body.isascii()
         and body.isdigit()
         and (body[0] != "0" or text == "0")
+        and -(2**63) <= int(text) < 2**63
     )
 
 
@@ -93,13 +97,35 @@ def not_object() -> CompatError:
 
 def parse_document(raw: bytes, suffix: str = ".json") -> Any:
     """A db.json (or, by its suffix, a db.json5) as JSON values."""
+    kind = "JSON5" if suffix == ".json5" else "JSON"
     try:
-        if suffix == ".json5":
-            return json5.loads(raw.decode("utf-8"))
-        return orjson.loads(raw)
+        if suffix != ".json5":
+            document = orjson.loads(raw)
+            check_integers(raw)
+            return document
+        document = json5.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        kind = "JSON5" if suffix == ".json5" else "JSON"
         raise CompatError(400, f"not valid {kind}: {str(exc)[:200]}") from None
+    except DomainError as exc:
+        raise CompatError(400, exc.message) from None
+    _check_json(document)
+    return document
+
+
+def _check_json(document: Any) -> None:
+    """What JSON5 reads but a JSON file cannot hold: integers beyond 64 bits,
+    NaN and infinities (refused, so that the file can be written back)."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif is_int(value) and not -(2**63) <= value < 2**64:
+            raise CompatError(400, f"an integer beyond 64 bits: {str(value)[:40]}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise CompatError(400, f"{value} is not a JSON number")
 
 
 # -- how a table is shown -----------------------------------------------------
@@ -215,6 +241,13 @@ class ListQuery:
     expand: list[str] = field(default_factory=list)
     # 0.17: equality parameters, dropped when no record has the field
     optional: list[tuple[str, ...]] = field(default_factory=list)
+    # units of work a record costs: a value compared, a node of a tree
+    cost: int = 0
+
+    def sorted_by(self, keys: list[tuple[tuple[str, ...], bool]]) -> None:
+        if len(keys) > MAX_SORT_KEYS:
+            raise CompatError(400, f"_sort takes at most {MAX_SORT_KEYS} fields")
+        self.sort = keys
 
 
 def coerce(value: str) -> Any:
@@ -263,11 +296,9 @@ def operator_test(op: str, want: Any) -> Test:
         return lambda got: got is not MISSING and loose_equal(got, want)
     if op == "ne":
         return lambda got: got is not MISSING and not loose_equal(got, want)
-    if op == "in":
-        wanted = want if isinstance(want, list) else [want]
-        return lambda got: got is not MISSING and any(
-            loose_equal(got, w) for w in wanted
-        )
+    if op == "in":  # one lookup, however many values
+        wanted = {_hashable(w) for w in (want if isinstance(want, list) else [want])}
+        return lambda got: got is not MISSING and _hashable(got) in wanted
     text = str(want).lower() if not isinstance(want, bool) else str(want).lower()
     if op == "contains":
         return lambda got: isinstance(got, str) and text in got.lower()
@@ -327,6 +358,7 @@ def parse_1(params: Sequence[tuple[str, str]]) -> ListQuery:
             [coerce(p.strip()) for p in raw.split(",")] if op == "in" else coerce(raw)
         )
         query.where.append((split_path(path), operator_test(op, want)))
+        query.cost += 1
     raw_where = _last(params, "_where")
     if raw_where is not None:
         try:
@@ -338,14 +370,17 @@ def parse_1(params: Sequence[tuple[str, str]]) -> ListQuery:
                 raise CompatError(
                     400, f"_where is nested deeper than {MAX_WHERE_DEPTH}"
                 )
-            query.tree, query.where = tree, []
+            # every node of the tree may be tested, on a copy of the record
+            query.tree, query.where, query.cost = tree, [], 8 + _size(tree)
     sort = _last(params, "_sort")
     if sort:
-        query.sort = [
-            (split_path(name.lstrip("-")), name.startswith("-"))
-            for name in sort.split(",")
-            if name.lstrip("-")
-        ]
+        query.sorted_by(
+            [
+                (split_path(name.lstrip("-")), name.startswith("-"))
+                for name in sort.split(",")
+                if name.lstrip("-")
+            ]
+        )
     if _last(params, "_page") is not None:
         query.page = _int_param(_last(params, "_page"))
         per_page = _int_param(_last(params, "_per_page"))
@@ -446,16 +481,24 @@ def parse_017(params: Sequence[tuple[str, str]]) -> ListQuery:
             tests = [_text_test(raw, equal=True) for raw in raws]
             query.optional.append(path)
         query.where.append((path, _every(tests) if op == "ne" else _some(tests)))
+        query.cost += len(tests) * (4 if op == "like" else 1)
     q = _last(params, "q")
     query.q = q.lower() if q else None
+    if query.q:
+        query.cost += 8
     sort = _last(params, "_sort")
     if sort:
         orders = [o.strip().lower() for o in (_last(params, "_order") or "").split(",")]
-        query.sort = [
-            (split_path(name), position < len(orders) and orders[position] == "desc")
-            for position, name in enumerate(sort.split(","))
-            if name
-        ]
+        query.sorted_by(
+            [
+                (
+                    split_path(name),
+                    position < len(orders) and orders[position] == "desc",
+                )
+                for position, name in enumerate(sort.split(","))
+                if name
+            ]
+        )
     limit = _int_param(_last(params, "_limit"))
     if _last(params, "_page") is not None:
         page = _int_param(_last(params, "_page"))
@@ -468,6 +511,19 @@ def parse_017(params: Sequence[tuple[str, str]]) -> ListQuery:
     query.embed = _names(_all(params, "_embed"))
     query.expand = _names(_all(params, "_expand"))
     return query
+
+
+def _size(tree: Any) -> int:
+    """The nodes of a JSON tree."""
+    count, pending = 0, [tree]
+    while pending:
+        node = pending.pop()
+        count += 1
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return count
 
 
 def _depth(tree: Any, depth: int = 1) -> int:
@@ -519,19 +575,23 @@ def deep_contains(value: Any, text: str) -> bool:
 def _key(
     keys: Sequence[tuple[tuple[str, ...], bool]],
     get: Callable[[Record, tuple[str, ...]], Any],
+    meter: list[int] | None = None,
 ) -> Callable[[Record], tuple[Any, ...]]:
     """``/api/v1``'s sort key (missing values last in either direction) over
-    the values as the routes show them."""
-    return sort_key([(".".join(parts), desc) for parts, desc in keys], get=get)
+    the values as the routes show them; ``meter`` counts what descending texts
+    cost (see ``sort_key``)."""
+    plan = [(".".join(parts), desc) for parts, desc in keys]
+    return sort_key(plan, meter, get=get)
 
 
 def sort_rows(
     rows: list[Record],
     keys: Sequence[tuple[tuple[str, ...], bool]],
     get: Callable[[Record, tuple[str, ...]], Any],
+    meter: list[int] | None = None,
 ) -> None:
     """Stable multi-key sort in place; missing values last in either direction."""
-    rows.sort(key=_key(keys, get))
+    rows.sort(key=_key(keys, get, meter))
 
 
 async def sort_in_slices(
@@ -543,12 +603,13 @@ async def sort_in_slices(
     """``sort_rows`` for many rows without holding the event loop: keys made
     and runs of ``INLINE`` rows sorted one at a time, then merged, with the
     loop given back between slices (a stable merge: ties keep their order)."""
-    key = _key(keys, get)
+    key = _key(keys, get, work.extra)
     runs: list[list[tuple[tuple[Any, ...], int, Record]]] = []
     for start in range(0, len(rows), INLINE):
         run = [
             (key(r), start + i, r) for i, r in enumerate(rows[start : start + INLINE])
         ]
+        work.spend(0)  # what the descending texts cost, counted
         run.sort()
         runs.append(run)
         await asyncio.sleep(0)
@@ -677,8 +738,9 @@ class CompatService:
     async def load(self, document: Any, *, replace: bool) -> dict[str, int]:
         """Load a db.json into the store (``replace``: the file is the whole
         data; tables it does not hold are dropped)."""
-        tables, views = self.plan(document)
-        plan = self.imports.plan(tables)
+        # checked in worker threads: a large file would hold the event loop
+        tables, views = await anyio.to_thread.run_sync(self.plan, document)
+        plan = await anyio.to_thread.run_sync(self.imports.plan, tables)
         counts = await self.imports.apply(plan, mode="replace" if replace else "merge")
         if replace:
             for info in await self.store.describe():
@@ -763,7 +825,8 @@ class CompatService:
                     work.become_heavy()
                     rows = await sort_in_slices(rows, query.sort, _getter(view), work)
                 else:
-                    sort_rows(rows, query.sort, _getter(view))
+                    sort_rows(rows, query.sort, _getter(view), work.extra)
+                    work.spend(0)
             page: tuple[int, int, int] | None = None
             body: Any
             if query.dialect == "1" and query.page is not None:
@@ -789,11 +852,11 @@ class CompatService:
                 start = (query.page - 1) * per_page
                 rows = rows[start : start + per_page] if start < total else []
                 page = (query.page, per_page, math.ceil(total / per_page))
-            elif query.end is not None:
-                rows = rows[max(query.start or 0, 0) : query.end]
+            elif query.end is not None:  # lodash's slice: negatives from the end
+                rows = rows[query.start or 0 : query.end]
             elif query.limit is not None:
-                begin = max(query.start or 0, 0)
-                rows = rows[begin : begin + max(query.limit, 0)]
+                begin = query.start or 0
+                rows = rows[begin : begin + query.limit]
             body = await self._finish(name, view, rows, query, work)
             return await _listed(body, total, len(body), work, page)
 
@@ -824,8 +887,7 @@ class CompatService:
         tree, q = query.tree, query.q
         if not (where or tree is not None or q):
             return records
-        # a unit a condition, more for a tree or a search (they copy the record)
-        cost = len(where) + (8 if tree is not None else 0) + (8 if q else 0)
+        cost = max(query.cost, 1)
         rows: list[Record] = []
         for chunk in _chunks(records, work):
             work.spend(len(chunk) * cost)
@@ -891,8 +953,12 @@ class CompatService:
         if not TABLE_NAME.fullmatch(related) or not await self.store.has_table(related):
             return
         key = inflection.singularize(name) + "Id"
-        wanted = {_hashable(item.get("id")): item for item in items}
-        found: dict[Any, list[dict[str, Any]]] = {k: [] for k in wanted}
+        found: dict[Any, list[dict[str, Any]]] = {}
+        for start in range(0, len(items), CHUNK):
+            found.update(
+                (_hashable(i.get("id")), []) for i in items[start : start + CHUNK]
+            )
+            await asyncio.sleep(0)
         view = self.view(related)
         scan = await self.store.scan(related)
         async for batch in scan.batches(CHUNK):
@@ -905,8 +971,10 @@ class CompatService:
                         bucket.append(show(view, record))
             await work.pause()
             await asyncio.sleep(0)
-        for item in items:
-            item[related] = found[_hashable(item.get("id"))]
+        for start in range(0, len(items), CHUNK):
+            for item in items[start : start + CHUNK]:
+                item[related] = found[_hashable(item.get("id"))]
+            await asyncio.sleep(0)
 
     async def _expand(
         self, items: list[dict[str, Any]], inner: str, work: Work
@@ -923,13 +991,21 @@ class CompatService:
         }
         valid = sorted(i for i in ids if valid_record_id(i))
         work.spend(len(valid))
-        parents = {r["id"]: r for r in await self.store.read_many(table, valid)}
+        parents: dict[str, Record] = {}
+        for start in range(0, len(valid), CHUNK):
+            found = await self.store.read_many(table, valid[start : start + CHUNK])
+            parents.update((r["id"], r) for r in found)
+            await asyncio.sleep(0)
         view = self.view(table)
-        for item in items:
-            value = item.get(key)
-            parent = parents.get(str(_hashable(value))) if value is not None else None
-            if self.dialect == "1" or parent is not None:
-                item[inner] = show(view, parent) if parent is not None else None
+        for start in range(0, len(items), CHUNK):
+            for item in items[start : start + CHUNK]:
+                value = item.get(key)
+                parent = (
+                    parents.get(str(_hashable(value))) if value is not None else None
+                )
+                if parent is not None:  # json-server leaves out a missing parent
+                    item[inner] = show(view, parent)
+            await asyncio.sleep(0)
 
     # -- writing ---------------------------------------------------------------
 
@@ -946,6 +1022,8 @@ class CompatService:
             if given >= view.next_id:
                 view.next_id = given + 1
             return str(given)
+        if given == SINGLETON_ID:
+            raise CompatError(400, f"{SINGLETON_ID} is the id of object resources")
         if isinstance(given, str) and valid_record_id(given):
             return given
         raise CompatError(

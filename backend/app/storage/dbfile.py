@@ -127,8 +127,9 @@ class DbFile:
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self._write, state)
-        except OSError as exc:
-            self.failure = exc.strerror or type(exc).__name__
+        except Exception as exc:  # a disk error, or a value JSON cannot hold
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)[:200]
+            self.failure = reason or type(exc).__name__
             log.error("dbfile.save_failed", file=self.path.name, error=self.failure)
             return
         took = time.perf_counter() - started

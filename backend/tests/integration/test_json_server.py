@@ -604,3 +604,55 @@ def test_with_the_builtin_schemas_a_users_resource_must_fit(serve: Serve) -> Non
     client, _ = serve({"users": [{"id": 1, "name": "Leanne"}]}, builtin_schemas=True)
     ready = client.get("/ready").json()
     assert "full_name" in ready["error"]["message"] or "users" in str(ready)
+
+
+# -- what a costly or odd query costs (found by an attack on memdb serve) ----------
+
+
+def test_costly_conditions_are_counted(serve: Serve) -> None:
+    rows = [{"id": str(i), "v": i, "s": "x" * 2000} for i in range(1000)]
+    client, _ = serve({"items": rows}, query_budget=100_000)
+    # one lookup per record, however many values "in" names
+    values = ",".join(str(v) for v in range(0, 2000, 2))
+    found = client.get(f"/items?v:in={values}&_page=1&_per_page=1000").json()
+    assert found["items"] == 500
+    # each node of a _where tree counts, and a long tree is refused
+    tree = json.dumps({"or": [{"v": {"eq": -1}}] * 150})
+    refused = client.get("/items", params={"_where": tree})
+    assert (
+        refused.status_code == 400 and "MEMDB_QUERY_BUDGET" in refused.json()["error"]
+    )
+    # descending long texts count what their keys copy
+    refused = client.get("/items?_sort=-s,-s,-s,-s")
+    assert (
+        refused.status_code == 400 and "MEMDB_QUERY_BUDGET" in refused.json()["error"]
+    )
+    too_many = client.get("/items?_sort=" + ",".join(["v"] * 9))
+    assert too_many.status_code == 400 and "at most 8" in too_many.json()["error"]
+
+
+def test_values_a_json_file_cannot_hold_are_refused(serve: Serve) -> None:
+    text = "{posts: [{id: 1, big: 123456789012345678901234567890}]}"
+    client, _ = serve(text, name="big.json5")
+    assert "64 bits" in client.get("/ready").json()["error"]["message"]
+    client, _ = serve("{posts: [{id: 1, n: NaN}]}", name="nan.json5")
+    assert "not a JSON number" in client.get("/ready").json()["error"]["message"]
+
+
+def test_the_reserved_id_is_not_taken(serve: Serve) -> None:
+    client, _ = serve()
+    refused = client.post("/posts", json={"id": "_singleton", "n": 1})
+    assert refused.status_code == 400
+    assert isinstance(client.get("/posts").json(), list)
+
+
+def test_slices_017_follow_lodash(serve: Serve) -> None:
+    client, _ = serve(DB_017, dialect="0.17")
+    ids = lambda q: [p["id"] for p in client.get(f"/posts?{q}").json()]  # noqa: E731
+    assert ids("_start=-2&_end=-1") == [2]
+    assert ids("_limit=-1") == [1, 2]
+
+
+def test_a_missing_parent_is_left_out(serve: Serve) -> None:
+    client, _ = serve({"posts": [], "comments": [{"id": "1", "postId": "9"}]})
+    assert client.get("/comments?_embed=post").json() == [{"id": "1", "postId": "9"}]
