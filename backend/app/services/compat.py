@@ -801,6 +801,20 @@ class CompatService:
         """The record of an object resource, or ``None`` for a collection."""
         return await self.store.read(name, SINGLETON_ID)
 
+    async def _item(self, name: str, record_id: str) -> Record:
+        """The record of ``/{name}/{id}``, or 404 (the record of an object
+        resource, ``_singleton``, is not an item)."""
+        if (
+            record_id == SINGLETON_ID
+            or not TABLE_NAME.fullmatch(name)
+            or not valid_record_id(record_id)
+        ):
+            raise not_found()
+        record = await self.store.read(name, record_id)
+        if record is None:
+            raise not_found()
+        return record
+
     async def _require(self, name: str) -> None:
         if not TABLE_NAME.fullmatch(name) or not await self.store.has_table(name):
             raise not_found()
@@ -920,17 +934,8 @@ class CompatService:
     async def read(
         self, name: str, record_id: str, params: Sequence[tuple[str, str]]
     ) -> dict[str, Any]:
-        """``GET /{name}/{id}``, with ``_embed`` (and ``_expand`` in 0.17). The
-        record of an object resource (``_singleton``) is not an item."""
-        if (
-            record_id == SINGLETON_ID
-            or not TABLE_NAME.fullmatch(name)
-            or not valid_record_id(record_id)
-        ):
-            raise not_found()
-        record = await self.store.read(name, record_id)
-        if record is None:
-            raise not_found()
+        """``GET /{name}/{id}``, with ``_embed`` (and ``_expand`` in 0.17)."""
+        record = await self._item(name, record_id)
         view = self.view(name)
         if not params:  # the common case: the record alone
             return show(view, record)
@@ -1080,11 +1085,7 @@ class CompatService:
         merged in) ``/{name}/{id}``; the id stays the path's."""
         fields = dict(self._fields(body))
         fields.pop("id", None)
-        await self._require(name)
-        if await self._object(name) is not None or not valid_record_id(record_id):
-            raise not_found()
-        if await self.store.read(name, record_id) is None:
-            raise not_found()
+        await self._item(name, record_id)
         record = await self.records.update_record(
             name, record_id, fields, patch=False, replace=replace, loc=()
         )
@@ -1111,12 +1112,7 @@ class CompatService:
         keys that named it to null and deletes the records of the tables named
         by ``_dependent`` that named it; 0.17 answers ``{}`` and deletes every
         record that named it."""
-        await self._require(name)
-        if await self._object(name) is not None or not valid_record_id(record_id):
-            raise not_found()
-        record = await self.store.read(name, record_id)
-        if record is None:
-            raise not_found()
+        record = await self._item(name, record_id)
         view = self.view(name)
         key = inflection.singularize(name) + "Id"
         dependents = set(_names(_all(params, "_dependent")))
