@@ -23,10 +23,11 @@ import logging
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 import structlog
+from structlog.contextvars import get_contextvars
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -78,6 +79,11 @@ class LineWriter:
         self.stream.write(text)
         self.stream.flush()
 
+    def extend(self, lines: Iterable[str]) -> None:
+        """Lines made by the caller, written with the next flush."""
+        with self._lock:
+            self._pending.extend(lines)
+
     debug = info = msg
     warning = warn = error = err = critical = exception = fatal = failure = urgent
 
@@ -110,8 +116,11 @@ class AccessLog:
     def flush(self) -> None:
         """Make the pending events and write them (the end of a loop turn)."""
         pending, self._pending = self._pending, []
-        for entry in pending:
-            self._emit(entry)
+        if RENDER.plain_json and RENDER.info and not get_contextvars():
+            OUTPUT.extend(_access_line(entry) for entry in pending)
+        else:
+            for entry in pending:
+                self._emit(entry)
         OUTPUT.flush()
 
     def _emit(self, entry: _Access) -> None:
@@ -146,14 +155,46 @@ class _Timestamp:
         self._cached: tuple[int, str] = (-1, "")
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["timestamp"] = self.now()
+        return event
+
+    def now(self) -> str:
         now = time.time()
         second = int(now)
         cached_second, prefix = self._cached
         if second != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._cached = (second, prefix)
-        event["timestamp"] = f"{prefix}.{int((now - second) * 1e6):06d}Z"
-        return event
+        return f"{prefix}.{int((now - second) * 1e6):06d}Z"
+
+
+class _Rendering:
+    """How lines are rendered, as ``configure_logging`` last set it."""
+
+    plain_json = False  # JSON lines through the default processors
+    info = True  # info lines are written
+    stamp = _Timestamp()
+
+
+RENDER = _Rendering()
+
+
+def _access_line(entry: _Access) -> str:
+    """The access line structlog's JSON renderer makes, made directly: the same
+    keys in the same order (the fields, then event, level and timestamp)."""
+    method, route, status, duration_ms, request_id = entry
+    return orjson.dumps(
+        {
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "request_id": request_id,
+            "event": "http.request",
+            "level": "info",
+            "timestamp": RENDER.stamp.now(),
+        }
+    ).decode()
 
 
 def _dumps(event: dict[str, Any], **_: Any) -> str:
@@ -172,8 +213,10 @@ def configure_logging(
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        _Timestamp(),
+        RENDER.stamp,
     ]
+    RENDER.plain_json = fmt == "json"
+    RENDER.info = _LEVELS[level] <= _LEVELS["info"]
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if fmt == "console"

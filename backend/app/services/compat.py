@@ -13,9 +13,10 @@ one over a table's records.
 from __future__ import annotations
 
 import asyncio
+import base64
 import heapq
 import math
-import secrets
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
@@ -210,9 +211,12 @@ def _hashable(value: Any) -> Any:
 
 
 def new_string_id(length: int = 11) -> str:
-    """A random id as json-server makes them (never all digits)."""
+    """A random id as json-server makes them (never all digits). Ids are not
+    secrets: the generator is Python's, seeded from the system at start and
+    again in a forked child, with no system call per id."""
     while True:
-        made = secrets.token_urlsafe(8)[:length]
+        drawn = random.getrandbits(64).to_bytes(8, "big")
+        made = base64.urlsafe_b64encode(drawn)[:length].decode()
         if not made.isdigit():
             return made
 

@@ -6,7 +6,8 @@ it over the file and fsyncs the folder, so the file on disk is always a whole
 db.json, the old one or the new one. Saves are batched: with ``always`` a
 writer waits for the first save that began after its change (one save covers
 every change made before it began: group commit); with ``everysec`` a
-background task saves within about a second; ``no`` saves as often but leaves
+background task saves once a second while changes come (a save of a large
+file pauses twice its duration); ``no`` saves as often but leaves
 the fsync to the operating system. ``watch`` reloads the file when someone
 else changes it.
 """
@@ -34,8 +35,10 @@ Encode = Callable[[Sequence[tuple[str, list[Record]]]], Iterable[bytes]]
 Reload = Callable[[bytes], Awaitable[None]]
 # the journal entries a reload makes: the file holds them already
 _RELOAD_OPS = frozenset({"load", "drop", "clear", "create_table"})
-# a save starts at least this long after the last (and at most a second after)
-MIN_PAUSE_S = 0.1
+# the background saves (everysec, no): one a second while changes come, and a
+# pause of at least twice the last save's duration, so that saving a large
+# file takes at most a third of a core
+EVERY_S = 1.0
 WATCH_EVERY_S = 0.5
 
 
@@ -74,7 +77,7 @@ class DbFile:
         self.failure: str | None = None  # why the last save failed
         self.store: Store | None = None
         self.identity = _identity(path)
-        self.pause_s = MIN_PAUSE_S
+        self.pause_s = EVERY_S
         self._saving: asyncio.Future[None] | None = None
         self._absorbing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,7 +136,7 @@ class DbFile:
             log.error("dbfile.save_failed", file=self.path.name, error=self.failure)
             return
         took = time.perf_counter() - started
-        self.pause_s = min(1.0, max(MIN_PAUSE_S, 2 * took))
+        self.pause_s = max(EVERY_S - took, 2 * took)
         self.failure = None
         self.saved = max(self.saved, target)
         self.saves += 1

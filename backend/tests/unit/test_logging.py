@@ -193,10 +193,18 @@ def test_flush_makes_the_pending_access_events(output: Stream) -> None:
 
 def test_the_level_filters_access_events(output: Stream) -> None:
     configure_logging(level="warning")
+    OUTPUT.stream = output  # configure_logging takes the stdout of the moment
     access = AccessLog(structlog.get_logger("memdb.http").bind())
     access("GET", "/e", 200, 0.1, "r5")
     access.flush()
-    assert _access_lines(output) == []
+
+    async def scenario() -> None:  # batched: the lines made directly
+        access("GET", "/e", 200, 0.1, "r5")
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    structlog.get_logger("memdb.http").warning("still.written")
+    assert [json.loads(line)["event"] for line in output.lines()] == ["still.written"]
 
 
 # -- configure_logging -------------------------------------------------------
@@ -261,3 +269,66 @@ def test_the_timestamp_formats_each_second_anew(
         "2023-11-14T22:13:20.500000Z",
         "2023-11-14T22:13:21.750000Z",
     ]
+
+
+def test_batched_access_lines_are_the_lines_structlog_renders(output: Stream) -> None:
+    """The lines of a loop turn are made directly; the keys, their order and
+    the values are those of the structlog event written outside a loop."""
+    access = AccessLog(structlog.get_logger("memdb.http"))
+    access("PUT", "/f/{id}", 412, 0.75, "r6")  # outside a loop: structlog's line
+
+    async def scenario() -> None:
+        access("PUT", "/f/{id}", 412, 0.75, "r6")
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    direct, made = output.lines()
+    assert (
+        list(json.loads(made))
+        == list(json.loads(direct))
+        == [
+            "method",
+            "route",
+            "status",
+            "duration_ms",
+            "request_id",
+            "event",
+            "level",
+            "timestamp",
+        ]
+    )
+    assert {**json.loads(made), "timestamp": ""} == {
+        **json.loads(direct),
+        "timestamp": "",
+    }
+    assert STAMP.fullmatch(json.loads(made)["timestamp"])
+
+
+def test_bound_context_variables_reach_batched_access_lines(output: Stream) -> None:
+    access = AccessLog(structlog.get_logger("memdb.http"))
+
+    async def scenario() -> None:
+        structlog.contextvars.bind_contextvars(tenant="t1")
+        try:
+            access("GET", "/g", 200, 0.1, "r7")
+            await asyncio.sleep(0)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    asyncio.run(scenario())
+    assert [e.get("tenant") for e in _access_lines(output)] == ["t1"]
+
+
+def test_console_lines_keep_structlog_rendering(output: Stream) -> None:
+    configure_logging(level="info", fmt="console")
+    OUTPUT.stream = output  # configure_logging takes the stdout of the moment
+    access = AccessLog(structlog.get_logger("memdb.http"))
+
+    async def scenario() -> None:
+        access("GET", "/h", 200, 0.1, "r8")
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    (line,) = output.lines()
+    assert "http.request" in line and "request_id=r8" in line
+    assert not line.startswith("{")
