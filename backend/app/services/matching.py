@@ -26,9 +26,9 @@ class PatternError(ValueError):
     """The pattern cannot be used: too long, or not a pattern RE2 runs."""
 
 
-def _options(*, ignore_case: bool) -> re2.Options:
+def _options(*, ignore_case: bool, dot_nl: bool) -> re2.Options:
     options = re2.Options()
-    options.dot_nl = True
+    options.dot_nl = dot_nl
     options.case_sensitive = not ignore_case
     options.max_mem = _MAX_MEMORY
     options.log_errors = False
@@ -36,8 +36,12 @@ def _options(*, ignore_case: bool) -> re2.Options:
 
 
 def _compile(regex: str, *, ignore_case: bool, whole: bool) -> Matcher:
+    """``whole``: a LIKE pattern, matched whole, whose ``.`` (from ``_`` and
+    ``%``) is any character; else a regular expression searched in the value,
+    whose ``.`` is any character but a newline, as in JavaScript."""
+    options = _options(ignore_case=ignore_case, dot_nl=whole)
     try:
-        compiled = re2.compile(regex, options=_options(ignore_case=ignore_case))
+        compiled = re2.compile(regex, options=options)
     except re2.error as exc:
         raise PatternError(str(exc) or "not a pattern RE2 supports") from None
     find = compiled.fullmatch if whole else compiled.search
@@ -74,6 +78,8 @@ def like(pattern: str, *, ignore_case: bool = False) -> Matcher:
 
 def regex(pattern: str, *, ignore_case: bool = False) -> Matcher:
     """A regular expression searched anywhere in the value (``re.search``), in
-    RE2's syntax: no backreferences or lookaround."""
+    RE2's syntax: no backreferences or lookaround; as in JavaScript (json-server
+    0.17's ``_like``), ``$`` is the end of the value and ``.`` any character
+    but a newline."""
     _check_length(pattern)
     return _compile(pattern, ignore_case=ignore_case, whole=False)

@@ -48,7 +48,9 @@ def test_regex_searches_as_python_re_does(
     pattern: str, value: str, ignore_case: bool
 ) -> None:
     flags = re.IGNORECASE if ignore_case else 0
-    expected = re.search(pattern, value, flags) is not None
+    # RE2's $, like JavaScript's (json-server's _like), is the end of the value;
+    # Python's also matches before a final newline: \Z is RE2's $ in Python
+    expected = re.search(pattern.replace("$", r"\Z"), value, flags) is not None
     assert regex(pattern, ignore_case=ignore_case)(value) == expected
 
 
