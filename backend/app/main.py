@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,11 +13,12 @@ from typing import Any, AsyncIterator, Callable
 
 import anyio.to_thread
 import structlog
+import uvicorn
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.api import compat, fastpath, health, operations
+from app.api import compat, fastpath, health, operations, ui
 from app.api.compat import owned
 from app.api.deps import Services
 from app.api.openapi import build_openapi, operation_id
@@ -32,6 +35,7 @@ from app.core.loop import GcMonitor, LoopMonitor
 from app.core.metrics import Metrics, Peers
 from app.core.middleware import GuardMiddleware, RequestContextMiddleware, Runtime
 from app.core.security import ApiKeys
+from app.services.changes import ChangeService
 from app.services.compat import CompatService, parse_document
 from app.services.imports import ImportService
 from app.services.joins import JoinService
@@ -76,6 +80,7 @@ def build_store(settings: Settings) -> StoreBackend:
             max_records=settings.max_records,
             max_tables=settings.max_tables,
             rules=schemas_of(settings).rules,
+            changes_retain=settings.changes_retain,
         )
     return MemoryStore(
         max_records=settings.max_records,
@@ -126,7 +131,18 @@ def build_state(app: FastAPI, settings: Settings) -> ServiceState:
         runtime=build_runtime(settings, started, limits, loop_monitor, gc_monitor),
         gc_monitor=gc_monitor,
         loop_monitor=loop_monitor,
+        changes=ChangeService(
+            store,
+            max_subscribers=settings.max_subscribers,
+            max_lag=settings.changes_max_lag,
+            heartbeat_s=settings.changes_heartbeat_s,
+            send_timeout_s=settings.changes_send_timeout_s,
+        ),
     )
+    metrics = service.runtime.metrics
+    if metrics is not None:
+        changes = service.changes
+        metrics.followers = lambda: changes.followers
     if settings.json_server_file:
         service.compat = CompatService(
             store,
@@ -200,6 +216,8 @@ async def load_store(app: MemDB, service: ServiceState) -> None:
     # the loaded records live as long as the service: keep the cycle collector
     # from walking them again and again (records are freed by refcount anyway)
     service.gc_monitor.loaded()
+    if isinstance(backend, MemoryStore):
+        backend.follow(settings.changes_retain)
     service.runtime.ready = True
 
 
@@ -415,6 +433,34 @@ class MemDB(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _on_server_exit(stop: Callable[[], None]) -> Callable[[], None]:
+    """Under uvicorn (whose handlers take SIGTERM and SIGINT while it serves):
+    call ``stop`` on the event loop as soon as the server is asked to stop, so
+    that the change-feed streams end at once instead of holding the graceful
+    shutdown open. Returns what puts the handlers back."""
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    for number in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(number)
+        if not isinstance(getattr(handler, "__self__", None), uvicorn.Server):
+            continue
+        previous[number] = handler
+
+        def chained(sig: int, frame: Any, handler: Any = handler) -> None:
+            loop.call_soon_threadsafe(stop)
+            handler(sig, frame)
+
+        signal.signal(number, chained)
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    return restore
+
+
 def create_app(settings: Settings | None = None) -> MemDB:
     """A fresh app. Settings are read from the environment when the app starts."""
 
@@ -445,12 +491,14 @@ def create_app(settings: Settings | None = None) -> MemDB:
         peers = runtime.metrics.peers if runtime.metrics is not None else None
         if peers is not None:
             peers.start()
+        restore = _on_server_exit(service.changes.stopping.set)
         loading = asyncio.create_task(load_store(app, service))
         # a quick load (an empty store, a reachable Redis) is over before the
         # first request; a long one (a large log, a store out of reach) goes
         # on in the background while /health answers and /ready says 503
         await asyncio.wait({loading}, timeout=STARTUP_WAIT_S)
         yield
+        restore()
         if not loading.done():
             loading.cancel()
             await asyncio.wait({loading})
@@ -481,6 +529,7 @@ def create_app(settings: Settings | None = None) -> MemDB:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(operations.router)
+    app.include_router(ui.router)
     app.include_router(v1_router)
     install_docs(app)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

@@ -295,8 +295,62 @@ def build_figures(results: Results, settings: Settings) -> list[Figure]:
             r.skipped.get("startup", ""),
         ),
         *_redis_figures(r, settings),
+        *_changes_figures(r, settings),
     ]
     return figures
+
+
+def _changes_figures(r: Results, settings: Settings) -> list[Figure]:
+    """The change feed: its cost to writes, its delivery rate and delay."""
+    if not settings.wants("changes"):
+        return []
+    from benchmarks.changes_phase import FEED
+
+    notes: dict[str, Any] = r.notes.get("changes", {})
+    count = notes.get("followers", 100)
+    skipped = r.skipped.get("changes", "")
+
+    def one(value: float | None) -> Summary | None:
+        return None if value is None else Summary.of([float(value)])
+
+    return [
+        Figure(
+            f"Change feed: POST with {count} followers",
+            "req/s",
+            _summary(r.values(FEED, "post-followers")),
+            "POST with none",
+            _summary(r.values(FEED, "post-no-followers")),
+            Target(">= 0.7", ratio_min=0.7),
+            skipped,
+        ),
+        Figure(
+            f"Change feed: events delivered to {count} followers",
+            "events/s",
+            _summary(notes.get("events_per_s", [])),
+            "-",
+            None,
+            Target(),
+            skipped,
+        ),
+        Figure(
+            "Change feed: write answered -> event at a follower, p50",
+            "ms",
+            one(notes.get("latency_p50_ms")),
+            "-",
+            None,
+            Target(),
+            skipped,
+        ),
+        Figure(
+            "Change feed: write answered -> event at a follower, p99",
+            "ms",
+            one(notes.get("latency_p99_ms")),
+            "-",
+            None,
+            Target("< 50 ms", value_max=50.0),
+            skipped,
+        ),
+    ]
 
 
 def _redis_figures(r: Results, settings: Settings) -> list[Figure]:

@@ -100,9 +100,18 @@ class Context:
 
 
 def run_phases(ctx: Context) -> None:
+    from benchmarks.changes_phase import changes_phase
     from benchmarks.redis_phase import redis_phase
 
-    for phase in (http_phase, big_phase, join_phase, startup_phase, redis_phase):
+    phases = (
+        http_phase,
+        big_phase,
+        join_phase,
+        startup_phase,
+        redis_phase,
+        changes_phase,
+    )
+    for phase in phases:
         try:
             phase(ctx)
         except Exception as exc:  # one broken phase does not lose the others

@@ -6,7 +6,8 @@
 | ``BENCH_ROUNDS`` | 3 | times each figure is taken (interleaved); the median is reported |
 | ``BENCH_WARMUP`` | 2 | seconds of one warm-up run per server and scenario |
 | ``BENCH_CONNECTIONS`` / ``BENCH_THREADS`` | 32 / 2 | wrk's ``-c`` and ``-t`` |
-| ``BENCH_SCENARIOS`` | all | comma list of get,post,put,list,aof,filter,memory,join,startup,redis |
+| ``BENCH_SCENARIOS`` | all | comma list of get,post,put,list,aof,filter,memory,join, |
+| | | startup,redis,changes |
 | ``BENCH_SERVERS`` | all | comma list of memdb,floor,fastapi,json-server-1,json-server-0.17, |
 | | | serve-1,serve-0.17 (``memdb serve`` in each dialect) |
 | ``BENCH_RECORDS`` | 1000000 | records of the large table (filter, memory, startup) |
@@ -36,6 +37,7 @@ SCENARIOS = (
     "join",
     "startup",
     "redis",
+    "changes",
 )
 SERVERS = (
     "memdb",

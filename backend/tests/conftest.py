@@ -81,6 +81,16 @@ def redis_cluster(
 
 
 @pytest.fixture
+def standalone_up(redis_standalone: RedisServer | CannotStart) -> RedisServer:
+    """The session's standalone Redis; skipped (never in CI) when it cannot start."""
+    if isinstance(redis_standalone, CannotStart):
+        if must_run():
+            raise redis_standalone
+        pytest.skip(str(redis_standalone))
+    return redis_standalone
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """The store backend of this test (``memory``, ``redis`` or ``cluster``),
     parametrised by ``pytest_generate_tests`` where a directory asks for it."""

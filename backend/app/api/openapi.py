@@ -47,6 +47,15 @@ _ERRORS: dict[int, tuple[str, str, str, str]] = {
         "conflict",
         "email john.doe@example.com is taken",
     ),
+    410: (
+        "Gone",
+        "The change-feed cursor is older than the changes kept: reload, then "
+        "follow from the reload's X-Changes-Cursor (details[0].oldest: the "
+        "oldest cursor kept)",
+        "cursor_gone",
+        "the cursor is older than the changes kept; reload, then follow from "
+        "the cursor of the reload (the oldest cursor kept is 1796000000000-41)",
+    ),
     412: (
         "PreconditionFailed",
         "If-Match does not match the record's current ETag",
@@ -76,6 +85,14 @@ _ERRORS: dict[int, tuple[str, str, str, str]] = {
         "Validation failed; details name each field",
         "validation_error",
         "the record is not valid",
+    ),
+    501: (
+        "NotImplemented",
+        "The store keeps no change feed (a Redis Cluster: no one stream can take "
+        "every table's changes atomically)",
+        "not_implemented",
+        "the change feed needs a standalone Redis: a Cluster's tables live in "
+        "several hash slots",
     ),
     503: (
         "Unavailable",
@@ -108,6 +125,12 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer", "minimum": 0},
         "example": 42,
     },
+    "X-Changes-Cursor": {
+        "description": "The change-feed cursor the answer was read at: follow "
+        "GET /api/v1/changes?since=<it> to miss no change after it",
+        "schema": {"type": "string"},
+        "example": "1796000000000-42",
+    },
     "Link": {
         "description": "RFC 8288 links to the first, prev, next and last pages",
         "schema": {"type": "string"},
@@ -122,8 +145,11 @@ _ANSWER_HEADERS = {
     ("read_record", "304"): ("ETag",),
     ("update_record", "200"): ("ETag",),
     ("patch_record", "200"): ("ETag",),
-    ("list_records", "200"): ("X-Total-Count", "Link"),
+    ("list_records", "200"): ("X-Total-Count", "Link", "X-Changes-Cursor"),
     ("join_tables", "200"): ("X-Total-Count", "Link"),
+    ("dump_all", "200"): ("X-Changes-Cursor",),
+    ("dump_table", "200"): ("X-Changes-Cursor",),
+    ("follow_changes", "200"): ("X-Changes-Cursor",),
 }
 
 

@@ -10,6 +10,10 @@ import orjson
 
 from app.api.streaming import batches_of, json_object, rows_json
 from app.services.query import Page
+from app.storage.base import SNAPSHOT_CURSOR
+
+# the change-feed cursor a list or a dump was read at: follow from it
+CURSOR_HEADER = "X-Changes-Cursor"
 
 # A query longer than this is not repeated in Link (four times over, it would
 # make a header that proxies and clients refuse); X-Total-Count still says it all.
@@ -58,6 +62,9 @@ def list_headers(
     path: str, params: list[tuple[str, str]], page: Page
 ) -> dict[str, str]:
     headers = {"X-Total-Count": str(page.total)}
+    cursor = SNAPSHOT_CURSOR.get()
+    if cursor is not None:
+        headers[CURSOR_HEADER] = cursor
     link = page_links(
         path, params, limit=page.limit, offset=page.offset, total=page.total
     )

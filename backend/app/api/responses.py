@@ -12,11 +12,13 @@ _DESCRIPTIONS = {
     403: "The API key is read-only",
     404: "No such table or record",
     409: "Conflict: duplicate id or unique value, or a reference blocks the delete",
+    410: "The change-feed cursor is older than the changes kept",
     412: "If-Match does not match the record's current ETag",
     413: "The body is larger than MEMDB_MAX_BODY_BYTES",
     414: "The query string is longer than MEMDB_MAX_QUERY_BYTES",
     415: "The body is not JSON",
     422: "Validation failed; details name each field",
+    501: "The store keeps no change feed (a Redis Cluster)",
     503: "The store is still loading",
     507: "The store is full (MEMDB_MAX_RECORDS)",
 }

@@ -10,6 +10,7 @@ from app.api.deps import Services
 from app.core.config import Settings
 from app.core.loop import GcMonitor, LoopMonitor
 from app.core.middleware import Runtime
+from app.services.changes import ChangeService
 from app.services.compat import CompatService
 from app.services.work import Limits
 from app.storage.aof import AppendOnlyLog
@@ -27,6 +28,7 @@ class ServiceState:
     runtime: Runtime
     gc_monitor: GcMonitor
     loop_monitor: LoopMonitor
+    changes: ChangeService
     aof: AppendOnlyLog | None = None
     # ``memdb serve``: json-server's routes, and the db.json written back
     compat: CompatService | None = None

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(default=2.0, gt=0)
     redis_wait_replicas: int = Field(default=0, ge=0)
     workers: int = Field(default=1, ge=1, le=64)
+    # The change feed (README, "Following changes"): the changes kept for
+    # followers to resume from, the followers served at once, how far one may
+    # fall behind before it is told to resume, the idle keep-alive, and how
+    # long one write may wait on a client before it is let go.
+    changes_retain: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_subscribers: int = Field(default=1000, ge=1)
+    changes_max_lag: int = Field(default=5000, ge=1)
+    changes_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    changes_send_timeout_s: float = Field(default=10.0, gt=0, le=300)
     persistence: Literal["none", "aof"] = "none"
     data_dir: str = "data"
     fsync: Literal["always", "everysec", "no"] = "everysec"

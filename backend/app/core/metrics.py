@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections import deque
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -103,6 +103,8 @@ class Metrics:
         self.loop = loop or LoopMonitor()
         self.gc = gc_monitor or GcMonitor()
         self.max_tables = max_tables
+        # the change feed's followers now (set once the feed's service exists)
+        self.followers: Callable[[], int] = lambda: 0
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         build = Gauge(
@@ -382,6 +384,11 @@ class _StoreCollector(Collector):
             "memdb_gc_pause_max_seconds",
             "The longest pause of the cycle collector among its latest 64 runs",
             value=max(metrics.gc.recent, default=0.0),
+        )
+        yield GaugeMetricFamily(
+            "memdb_change_followers",
+            "Change-feed streams and long polls open now (MEMDB_MAX_SUBSCRIBERS at most)",
+            value=metrics.followers(),
         )
         work = metrics.work
         yield GaugeMetricFamily(

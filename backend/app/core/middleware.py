@@ -19,6 +19,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from starlette.requests import ClientDisconnect
@@ -40,6 +41,7 @@ from app.core.http import request_headers, send_body
 from app.core.logging import AccessLog
 from app.core.metrics import Metrics
 from app.core.security import WRITE_METHODS, ApiKeys, presented_key
+from app.storage.base import SNAPSHOT_CURSOR
 
 log = structlog.get_logger("memdb.http")
 
@@ -117,6 +119,7 @@ class RequestContext:
     def __init__(self, scope: Scope, headers: dict[bytes, bytes], runtime: Runtime):
         self.started = time.perf_counter()
         self.runtime = runtime
+        SNAPSHOT_CURSOR.set(None)  # set by the store's read, if the answer has one
         self.method = method_of(scope)
         self.request_id = sanitise_request_id(text(headers.get(b"x-request-id")))
         self.extras = response_extras(
@@ -250,11 +253,12 @@ def guard(
     path: str = scope["path"]
     is_api = protected or path.startswith("/api/")
     if runtime.keys and (is_api or path == "/metrics"):
-        role = runtime.keys.role(
-            presented_key(
-                text(headers.get(b"authorization")), text(headers.get(b"x-api-key"))
-            )
+        presented = presented_key(
+            text(headers.get(b"authorization")), text(headers.get(b"x-api-key"))
         )
+        if presented is None and path == CHANGES_PATH:
+            presented = _query_key(scope)
+        role = runtime.keys.role(presented)
         if role is None:
             return Unauthorized(
                 "an API key is required: Authorization: Bearer <key> or X-API-Key",
@@ -277,6 +281,19 @@ def guard(
             headers=[("connection", "close")],
         )
     return body_refusal(headers)
+
+
+# A browser's EventSource cannot send headers: the change feed also takes the
+# key as ``?key=`` (only there: a key in a URL can end up in logs and history).
+CHANGES_PATH = "/api/v1/changes"
+
+
+def _query_key(scope: Scope) -> str | None:
+    query: str = scope["query_string"].decode("latin-1")
+    for name, value in parse_qsl(query):
+        if name == "key" and value:
+            return str(value)
+    return None
 
 
 def _warn_if_exposed(scope: Scope, runtime: Runtime) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Sequence
 
@@ -165,6 +166,26 @@ class JournalError(StoreError):
     """The journal (the append-only log) could not take a change; nothing changed."""
 
 
+class CursorGone(StoreError):
+    """A change-feed cursor older than the changes the store retains (or of
+    another feed: a restarted memory store). ``oldest`` is the oldest cursor
+    still served."""
+
+    def __init__(self, oldest: str) -> None:
+        super().__init__(f"the cursor is older than the retained changes ({oldest})")
+        self.oldest = oldest
+
+
+class FeedUnsupported(StoreError):
+    """This store keeps no change feed (a Redis Cluster: a table group's
+    scripts run on the node of its hash slot, and no one stream can be written
+    by all of them atomically)."""
+
+
+class BadCursor(StoreError):
+    """Not a cursor of this store's change feed."""
+
+
 class Unavailable(StoreError):
     """The store cannot be reached (down, loading, failing over); nothing is known
     to have changed. ``retry_after`` is a hint in seconds."""
@@ -210,6 +231,27 @@ class Change:
 
 
 MAX_FIELDS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One applied change of the change feed. ``op``: ``create``, ``update``,
+    ``patch``, ``delete``, ``drop`` (a table dropped, or emptied), ``import``,
+    ``create_index`` or ``drop_index``. ``record`` is the record as the change
+    left it (``None`` for a delete or a drop; for an index change, the index:
+    ``{"field", "unique"}``); ``at`` is when it was applied (Unix seconds)."""
+
+    cursor: str
+    op: str
+    table: str
+    id: str | None
+    record: Record | None
+    at: float
+
+
+# The cursor a list or a dump was read at, set by the store's first read of the
+# request (a later read is newer: following from the first misses nothing).
+SNAPSHOT_CURSOR: ContextVar[str | None] = ContextVar("snapshot_cursor", default=None)
 
 
 class Scan:
@@ -343,6 +385,31 @@ class StoreBackend(ABC):
 
     @abstractmethod
     async def drop_index(self, table: str, field: str) -> None: ...
+
+    # -- the change feed ------------------------------------------------------------
+
+    @abstractmethod
+    async def changes(
+        self,
+        since: str | None,
+        *,
+        tables: frozenset[str] | None = None,
+        limit: int = 1000,
+    ) -> tuple[list[ChangeEvent], str]:
+        """The applied changes after the cursor ``since`` (``None``: from the
+        oldest retained), in commit order, of ``tables`` (all when ``None``), at
+        most ``limit``; and the cursor to read on from (past the changes looked
+        at, matching or not). ``CursorGone`` when ``since`` is older than the
+        retention, ``BadCursor`` when it is not a cursor of this feed."""
+
+    @abstractmethod
+    async def wait_changes(self, since: str, timeout: float) -> None:
+        """Return once a change after ``since`` exists, or after ``timeout``
+        seconds (at once if one exists already)."""
+
+    @abstractmethod
+    async def cursor(self) -> str:
+        """The cursor of the newest change: a follower from now starts there."""
 
     @abstractmethod
     async def check_load(

@@ -32,8 +32,10 @@ import anyio.to_thread
 
 from app.storage.base import (
     MAX_FIELDS,
+    SNAPSHOT_CURSOR,
     CapacityExceeded,
     Change,
+    ChangeEvent,
     DuplicateKey,
     IndexInfo,
     JournalError,
@@ -55,6 +57,7 @@ from app.storage.base import (
     UnknownTable,
     record_version,
 )
+from app.storage.changes import Feed
 from app.storage.index import HashIndex
 from app.storage.keys import MISSING, json_key, resolve
 from app.storage.merge import merge_fields
@@ -185,6 +188,9 @@ class Store:
         self.tables: dict[str, Table] = {}
         self.journal: Journal | None = None
         self.durable: Callable[[], Awaitable[None]] | None = None
+        # the change feed, attached once the data is loaded (a replay of the
+        # log is not news)
+        self.feed: Feed | None = None
 
     # -- reads -------------------------------------------------------------
 
@@ -206,12 +212,21 @@ class Store:
     def snapshot(self, name: str) -> list[Record]:
         """Every record of a table, as they are at one instant."""
         with self.lock:
-            return list(self.require(name).records.values())
+            records = list(self.require(name).records.values())
+            self.mark_snapshot()
+            return records
 
     def snapshot_all(self) -> dict[str, list[Record]]:
         """Every table, all taken at the same instant."""
         with self.lock:
+            self.mark_snapshot()
             return {n: list(t.records.values()) for n, t in self.tables.items()}
+
+    def mark_snapshot(self) -> None:
+        """Note the change-feed cursor of a read made under the lock (the
+        request's first read keeps its cursor: see ``SNAPSHOT_CURSOR``)."""
+        if self.feed is not None and SNAPSHOT_CURSOR.get() is None:
+            SNAPSHOT_CURSOR.set(self.feed.cursor())
 
     # -- writes ------------------------------------------------------------
 
@@ -251,8 +266,10 @@ class Store:
         *,
         secret: Secret | None | Any = MISSING,
         expected: Record | None = None,
+        event: str = "update",
     ) -> Record:
-        """Store a new version of an existing record and return the old one.
+        """Store a new version of an existing record and return the old one
+        (``event``: what the change feed calls the change).
 
         With ``expected``, the write happens only while that exact version is
         current (compare-and-swap); otherwise ``UnknownRecord`` is raised when
@@ -272,6 +289,8 @@ class Store:
             if secret is not MISSING:
                 op["secret"] = secret
             self._emit(op)
+            if self.feed is not None:
+                self.feed.add(event, name, record_id, record)
             for index in table.indexes.values():
                 old_key, new_key = index.key_of(old), index.key_of(record)
                 if old_key != new_key or type(old_key) is not type(new_key):
@@ -301,6 +320,8 @@ class Store:
                 if self._named(reference, json_key(record_id)):
                     raise StillReferenced(reference)
             self._emit({"op": "delete", "table": name, "id": record_id})
+            if self.feed is not None:
+                self.feed.add("delete", name, record_id, None)
             old = table.records.pop(record_id)
             table.size -= record_size(old)
             if table.builds:
@@ -319,6 +340,8 @@ class Store:
             table = self.require(name)
             self._check_emptying(name)
             self._emit({"op": "drop", "table": name})
+            if self.feed is not None:
+                self.feed.add("drop", name, None, None)
             self.total -= len(table.records)
             self._cancel_builds(table)
             del self.tables[name]
@@ -330,6 +353,8 @@ class Store:
             if not checked:
                 self._check_emptying(name)
             self._emit({"op": "clear", "table": name})
+            if self.feed is not None:
+                self.feed.add("drop", name, None, None)
             self.total -= len(table.records)
             table.records.clear()
             self._cancel_builds(table)
@@ -488,6 +513,9 @@ class Store:
                     "unique": index.unique,
                 }
             )
+            if self.feed is not None:
+                described = {"field": index.field, "unique": index.unique}
+                self.feed.add("create_index", table.name, None, described)
             del table.builds[index.field]
             if table.seq is None:
                 table.seq = build.positions(records)
@@ -506,6 +534,8 @@ class Store:
             if field not in table.indexes:
                 raise UnknownIndex(field)
             self._emit({"op": "drop_index", "table": name, "field": field})
+            if self.feed is not None:
+                self.feed.add("drop_index", name, None, {"field": field})
             del table.indexes[field]
             if not table.indexes:
                 table.seq = None
@@ -599,7 +629,8 @@ class Store:
                 "created_at": old["created_at"],
                 "updated_at": change.updated_at,
             }
-            self.replace(name, new, secret=change.secret, expected=old)
+            event = "patch" if change.patch else "update"
+            self.replace(name, new, secret=change.secret, expected=old, event=event)
             return new
 
     def _check_tables(self, new: int) -> None:
@@ -628,6 +659,12 @@ class Store:
             if secrets is not None and any(s is not None for s in secrets):
                 op["secrets"] = list(secrets)
             self._emit(op)
+            if self.feed is not None:
+                self.feed.add_many(
+                    "import" if upsert else "create",
+                    name,
+                    [(r["id"], r) for r in records],
+                )
             if table is None:
                 table = self.tables[name] = Table(name)
             for position, record in enumerate(records):
@@ -881,6 +918,7 @@ class MemoryStore(StoreBackend):
         engine = self.engine
         with engine.lock:
             records = engine.require(table).records
+            engine.mark_snapshot()
             total = len(records)
             if offset >= total:
                 return [], total
@@ -901,6 +939,7 @@ class MemoryStore(StoreBackend):
         engine = self.engine
         with engine.lock:
             current = engine.require(table)
+            engine.mark_snapshot()
             found: set[str] = set()
             if field == "id":
                 found = {k for k in keys if isinstance(k, str) and k in current.records}
@@ -1003,6 +1042,35 @@ class MemoryStore(StoreBackend):
         self.engine.drop_index(table, field)
         await self.engine.sync()
 
+    # -- the change feed ------------------------------------------------------------
+
+    def follow(self, retain: int) -> Feed:
+        """Start the change feed (once the data is loaded)."""
+        feed = Feed(retain)
+        feed.bind(asyncio.get_running_loop())
+        self.engine.feed = feed
+        return feed
+
+    def _feed(self) -> Feed:
+        if self.engine.feed is None:  # a store whose feed was not started
+            self.engine.feed = Feed(DEFAULT_RETAIN)
+        return self.engine.feed
+
+    async def changes(
+        self,
+        since: str | None,
+        *,
+        tables: frozenset[str] | None = None,
+        limit: int = 1000,
+    ) -> tuple[list[ChangeEvent], str]:
+        return self._feed().read(since, tables=tables, limit=limit)
+
+    async def wait_changes(self, since: str, timeout: float) -> None:
+        await self._feed().wait(since, timeout)
+
+    async def cursor(self) -> str:
+        return self._feed().cursor()
+
     async def check_load(
         self, batches: Sequence[tuple[str, Sequence[Record]]], *, replace: bool
     ) -> None:
@@ -1035,6 +1103,8 @@ class MemoryStore(StoreBackend):
             fn(*args[:-1], replace=args[-1])
 
 
+# The changes a feed keeps when ``follow`` did not say (MEMDB_CHANGES_RETAIN).
+DEFAULT_RETAIN = 10_000
 # An import of more records than this is checked and written in a worker thread.
 _INLINE_RECORDS = 10_000
 # Indexes one table may have: each one costs memory and time on every write.

@@ -19,6 +19,19 @@ In standalone mode the total record count and the catalog of tables are kept in
 the same scripts (so ``MEMDB_MAX_RECORDS`` and ``MEMDB_MAX_TABLES`` hold exactly);
 in a Cluster they live on one node of their own, updated after each write, and
 the limits are checked against them before it: they may be passed by one batch.
+
+The change feed (standalone only) is the stream ``<prefix>:changes``: the
+script that applies a change appends its entry (one per record changed), so
+the stream's order is the commit order and a change is in it if and only if
+it was applied; the entry's id is the change's cursor. A page or a lookup reads
+the stream's newest id in the script that reads the records: the cursor the
+list was read at, exactly. A scan reads it in one transaction with the table's
+count, before its first batch; as a scan is not a snapshot, a record that a
+later batch reads may already hold a change the feed gives after that cursor
+(a follower applying it again gets the same record: an event carries the whole
+record). In a Cluster a table group's scripts run on the node of its hash
+slot, and no one stream can be written by all of them: the feed is refused
+there (``FeedUnsupported``).
 """
 
 from __future__ import annotations
@@ -33,8 +46,13 @@ from redis import exceptions as redis_errors
 
 from app.storage.base import (
     MAX_FIELDS,
+    SNAPSHOT_CURSOR,
+    BadCursor,
     CapacityExceeded,
     Change,
+    ChangeEvent,
+    CursorGone,
+    FeedUnsupported,
     DuplicateKey,
     IndexInfo,
     MissingReference,
@@ -58,12 +76,15 @@ from app.storage.base import (
 )
 from app.storage.keys import MISSING, json_key, resolve, split_path
 from app.storage.links import ClusterLink, Link, WireLink, pairs, scored
-from app.storage.wire import Command
+from app.storage.wire import Command, Wire
 from app.storage.merge import merged_record
 
 T = TypeVar("T")
 MAX_INDEXES = 32
-SCRIPTS = ("write", "update", "delete", "empty", "page", "scan", "lookup", "index")
+SCRIPTS = (
+    *("write", "update", "delete", "empty", "page", "scan", "lookup", "index"),
+    "changes",
+)
 _BATCH = 4096
 # error replies of a Redis that cannot serve now (loading, failing over, busy)
 _UNAVAILABLE = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "READONLY")
@@ -220,6 +241,93 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# -- the change feed ------------------------------------------------------------------
+
+# the entries one read of the feed looks at, at most (matching or not)
+_FEED_SCAN = 10_000
+# how long the feed's reader blocks in one XREAD (a dead connection is noticed
+# within this plus the command timeout)
+_FEED_BLOCK_S = 2.0
+
+
+def _position(cursor: str) -> tuple[int, int]:
+    """A cursor (a stream entry id, ``<ms>-<seq>``) as two integers;
+    ``BadCursor`` when it is not one."""
+    ms, dash, seq = cursor.partition("-")
+    if (
+        not dash
+        or not (ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit())
+        or len(ms) > 20
+        or len(seq) > 20
+        or int(ms) >= 1 << 64
+        or int(seq) >= 1 << 64
+    ):
+        raise BadCursor(f"not a cursor: {cursor[:40]!r}")
+    return int(ms), int(seq)
+
+
+def _newest_id(reply: Any) -> str:
+    """The id of the entry an ``XREVRANGE + - COUNT 1`` gave ("0-0": none)."""
+    return _text(reply[0][0]) if reply else "0-0"
+
+
+class _FeedReader:
+    """The newest entry of the change feed, as this event loop knows it, kept
+    by one task that waits on the stream for the loop's followers.
+
+    The task blocks in ``XREAD BLOCK`` on a connection of its own (the shared
+    connection multiplexes every other command and cannot block) and, in the
+    same round trip, reads the newest id with ``XREVRANGE``: one connection
+    and no polling however many followers wait, and a follower wakes as soon as
+    Redis answers the XREAD. Each wake sets the event followers wait on and
+    puts a fresh one in its place."""
+
+    def __init__(self, url: str, key: str, timeout: float) -> None:
+        self.key = key
+        self.newest: tuple[int, int] | None = None  # None until first read
+        self.moved = asyncio.Event()
+        self._wire = Wire(url, timeout=timeout + _FEED_BLOCK_S)
+        self._task = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        key, known, pause = self.key, "0-0", 0.05
+        newest: list[Command] = [("XREVRANGE", key, "+", "-", "COUNT", 1)]
+        block_ms = int(_FEED_BLOCK_S * 1000)
+        try:
+            while True:
+                read: list[Command] = []
+                if self.newest is not None:  # wait for an entry after it
+                    read.append(
+                        ("XREAD", "BLOCK", block_ms, "COUNT", 1, "STREAMS", key, known)
+                    )
+                try:
+                    found = await self._wire.calls([*read, *newest])
+                except (redis_errors.RedisError, OSError):
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _FEED_BLOCK_S)
+                    continue
+                pause = 0.05
+                known = _newest_id(found[-1])
+                position = _position(known)
+                if position != self.newest:
+                    self.newest = position
+                    moved, self.moved = self.moved, asyncio.Event()
+                    moved.set()
+        finally:
+            await self._wire.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._task.done()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
 class RedisStore(StoreBackend):
     """The store interface over Redis or Valkey (see the module docstring)."""
 
@@ -237,8 +345,10 @@ class RedisStore(StoreBackend):
         max_records: int = 5_000_000,
         max_tables: int = 10_000,
         rules: Rules | None = None,
+        changes_retain: int = 10_000,
     ) -> None:
         self.rules = rules or Rules()
+        self.changes_retain = changes_retain
         self.url = url
         self.cluster = cluster
         self.prefix = prefix
@@ -253,6 +363,8 @@ class RedisStore(StoreBackend):
         self._sources = {name: _script(name) for name in SCRIPTS}
         self.catalogs: dict[str, Catalog] = {}
         self.groups = self._groups(self.rules)
+        # the change feed's reader of each event loop (started by a follower)
+        self._readers: dict[int, _FeedReader] = {}
 
     def _connect(self) -> Link:
         if self.cluster:
@@ -301,6 +413,15 @@ class RedisStore(StoreBackend):
     @property
     def _tables_key(self) -> str:
         return f"{self.prefix}:tables"
+
+    @property
+    def _changes_key(self) -> str:
+        return f"{self.prefix}:changes"
+
+    def _feed_key(self, table: str) -> str:
+        """The change feed, or (a Cluster, which keeps none) the table's own
+        base, which the scripts read as "none"."""
+        return self.base(table) if self.cluster else self._changes_key
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -378,6 +499,9 @@ class RedisStore(StoreBackend):
 
     async def close(self) -> None:
         loop = id(asyncio.get_running_loop())
+        reader = self._readers.pop(loop, None)
+        if reader is not None:
+            await reader.stop()
         found = self._links.pop(loop, None)
         if found is not None:
             await found.close()
@@ -402,7 +526,7 @@ class RedisStore(StoreBackend):
         return None if raw is None else bytes(raw)
 
     async def read_many(self, table: str, ids: Sequence[str]) -> list[Record]:
-        found = await self.lookup(table, "id", list(ids))
+        found = await self._lookup(table, "id", list(ids), mark=False)
         return found[0] if found is not None else []
 
     async def has_table(self, table: str) -> bool:
@@ -419,18 +543,44 @@ class RedisStore(StoreBackend):
     async def page(
         self, table: str, offset: int, limit: int
     ) -> tuple[list[Record], int]:
-        found = await self.run("page", [self.base(table)], [offset, limit])
+        return await self._page(table, offset, limit, mark=True)
+
+    async def _page(
+        self, table: str, offset: int, limit: int, *, mark: bool
+    ) -> tuple[list[Record], int]:
+        """``page``; with ``mark``, noting the change-feed cursor it was read at."""
+        keys = [self.base(table), self._feed_key(table)]
+        found = await self.run("page", keys, [offset, limit])
         if found[0] == 0:
             raise UnknownTable(table)
-        return [orjson.loads(j) for j in found[2:] if j is not None], int(found[1])
+        if mark:
+            self._mark(found[2])
+        return [orjson.loads(j) for j in found[3:] if j is not None], int(found[1])
+
+    @staticmethod
+    def _mark(cursor: Any) -> None:
+        """Note the change-feed cursor a script read records at ("" or
+        ``None``: there is no feed)."""
+        if cursor and SNAPSHOT_CURSOR.get() is None:  # the request's first read
+            SNAPSHOT_CURSOR.set(_text(cursor))
 
     async def scan(self, table: str) -> Scan:
         base = self.base(table)
 
         link = self.link
-        size, total = await self._guarded(
-            lambda: link.calls([("HGET", f"{base}:m", "bytes"), ("ZCARD", f"{base}:o")])
-        )
+        head: list[Command] = [("HGET", f"{base}:m", "bytes"), ("ZCARD", f"{base}:o")]
+        if self.cluster:
+            size, total = await self._guarded(lambda: link.calls(head))
+        else:
+            # the feed's newest id at the same instant (a transaction): the
+            # cursor a follower of this table resumes from once it has read it
+            newest: Command = ("XREVRANGE", self._changes_key, "+", "-", "COUNT", 1)
+            found = await self._guarded(
+                lambda: link.calls([("MULTI",), *head, newest, ("EXEC",)])
+            )
+            size, total, last = found[-1]
+            if size is not None:
+                self._mark(_newest_id(last))
         if size is None:
             raise UnknownTable(table)
         return RedisScan(self, table, int(total), int(size))
@@ -444,12 +594,29 @@ class RedisStore(StoreBackend):
         offset: int = 0,
         limit: int | None = None,
     ) -> tuple[list[Record], int] | None:
+        return await self._lookup(
+            table, field, keys, offset=offset, limit=limit, mark=True
+        )
+
+    async def _lookup(
+        self,
+        table: str,
+        field: str,
+        keys: Sequence[Any],
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        mark: bool,
+    ) -> tuple[list[Record], int] | None:
+        """``lookup``; with ``mark``, noting the change-feed cursor it was read at."""
         args = self._lookup_args(field, keys)
-        if args is None:
+        if args is None:  # nothing can match, at any instant
+            if mark and not self.cluster:
+                self._mark(await self.cursor())
             return [], 0
         found = await self.run(
             "lookup",
-            [self.base(table)],
+            [self.base(table), self._feed_key(table)],
             [field, offset, -1 if limit is None else limit, "0", *args],
         )
         status = _text(found[0])
@@ -457,7 +624,9 @@ class RedisStore(StoreBackend):
             raise UnknownTable(table)
         if status == "none":
             return None
-        return [orjson.loads(j) for j in found[2:] if j is not None], int(found[1])
+        if mark:
+            self._mark(found[2])
+        return [orjson.loads(j) for j in found[3:] if j is not None], int(found[1])
 
     async def lookup_size(
         self, table: str, field: str, keys: Sequence[Any]
@@ -563,8 +732,15 @@ class RedisStore(StoreBackend):
         for _ in range(_RETRIES):
             first = batches[0][0]
             keys = [self.base(name) for name, _, _ in batches]
-            keys += [self._total_key(first), self._catalog_key(first)]
-            args: list[Any] = [mode, self.max_records, self.max_tables, len(batches)]
+            keys += [
+                self._total_key(first),
+                self._catalog_key(first),
+                self._feed_key(first),
+            ]
+            args: list[Any] = [
+                *(mode, self.max_records, self.max_tables, self.changes_retain),
+                len(batches),
+            ]
             references: list[str] = []
             positions: dict[str, int] = {}
 
@@ -680,7 +856,7 @@ class RedisStore(StoreBackend):
                 if not await self.has_table(name):
                     continue
                 if replace:
-                    _, count = await self.page(name, 0, 0)
+                    _, count = await self._page(name, 0, 0, mark=False)
                     added -= count
                 else:
                     ids = [r["id"] for r in records]
@@ -723,10 +899,8 @@ class RedisStore(StoreBackend):
                 keyed.append((key, value, record["id"]))
             if not existing or not keyed:
                 continue
-            found = await self.run(
-                "index",
-                [self.base(table)],
-                ["holders", field_name, *(k for k, _, _ in keyed)],
+            found = await self._index(
+                table, ["holders", field_name, *(k for k, _, _ in keyed)]
             )
             for (_, value, record_id), holder in zip(keyed, found[1:]):
                 other = _text(holder)
@@ -740,7 +914,9 @@ class RedisStore(StoreBackend):
         if len(set(ids)) < len(ids):
             raise DuplicateKey(table, "id", next(i for i in ids if ids.count(i) > 1))
         existing = (
-            await self.lookup(table, "id", ids) if await self.has_table(table) else None
+            await self._lookup(table, "id", ids, mark=False)
+            if await self.has_table(table)
+            else None
         )
         if existing and existing[0]:
             raise DuplicateKey(table, "id", existing[0][0]["id"])
@@ -755,7 +931,9 @@ class RedisStore(StoreBackend):
                 value = resolve(record, parts)
                 if value is MISSING or value is None:
                     continue
-                found = await self.lookup(table, field_name, [value], limit=1)
+                found = await self._lookup(
+                    table, field_name, [value], limit=1, mark=False
+                )
                 if found is not None and found[1]:
                     raise DuplicateKey(
                         table, field_name, value, (found[0][0]["id"], record["id"])
@@ -901,7 +1079,11 @@ class RedisStore(StoreBackend):
         """The update script (lua/update.lua has its arguments)."""
         return await self.run(
             "update",
-            [self.base(table), *(self.base(r.target) for r in refs)],
+            [
+                self.base(table),
+                self._feed_key(table),
+                *(self.base(r.target) for r in refs),
+            ],
             [
                 catalog.iv,
                 record_id,
@@ -917,6 +1099,9 @@ class RedisStore(StoreBackend):
                 len(refs),
                 *(r.field for r in refs),
                 *ref_ids,
+                table,
+                "patch" if change.patch else "update",
+                self.changes_retain,
             ],
             durable=True,
         )
@@ -983,6 +1168,8 @@ class RedisStore(StoreBackend):
         args: list[Any] = [
             record_id,
             ",".join(sorted(expected)) if expected is not None else "",
+            table,
+            self.changes_retain,
             len(sources),
         ]
         for ref in sources:
@@ -992,6 +1179,7 @@ class RedisStore(StoreBackend):
             [
                 self.base(table),
                 self._total_key(table),
+                self._feed_key(table),
                 *(self.base(r.table) for r in sources),
             ],
             args,
@@ -1012,9 +1200,10 @@ class RedisStore(StoreBackend):
                 self.base(table),
                 self._total_key(table),
                 self._catalog_key(table),
+                self._feed_key(table),
                 *(self.base(r.table) for r in sources),
             ],
-            ["clear" if builtin else "drop", table],
+            ["clear" if builtin else "drop", table, self.changes_retain],
             durable=True,
         )
         status = _text(found[0])
@@ -1029,10 +1218,16 @@ class RedisStore(StoreBackend):
                 key = self._tables_key
                 await self._guarded(lambda: self.link.call("ZREM", key, table))
 
+    async def _index(
+        self, table: str, args: Sequence[Any], *, durable: bool = False
+    ) -> Any:
+        """The index script (lua/index.lua has its steps)."""
+        keys = [self.base(table), self._feed_key(table)]
+        return await self.run("index", keys, args, durable=durable)
+
     async def create_index(self, table: str, field: str, *, unique: bool) -> None:
-        base = self.base(table)
-        found = await self.run(
-            "index", [base], ["begin", field, "1" if unique else "0", MAX_INDEXES]
+        found = await self._index(
+            table, ["begin", field, "1" if unique else "0", MAX_INDEXES]
         )
         status = _text(found[0])
         if status == "unknown":
@@ -1055,7 +1250,7 @@ class RedisStore(StoreBackend):
                         version_of(orjson.dumps(record)),
                         index_key(resolve(record, parts)),
                     ]
-                filled = await self.run("index", [base], args)
+                filled = await self._index(table, args)
                 if _text(filled[0]) == "duplicate":
                     raise DuplicateKey(
                         table,
@@ -1064,16 +1259,17 @@ class RedisStore(StoreBackend):
                         (_text(filled[2]), _text(filled[3])),
                     )
                 await asyncio.sleep(0)
-            await self.run("index", [base], ["ready", field], durable=True)
+            ready = ["ready", field, table, self.changes_retain]
+            await self._index(table, ready, durable=True)
         except BaseException:
-            await self.run("index", [base], ["drop", field])
+            await self._index(table, ["drop", field, table, self.changes_retain])
             raise
         finally:
             await self.catalog(table, fresh=True)
 
     async def drop_index(self, table: str, field: str) -> None:
-        found = await self.run(
-            "index", [self.base(table)], ["drop", field], durable=True
+        found = await self._index(
+            table, ["drop", field, table, self.changes_retain], durable=True
         )
         status = _text(found[0])
         if status == "unknown":
@@ -1081,6 +1277,96 @@ class RedisStore(StoreBackend):
         if status == "unknown_index":
             raise UnknownIndex(field)
         await self.catalog(table, fresh=True)
+
+    # -- the change feed --------------------------------------------------------------
+
+    def _require_feed(self) -> None:
+        if self.cluster:
+            raise FeedUnsupported(
+                "the change feed needs a standalone Redis: a Cluster's tables "
+                "live in several hash slots"
+            )
+
+    async def changes(
+        self,
+        since: str | None,
+        *,
+        tables: frozenset[str] | None = None,
+        limit: int = 1000,
+    ) -> tuple[list[ChangeEvent], str]:
+        """The changes after ``since`` (lua/changes.lua), one script: the
+        retention check and the read see the stream at one instant."""
+        self._require_feed()
+        start = "" if since is None else "%d-%d" % _position(since)
+        names = sorted(tables) if tables is not None else []
+        found = await self.run(
+            "changes",
+            [self._changes_key],
+            [
+                *(start, self.changes_retain, limit, _FEED_SCAN),
+                "1" if tables is not None else "0",
+                *names,
+            ],
+        )
+        status = _text(found[0])
+        if status == "gone":
+            raise CursorGone(_text(found[1]))
+        events = []
+        rows = found[2:]
+        for at in range(0, len(rows), 6):
+            cursor, op, table, record_id, record, when = rows[at : at + 6]
+            events.append(
+                ChangeEvent(
+                    _text(cursor),
+                    _text(op),
+                    _text(table),
+                    _text(record_id) or None,
+                    orjson.loads(record) if record else None,
+                    float(when),
+                )
+            )
+        return events, _text(found[1])
+
+    async def wait_changes(self, since: str, timeout: float) -> None:
+        wanted = _position(since)
+        self._require_feed()
+        loop = asyncio.get_running_loop()
+        reader = self._readers.get(id(loop))
+        if reader is None or reader.stopped:
+            reader = self._readers[id(loop)] = _FeedReader(
+                self.url, self._changes_key, self.timeout
+            )
+        deadline = loop.time() + timeout
+        checked = False
+        while True:
+            moved = reader.moved  # taken before the check: no wake is missed
+            newest = reader.newest
+            if newest is not None and newest > wanted:
+                return
+            if newest is not None and newest < wanted and not checked:
+                # ahead of what the reader saw: ahead of the feed, or the
+                # reader has not seen the newest entries yet
+                checked = True
+                now = _position(await self.cursor())
+                if now != wanted:  # a change after it, or a cursor never
+                    return  # given (the next read says it is gone)
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(moved.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    async def cursor(self) -> str:
+        self._require_feed()
+        key = self._changes_key
+        link = self.link
+        last = await self._guarded(
+            lambda: link.call("XREVRANGE", key, "+", "-", "COUNT", 1)
+        )
+        return _newest_id(last)
 
     async def check_load(
         self, batches: Sequence[tuple[str, Sequence[Record]]], *, replace: bool

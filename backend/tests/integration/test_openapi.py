@@ -28,6 +28,7 @@ OPERATIONS = {
     ("delete", "/api/v1/tables/{table}/indexes/{field}"): "drop_index",
     ("post", "/api/v1/import"): "import_tables",
     ("get", "/api/v1/stats"): "read_stats",
+    ("get", "/api/v1/changes"): "follow_changes",
     ("get", "/health"): "health",
     ("get", "/ready"): "ready",
     ("get", "/metrics"): "metrics",
@@ -89,7 +90,9 @@ def test_every_error_is_one_shared_response_with_a_real_example(
         ("read_record", "200", {"ETag"}),
         ("read_record", "304", {"ETag"}),
         ("update_record", "200", {"ETag"}),
-        ("list_records", "200", {"X-Total-Count", "Link"}),
+        ("list_records", "200", {"X-Total-Count", "Link", "X-Changes-Cursor"}),
+        ("dump_table", "200", {"X-Changes-Cursor"}),
+        ("follow_changes", "200", {"X-Changes-Cursor"}),
         ("join_tables", "200", {"X-Total-Count", "Link"}),
     ],
 )

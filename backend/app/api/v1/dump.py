@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import Response
 
 from app.api.deps import TableName, TablesDep
+from app.api.paging import CURSOR_HEADER
 from app.api.responses import errors
 from app.api.streaming import (
     Counted,
@@ -19,6 +20,7 @@ from app.api.streaming import (
 )
 from app.schemas.records import TableDump
 from app.services.work import paced
+from app.storage.base import SNAPSHOT_CURSOR
 
 router = APIRouter(prefix="/api/v1/dump", tags=["dumps"])
 
@@ -37,7 +39,7 @@ async def dump_all(tables: TablesDep) -> Response:
     pieces = db_object(
         (name, rows_json(paced(scan.batches(), work))) for name, scan in scans
     )
-    return await answer(pieces, work)
+    return await answer(pieces, work, headers=taken_at())
 
 
 @router.get(
@@ -63,10 +65,19 @@ async def dump_table(
     scan, work = await tables.dump_table(table)
     if accept and NDJSON in accept:
         return await answer(
-            rows_ndjson(paced(scan.batches(), work)), work, media_type=NDJSON
+            rows_ndjson(paced(scan.batches(), work)),
+            work,
+            media_type=NDJSON,
+            headers=taken_at(),
         )
     counted = Counted(paced(scan.batches(), work))
     pieces = json_object(
         {"table": table}, "items", rows_json(counted), lambda: {"count": counted.rows}
     )
-    return await answer(pieces, work)
+    return await answer(pieces, work, headers=taken_at())
+
+
+def taken_at() -> dict[str, str]:
+    """The change-feed cursor the dump was read at, as a header."""
+    cursor = SNAPSHOT_CURSOR.get()
+    return {} if cursor is None else {CURSOR_HEADER: cursor}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.v1 import data, dump, imports, join, stats, tables
+from app.api.v1 import changes, data, dump, imports, join, stats, tables
 
 router = APIRouter()
 router.include_router(data.router)
@@ -14,3 +14,4 @@ router.include_router(dump.router)
 router.include_router(tables.router)
 router.include_router(imports.router)
 router.include_router(stats.router)
+router.include_router(changes.router)

@@ -170,3 +170,45 @@ merge_patch = function(target, patch)
   end
   return build(order, values)
 end
+
+-- ---- the change feed ----------------------------------------------------------
+--
+-- <prefix>:changes  STREAM  one entry per applied change, appended by the
+-- script that applies it: op, table, id ("" none), record (the record's JSON
+-- as stored, "" none), at (seconds since the epoch, as text). A script is
+-- given the stream's key in KEYS; a Cluster, where one stream cannot share the
+-- slot of every table, passes the table's base instead, and the script keeps
+-- no feed. The stream keeps retain + 1 entries: once it holds more than retain
+-- (or was ever trimmed), its first entry only marks where the retained changes
+-- begin (its id is the oldest cursor; lua/changes.lua reads the feed).
+
+local feed_key, feed_retain, feed_at, feed_added = '', 0, nil, 0
+
+local function feed_open(key, base, retain)
+  if key ~= base then feed_key, feed_retain = key, tonumber(retain) end
+end
+
+local function feed(op, name, id, json)
+  if feed_key == '' then return end
+  if not feed_at then
+    local now = redis.call('TIME')
+    feed_at = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
+  end
+  redis.call('XADD', feed_key, '*', 'op', op, 'table', name, 'id', id or '',
+    'record', json or '', 'at', feed_at)
+  feed_added = feed_added + 1
+end
+
+-- after a script's last change: the stream back to its length
+local function feed_trim()
+  if feed_added > 0 then redis.call('XTRIM', feed_key, 'MAXLEN', feed_retain + 1) end
+end
+
+-- the id of the newest entry ("0-0" for none; "" without a feed): the cursor a
+-- read made in the same script was made at
+local function feed_cursor()
+  if feed_key == '' then return '' end
+  local last = redis.call('XREVRANGE', feed_key, '+', '-', 'COUNT', 1)
+  if #last == 0 then return '0-0' end
+  return last[1][1]
+end

@@ -2,9 +2,12 @@
 --   "begin" field unique max: add the index (not ready yet; every write from
 --     now on keeps it), answer {"ok", iv}
 --   "fill" field n (id version key)*n: index records still at the version read
---   "ready" field: the index answers lookups from now on
---   "drop" field: remove it
+--   "ready" field name retain: the index answers lookups from now on
+--   "drop" field name retain: remove it
 --   "holders" field key...: the id holding each key ("" none)
+-- KEYS[1]: the base; KEYS[2]: the change feed (the base again: none), which
+-- has an index once it is ready, until it is dropped (name: the table's;
+-- retain: the changes the feed keeps).
 local base = KEYS[1]
 local step, field = ARGV[1], ARGV[2]
 if redis.call('EXISTS', kk(base, 'm')) == 0 then return {'unknown'} end
@@ -39,12 +42,22 @@ if step == 'fill' then
   end
   return {'ok'}
 end
+feed_open(KEYS[2], base, ARGV[4])
+local s = cjson.decode(spec)
+local described = '{"field":' .. cjson.encode(field)
 if step == 'ready' then
-  local s = cjson.decode(spec)
   redis.call('HSET', kk(base, 'i'), field, cjson.encode({unique = s.unique, ready = true, at = s.at}))
+  if not s.ready then
+    feed('create_index', ARGV[3], nil, described .. ',"unique":' .. (s.unique and 'true' or 'false') .. '}')
+    feed_trim()
+  end
   return {'ok', tostring(redis.call('HINCRBY', kk(base, 'm'), 'iv', 1))}
 end
 -- drop
 redis.call('HDEL', kk(base, 'i'), field)
 redis.call('UNLINK', kk(base, 'x:' .. field), kk(base, 'y:' .. field))
+if s.ready then
+  feed('drop_index', ARGV[3], nil, described .. '}')
+  feed_trim()
+end
 return {'ok', tostring(redis.call('HINCRBY', kk(base, 'm'), 'iv', 1))}

@@ -1,10 +1,14 @@
 -- The records whose field holds one of the keys, in insertion order: offset to
--- offset + limit of them (limit -1: all), and how many there are. field "id":
--- the keys are ids. Answers {"none"} without a ready index, {"unknown"}
--- without the table, else {"ok", total, json...}. ARGV: field, offset, limit,
--- size ("1": only the count), then the keys.
+-- offset + limit of them (limit -1: all), how many there are, and the change
+-- feed's cursor they were read at ("" without a feed). field "id": the keys
+-- are ids. Answers {"none"} without a ready index, {"unknown"} without the
+-- table, {"ok", total} for the count alone, else {"ok", total, cursor,
+-- json...}. KEYS[1]: the base; KEYS[2]: the change feed (the base again, or
+-- none given: none). ARGV: field, offset, limit, size ("1": only the count),
+-- then the keys.
 local base = KEYS[1]
 if redis.call('EXISTS', kk(base, 'm')) == 0 then return {'unknown'} end
+feed_open(KEYS[2] or base, base, 0)
 local field, offset, limit, size_only = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local found = {}  -- {seq text, id}
 if field == 'id' then
@@ -28,7 +32,7 @@ else
     end
     local ids = {}
     for _, m in ipairs(members) do ids[#ids + 1] = string.sub(m, #key + 15) end
-    local out = {'ok', total}
+    local out = {'ok', total, feed_cursor()}
     if #ids > 0 then
       for _, json in ipairs(redis.call('HMGET', kk(base, 'r'), unpack(ids))) do out[#out + 1] = json end
     end
@@ -47,7 +51,7 @@ else
 end
 if size_only then return {'ok', #found} end
 table.sort(found, function(p, q) return p[1] < q[1] end)
-local out = {'ok', #found}
+local out = {'ok', #found, feed_cursor()}
 local last = limit < 0 and #found or math.min(#found, offset + limit)
 local ids = {}
 for n = offset + 1, last do ids[#ids + 1] = found[n][2] end

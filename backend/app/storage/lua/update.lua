@@ -5,8 +5,10 @@
 -- (a JSON object: the fields, or the new record), updated_at (JSON text),
 -- secret ("-" leave, "" remove, else JSON), max_fields, F, F fields, F index
 -- keys ("=" unchanged, "" none), R, R reference fields, R referenced ids ("="
--- unchanged).
--- KEYS[1]: the table's base; KEYS[2..]: the base of each referenced table.
+-- unchanged), the table's name, what the change feed calls the change
+-- ("update" or "patch"), retain (the changes the feed keeps).
+-- KEYS[1]: the table's base; KEYS[2]: the change feed (the base again: none);
+-- KEYS[3..]: the base of each referenced table.
 local base = KEYS[1]
 local function k(suffix) return kk(base, suffix) end
 local a = 1
@@ -23,6 +25,8 @@ local nr = tonumber(arg())
 local ref_fields, ref_ids = {}, {}
 for i = 1, nr do ref_fields[i] = arg() end
 for i = 1, nr do ref_ids[i] = arg() end
+local name, op = arg(), arg()
+feed_open(KEYS[2], base, arg())
 local fields_now, specs = catalog(base)
 if iv ~= catalog_version(base) or #fields_now ~= nf then return {'stale'} end
 local old = redis.call('HGET', k('r'), id)
@@ -76,7 +80,7 @@ for f, field in ipairs(fields) do
 end
 for r = 1, nr do
   local target = ref_ids[r]
-  if target ~= '=' and (target == '' or redis.call('HEXISTS', KEYS[1 + r] .. ':r', target) == 0) then
+  if target ~= '=' and (target == '' or redis.call('HEXISTS', KEYS[2 + r] .. ':r', target) == 0) then
     return {'missing', tostring(r), '0'}
   end
 end
@@ -96,4 +100,6 @@ if secret == '' then
 elseif secret ~= '-' then
   redis.call('HSET', k('s'), id, secret)
 end
+feed(op, name, id, json)
+feed_trim()
 return {'ok', json}

@@ -3,8 +3,10 @@
 -- records with them ("replace"). Every check comes before the first write.
 --
 -- KEYS: the T tables' bases, then the total counter and the catalog of tables
--- (the first base again, both, when the caller keeps them: a Cluster), then the bases of the
--- referenced tables. ARGV: mode, max_records, max_tables, T, then for each
+-- (the first base again, both, when the caller keeps them: a Cluster), the
+-- change feed (the first base again: none), then the bases of the referenced
+-- tables. ARGV: mode, max_records, max_tables, retain (the changes the feed
+-- keeps), T, then for each
 -- table: name, iv, n, F, F index fields, R, R times (field, index of the
 -- referenced base in KEYS, unique id of the reference), then its n records:
 -- id, json, secret ("" none), F index keys ("" none), R referenced ids ("" none).
@@ -15,8 +17,10 @@ local a = 1
 local function arg() local v = ARGV[a]; a = a + 1; return v end
 local mode = arg()
 local max_records, max_tables = tonumber(arg()), tonumber(arg())
+local retain = arg()
 local nt = tonumber(arg())
 local total_key, tables_key = KEYS[nt + 1], KEYS[nt + 2]
+feed_open(KEYS[nt + 3], KEYS[1], retain)
 -- in a Cluster the counters live elsewhere: their keys are the first table's
 if total_key == KEYS[1] then total_key = '' end
 if tables_key == KEYS[1] then tables_key = '' end
@@ -120,7 +124,13 @@ end
 if tables_key ~= '' and max_tables > 0 and new_tables > 0 then
   if redis.call('ZCARD', tables_key) + new_tables > max_tables then return {'full_tables'} end
 end
--- write
+-- write (the feed: a replaced table's drop first, then each record written)
+local op = upsert and 'import' or 'create'
+if replace then
+  for _, tb in ipairs(tables) do
+    if tb.exists then feed('drop', tb.name) end
+  end
+end
 local created = {}
 for _, tb in ipairs(tables) do
   local b = tb.base
@@ -155,6 +165,7 @@ for _, tb in ipairs(tables) do
       redis.call('ZADD', kk(b, 'o'), seq, rec.id)
     end
     redis.call('HSET', kk(b, 'r'), rec.id, rec.json)
+    feed(op, tb.name, rec.id, rec.json)
     bytes = bytes + #rec.json
     if rec.secret ~= '' then redis.call('HSET', kk(b, 's'), rec.id, rec.secret) end
     for f, field in ipairs(tb.fields) do index(b, field, rec.keys[f], seqtext(seq), rec.id) end
@@ -162,4 +173,5 @@ for _, tb in ipairs(tables) do
   redis.call('HINCRBY', kk(b, 'm'), 'bytes', bytes)
 end
 if total_key ~= '' then redis.call('INCRBY', total_key, added) end
+feed_trim()
 return {'ok', tostring(added), unpack(created)}

@@ -1,0 +1,310 @@
+"""The change feed as followers see it (``GET /api/v1/changes``).
+
+The store keeps the feed (``StoreBackend.changes``); this service turns its
+events into the documents clients read, counts the followers against
+``MEMDB_MAX_SUBSCRIBERS``, and runs a follower's loop: read the changes after
+its cursor, hand them over, wait for more. It owns the rules of delivery:
+
+- a follower reads the shared feed from its own cursor: it is never given a
+  buffer of its own, and its writes wait on the client (the transport's flow
+  control), so a slow follower holds one answer's worth of memory;
+- a follower that stays behind the newest change for more than ``max_lag``
+  changes in a row is told where to resume (``Cut``) and let go: it reconnects
+  from its cursor while the feed still retains it;
+- a follower whose client takes longer than ``send_timeout`` to take one
+  write is let go (its connection is full: the resume notice could not reach
+  it, and the client resumes from the last event it got);
+- every follower ends when the service stops (``stopping``), told where to
+  resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+from app.core.errors import BadRequest, Busy, DomainError
+from app.storage.base import (
+    BadCursor,
+    ChangeEvent,
+    CursorGone,
+    FeedUnsupported,
+    StoreBackend,
+    record_version,
+)
+
+# the changes one read of the feed hands over at most
+PAGE = 500
+# a follower woken by a change waits this long for the changes that follow it,
+# and sends them in one write: 100 followers of 5,000 writes a second make 10,000
+# writes a second instead of half a million
+BATCH_S = 0.01
+# a quiet follower looks whether the service is stopping this often
+STOP_CHECK_S = 1.0
+# the longest a long poll may wait
+MAX_WAIT_S = 60.0
+MAX_TABLES = 64
+
+
+class FeedUnavailable(DomainError):
+    """The store keeps no change feed."""
+
+    status_code = 501
+    code = "not_implemented"
+
+
+class Gone(DomainError):
+    """The cursor is older than the retained changes: reload, then follow."""
+
+    status_code = 410
+    code = "cursor_gone"
+
+
+def iso(at: float) -> str:
+    seconds = int(at)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{int((at - seconds) * 1e6):06d}Z"
+
+
+def document(event: ChangeEvent) -> dict[str, Any]:
+    """An event as clients read it: the record and its version where there is
+    one (never for a delete or a drop)."""
+    out: dict[str, Any] = {
+        "cursor": event.cursor,
+        "op": event.op,
+        "table": event.table,
+        "id": event.id,
+    }
+    if event.record is not None:
+        out["record"] = event.record
+        if event.id is not None:
+            out["version"] = record_version(event.record)
+    out["at"] = iso(event.at)
+    return out
+
+
+def parse_tables(raw: str | None) -> frozenset[str] | None:
+    if raw is None or not raw.strip():
+        return None
+    names = frozenset(n.strip() for n in raw.split(",") if n.strip())
+    if len(names) > MAX_TABLES:
+        raise BadRequest(f"tables names at most {MAX_TABLES} tables")
+    return names
+
+
+class Encoded:
+    """The JSON of the latest changes, made once however many followers read
+    them (a change that 100 streams send is encoded once, not 100 times)."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self.done: dict[str, bytes] = {}
+        self.frames: dict[str, bytes] = {}
+
+    def __call__(self, event: ChangeEvent) -> bytes:
+        """The change as JSON."""
+        found = self.done.get(event.cursor)
+        if found is None:
+            found = self.done[event.cursor] = orjson.dumps(document(event))
+            self._trim(self.done)
+        return found
+
+    def frame(self, event: ChangeEvent) -> bytes:
+        """The change as a Server-Sent Event: its cursor as the id."""
+        found = self.frames.get(event.cursor)
+        if found is None:
+            cursor = event.cursor.encode()
+            found = b"id: " + cursor + b"\ndata: " + self(event) + b"\n\n"
+            self.frames[event.cursor] = found
+            self._trim(self.frames)
+        return found
+
+    def _trim(self, done: dict[str, bytes]) -> None:
+        if len(done) > self.size:
+            for old in list(islice(done, self.size // 8)):
+                del done[old]
+
+
+@dataclass
+class Cut:
+    """The last word to a follower: resume from ``cursor`` (``reason`` why)."""
+
+    cursor: str
+    reason: str
+
+
+@dataclass
+class ChangeService:
+    store: StoreBackend
+    max_subscribers: int = 1000
+    max_lag: int = 5000
+    heartbeat_s: float = 15.0
+    send_timeout_s: float = 10.0
+    followers: int = 0
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    encoded: Encoded = field(default_factory=Encoded)
+
+    # -- one read ----------------------------------------------------------------
+
+    async def start(self, since: str | None) -> str | None:
+        """Where a follower starts: ``now`` is the newest change; a cursor is
+        checked (410 when gone, 400 when not one)."""
+        if since == "now":
+            return await self.cursor()
+        if since is not None:
+            await self.read(since, None, 1)  # raises when it cannot be served
+        return since
+
+    async def cursor(self) -> str:
+        try:
+            return await self.store.cursor()
+        except FeedUnsupported as exc:
+            raise FeedUnavailable(str(exc)) from None
+
+    async def read(
+        self, since: str | None, tables: frozenset[str] | None, limit: int
+    ) -> tuple[list[ChangeEvent], str]:
+        try:
+            return await self.store.changes(since, tables=tables, limit=limit)
+        except CursorGone as exc:
+            raise Gone(
+                f"the cursor is older than the changes kept; reload, then follow "
+                f"from the cursor of the reload (the oldest cursor kept is "
+                f"{exc.oldest})",
+                details=[
+                    {
+                        "loc": ["query", "since"],
+                        "msg": "older than the retained changes",
+                        "type": "cursor_gone",
+                        "oldest": exc.oldest,
+                    }
+                ],
+                headers=[("x-changes-oldest", exc.oldest)],
+            ) from None
+        except BadCursor as exc:
+            raise BadRequest(str(exc)) from None
+        except FeedUnsupported as exc:
+            raise FeedUnavailable(str(exc)) from None
+
+    async def poll(
+        self,
+        since: str | None,
+        tables: frozenset[str] | None,
+        *,
+        limit: int,
+        wait: float,
+    ) -> tuple[list[ChangeEvent], str]:
+        """A long poll: the changes after ``since``, waiting up to ``wait``
+        seconds for one when there is none yet."""
+        since = await self.start(since)
+        events, cursor = await self.read(since, tables, limit)
+        deadline = time.monotonic() + min(wait, MAX_WAIT_S)
+        if events or wait <= 0:
+            return events, cursor
+        with self.follower():
+            while not events and not self.stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await self.store.wait_changes(cursor, min(left, 1.0))
+                events, cursor = await self.read(cursor, tables, limit)
+        return events, cursor
+
+    # -- followers -----------------------------------------------------------------
+
+    def follower(self) -> _Follower:
+        """Count one follower; 503 past ``max_subscribers``."""
+        if self.followers >= self.max_subscribers:
+            raise Busy(
+                f"{self.followers} followers already (MEMDB_MAX_SUBSCRIBERS); "
+                "retry shortly",
+                retry_after=5,
+            )
+        return _Follower(self)
+
+    async def follow(
+        self,
+        since: str | None,
+        tables: frozenset[str] | None,
+        send: Callable[[list[ChangeEvent] | Cut | None], Awaitable[None]],
+    ) -> None:
+        """Hand the changes after ``since`` to ``send`` as they come (``None``:
+        a keep-alive after ``heartbeat_s`` of silence), until the client goes,
+        the follower falls behind or the service stops."""
+        cursor = await self.cursor() if since is None else since
+        behind = 0  # changes handed over since the follower last caught up
+        quiet = time.monotonic()
+        while True:
+            if self.stopping.is_set():
+                await self._deliver(send, Cut(cursor, "the service is stopping"))
+                return
+            events, after = await self.read(cursor, tables, PAGE)
+            caught_up = after == cursor or len(events) < PAGE
+            if events:
+                if not await self._deliver(send, events):
+                    return
+                quiet = time.monotonic()
+            cursor = after
+            if caught_up:
+                behind = 0
+                wait = self.heartbeat_s - (time.monotonic() - quiet)
+                if wait <= 0:
+                    if not await self._deliver(send, None):
+                        return
+                    quiet = time.monotonic()
+                    continue
+                if await self._wait(cursor, wait):
+                    await asyncio.sleep(BATCH_S)
+                continue
+            behind += len(events)
+            if behind > self.max_lag:
+                await self._deliver(
+                    send,
+                    Cut(cursor, f"more than {self.max_lag} changes behind"),
+                )
+                return
+            await asyncio.sleep(0)  # other requests between two pages
+
+    async def _wait(self, cursor: str, seconds: float) -> bool:
+        """Wait for a change after ``cursor``, for ``seconds`` at most (and a
+        second at most between two looks at ``stopping``); True when the
+        service goes on."""
+        await self.store.wait_changes(cursor, min(seconds, STOP_CHECK_S))
+        return not self.stopping.is_set()
+
+    async def _deliver(
+        self,
+        send: Callable[[list[ChangeEvent] | Cut | None], Awaitable[None]],
+        item: list[ChangeEvent] | Cut | None,
+    ) -> bool:
+        """Send, or give up after ``send_timeout_s``: False when the follower
+        is let go."""
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await send(item)
+        except TimeoutError:
+            return False
+        return True
+
+
+class _Follower:
+    def __init__(self, service: ChangeService) -> None:
+        self.service = service
+        service.followers += 1
+        self.counted = True
+
+    def __enter__(self) -> _Follower:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.service.followers -= 1
