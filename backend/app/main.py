@@ -23,6 +23,7 @@ from app.api.compat import owned
 from app.api.deps import Services
 from app.api.openapi import build_openapi, operation_id
 from app.api.state import ServiceState, service_of
+from app.api.v1.changes import DIRECT_SEND
 from app.api.v1.router import router as v1_router
 from app.core.config import Settings, refusal
 from app.core.errors import DomainError
@@ -33,7 +34,12 @@ from app.core.encoding import CompressionMiddleware, as_get
 from app.core.logging import AccessLog, configure_logging
 from app.core.loop import GcMonitor, LoopMonitor
 from app.core.metrics import Metrics, Peers
-from app.core.middleware import GuardMiddleware, RequestContextMiddleware, Runtime
+from app.core.middleware import (
+    CHANGES_PATH,
+    GuardMiddleware,
+    RequestContextMiddleware,
+    Runtime,
+)
 from app.core.security import ApiKeys
 from app.services.changes import ChangeService
 from app.services.compat import CompatService, parse_document
@@ -217,7 +223,7 @@ async def load_store(app: MemDB, service: ServiceState) -> None:
     # from walking them again and again (records are freed by refcount anyway)
     service.gc_monitor.loaded()
     if isinstance(backend, MemoryStore):
-        backend.follow(settings.changes_retain)
+        backend.follow(settings.changes_retain, settings.changes_retain_bytes)
     service.runtime.ready = True
 
 
@@ -430,6 +436,10 @@ class MemDB(FastAPI):
                 return
             if await compat.serve(self, scope, receive, send):
                 return
+            if scope["path"] == CHANGES_PATH:
+                # a stream's events go straight to the server; its start
+                # (status, headers) goes through the stack like any answer
+                scope.setdefault("state", {})[DIRECT_SEND] = send
         await super().__call__(scope, receive, send)
 
 

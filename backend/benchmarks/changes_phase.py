@@ -161,7 +161,7 @@ def _rounds(ctx: Context, server: Server, post: Any) -> None:
         with Probe(process.url) as probe:
             measure(ctx, server, "post-followers", post, round_)
             time.sleep(0.5)  # the last probes reach the followers
-        followers.wait(timeout=seconds + 30)
+        followers.communicate(timeout=seconds + 30)  # its exit, its pipe closed
         got = orjson.loads(out.read_bytes())
         notes["events_per_s"].append(sum(got["events"]) / got["seconds"])
         delays = []

@@ -35,7 +35,10 @@ Header = tuple[bytes, bytes]
 _JSON = (b"content-type", b"application/json; charset=utf-8")
 _HTML = (b"content-type", b"text/html; charset=utf-8")
 METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
-EXPOSED = b"X-Total-Count, Link, Location, ETag, X-Request-ID"
+EXPOSED = (
+    b"X-Total-Count, Link, Location, ETag, X-Request-ID, X-Changes-Cursor, "
+    b"X-Changes-Oldest"
+)
 ROOT, COLLECTION, ITEM, NESTED = (
     "/",
     "/{resource}",

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     # fall behind before it is told to resume, the idle keep-alive, and how
     # long one write may wait on a client before it is let go.
     changes_retain: int = Field(default=10_000, ge=1, le=10_000_000)
+    changes_retain_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     max_subscribers: int = Field(default=1000, ge=1)
     changes_max_lag: int = Field(default=5000, ge=1)
     changes_heartbeat_s: float = Field(default=15.0, gt=0, le=300)

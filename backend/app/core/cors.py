@@ -13,10 +13,19 @@ ALLOW_HEADERS = [
     "Content-Type",
     "If-Match",
     "If-None-Match",
+    "Last-Event-ID",
     "X-API-Key",
     "X-Request-ID",
 ]
-EXPOSE_HEADERS = ["ETag", "Link", "Location", "X-Request-ID", "X-Total-Count"]
+EXPOSE_HEADERS = [
+    "ETag",
+    "Link",
+    "Location",
+    "X-Request-ID",
+    "X-Total-Count",
+    "X-Changes-Cursor",
+    "X-Changes-Oldest",
+]
 
 
 class SettingsCORSMiddleware:

@@ -101,17 +101,19 @@ class Encoded:
     """The JSON of the latest changes, made once however many followers read
     them (a change that 100 streams send is encoded once, not 100 times)."""
 
-    def __init__(self, size: int = 8192) -> None:
+    def __init__(self, size: int = 8192, max_bytes: int = 16 * 1024 * 1024) -> None:
         self.size = size
+        self.max_bytes = max_bytes  # of each of the two: at most 32 MiB in all
         self.done: dict[str, bytes] = {}
         self.frames: dict[str, bytes] = {}
+        self.held = {id(self.done): 0, id(self.frames): 0}
 
     def __call__(self, event: ChangeEvent) -> bytes:
         """The change as JSON."""
         found = self.done.get(event.cursor)
         if found is None:
-            found = self.done[event.cursor] = orjson.dumps(document(event))
-            self._trim(self.done)
+            found = orjson.dumps(document(event))
+            self._keep(self.done, event.cursor, found)
         return found
 
     def frame(self, event: ChangeEvent) -> bytes:
@@ -120,22 +122,39 @@ class Encoded:
         if found is None:
             cursor = event.cursor.encode()
             found = b"id: " + cursor + b"\ndata: " + self(event) + b"\n\n"
-            self.frames[event.cursor] = found
-            self._trim(self.frames)
+            self._keep(self.frames, event.cursor, found)
         return found
 
-    def _trim(self, done: dict[str, bytes]) -> None:
-        if len(done) > self.size:
-            for old in list(islice(done, self.size // 8)):
-                del done[old]
+    def _keep(self, done: dict[str, bytes], cursor: str, encoded: bytes) -> None:
+        if len(encoded) > self.max_bytes // 64:  # a large record: made each time
+            return
+        done[cursor] = encoded
+        held = self.held[id(done)] + len(encoded)
+        if len(done) > self.size or held > self.max_bytes:
+            for old in list(islice(done, max(1, len(done) // 8))):
+                held -= len(done.pop(old))
+        self.held[id(done)] = held
 
 
 @dataclass
 class Cut:
-    """The last word to a follower: resume from ``cursor`` (``reason`` why)."""
+    """The last word to a follower: resume from ``cursor`` (``reason`` why);
+    ``gone``: the cursor is no longer kept, reload (``cursor``: the oldest)."""
 
     cursor: str
     reason: str
+    gone: bool = False
+
+
+@dataclass
+class Mark:
+    """Quiet, but the follower's cursor moved past changes of other tables: a
+    keep-alive that carries the cursor, so that a reconnect starts there."""
+
+    cursor: str
+
+
+Item = list[ChangeEvent] | Cut | Mark | None
 
 
 @dataclass
@@ -213,6 +232,7 @@ class ChangeService:
                     break
                 await self.store.wait_changes(cursor, min(left, 1.0))
                 events, cursor = await self.read(cursor, tables, limit)
+                await asyncio.sleep(0)  # a filter that matches nothing scans on
         return events, cursor
 
     # -- followers -----------------------------------------------------------------
@@ -231,31 +251,41 @@ class ChangeService:
         self,
         since: str | None,
         tables: frozenset[str] | None,
-        send: Callable[[list[ChangeEvent] | Cut | None], Awaitable[None]],
+        send: Callable[[Item], Awaitable[None]],
     ) -> None:
-        """Hand the changes after ``since`` to ``send`` as they come (``None``:
-        a keep-alive after ``heartbeat_s`` of silence), until the client goes,
-        the follower falls behind or the service stops."""
+        """Hand the changes after ``since`` to ``send`` as they come (``None``
+        or a ``Mark``: a keep-alive after ``heartbeat_s`` of silence), until
+        the client goes, the follower falls behind or the service stops."""
         cursor = await self.cursor() if since is None else since
+        told = cursor  # the cursor the client last heard of
         behind = 0  # changes handed over since the follower last caught up
         quiet = time.monotonic()
         while True:
             if self.stopping.is_set():
                 await self._deliver(send, Cut(cursor, "the service is stopping"))
                 return
-            events, after = await self.read(cursor, tables, PAGE)
+            try:
+                events, after = await self.read(cursor, tables, PAGE)
+            except Gone as gone:  # fell out of the retention while it waited
+                oldest = gone.details[0]["oldest"]
+                reason = "the changes after the cursor are no longer kept: reload"
+                await self._deliver(send, Cut(oldest, reason, gone=True))
+                return
             caught_up = after == cursor or len(events) < PAGE
             if events:
                 if not await self._deliver(send, events):
                     return
                 quiet = time.monotonic()
+                told = events[-1].cursor
             cursor = after
             if caught_up:
                 behind = 0
                 wait = self.heartbeat_s - (time.monotonic() - quiet)
                 if wait <= 0:
-                    if not await self._deliver(send, None):
+                    mark = Mark(cursor) if cursor != told else None
+                    if not await self._deliver(send, mark):
                         return
+                    told = cursor
                     quiet = time.monotonic()
                     continue
                 if await self._wait(cursor, wait):
@@ -278,9 +308,7 @@ class ChangeService:
         return not self.stopping.is_set()
 
     async def _deliver(
-        self,
-        send: Callable[[list[ChangeEvent] | Cut | None], Awaitable[None]],
-        item: list[ChangeEvent] | Cut | None,
+        self, send: Callable[[Item], Awaitable[None]], item: Item
     ) -> bool:
         """Send, or give up after ``send_timeout_s``: False when the follower
         is let go."""

@@ -46,8 +46,19 @@ def parse_cursor(cursor: str) -> tuple[int, int]:
 class Feed:
     """The last ``retain`` changes of one memory store."""
 
-    def __init__(self, retain: int, *, epoch_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        retain: int,
+        *,
+        retain_bytes: int = 64 * 1024 * 1024,
+        epoch_ms: int | None = None,
+    ) -> None:
         self.retain = retain
+        # the estimated bytes of the records the kept events name: a record
+        # overwritten 10,000 times must not keep 10,000 large versions alive
+        self.retain_bytes = retain_bytes
+        self.sizes: list[int] = []
+        self.bytes = 0
         self.epoch = epoch_ms if epoch_ms is not None else int(time.time() * 1000)
         self.count = 0  # changes appended since the feed began
         # events[i] is change number base + i + 1
@@ -67,31 +78,50 @@ class Feed:
         self._loop_thread = threading.get_ident()
 
     def add(
-        self, op: str, table: str, record_id: str | None, record: Record | None
+        self,
+        op: str,
+        table: str,
+        record_id: str | None,
+        record: Record | None,
+        size: int = 0,
     ) -> None:
-        self.add_many(op, table, [(record_id, record)])
+        self.add_many(op, table, [(record_id, record, size)])
 
     def add_many(
         self,
         op: str,
         table: str,
-        changes: Iterable[tuple[str | None, Record | None]],
+        changes: Iterable[tuple[str | None, Record | None, int]],
     ) -> None:
+        """Append applied changes (``size``: the record's estimated bytes)."""
         now = time.time()
         with self._lock:
-            events = self.events
+            events, sizes = self.events, self.sizes
             number = self.base + len(events)
             prefix = f"{self.epoch}-"
-            for record_id, record in changes:
+            for record_id, record, size in changes:
                 number += 1
                 cursor = prefix + str(number)
                 events.append(ChangeEvent(cursor, op, table, record_id, record, now))
+                sizes.append(size)
+                self.bytes += size
             self.count = number
             if len(events) > 2 * self.retain:
-                cut = len(events) - self.retain
-                del events[:cut]
-                self.base += cut
+                self._cut(len(events) - self.retain)
+            if self.bytes > self.retain_bytes:
+                # the oldest go until half the bytes are left (at least one)
+                left, cut = self.bytes, 0
+                while cut < len(sizes) - 1 and left > self.retain_bytes // 2:
+                    left -= sizes[cut]
+                    cut += 1
+                self._cut(cut)
         self._wake()
+
+    def _cut(self, count: int) -> None:
+        self.bytes -= sum(self.sizes[:count])
+        del self.events[:count]
+        del self.sizes[:count]
+        self.base += count
 
     def _wake(self) -> None:
         loop = self._loop
@@ -177,7 +207,11 @@ class Feed:
         if self._wakeup is None:
             self._wakeup = asyncio.get_running_loop().create_future()
         wakeup = self._wakeup  # taken before the check: no wakeup is missed
-        if self.position(since) < self.count or timeout <= 0:
+        try:
+            seen = self.position(since)
+        except (CursorGone, BadCursor):
+            return  # the next read says so
+        if seen < self.count or timeout <= 0:
             return
         # one future shared by every follower: a wait costs no task of its own
         await asyncio.wait((wakeup,), timeout=timeout)

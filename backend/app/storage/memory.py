@@ -289,19 +289,20 @@ class Store:
             if secret is not MISSING:
                 op["secret"] = secret
             self._emit(op)
-            if self.feed is not None:
-                self.feed.add(event, name, record_id, record)
             for index in table.indexes.values():
                 old_key, new_key = index.key_of(old), index.key_of(record)
                 if old_key != new_key or type(old_key) is not type(new_key):
                     index.remove(record_id, old_key)
                     index.add(record_id, new_key)
             table.records[record_id] = record
-            table.size += record_size(record) - record_size(old)
+            size = record_size(record)
+            table.size += size - record_size(old)
             if table.builds:
                 table.touch(record_id, inserted=False)
             if secret is not MISSING:
                 self._set_secret(table, record_id, secret)
+            if self.feed is not None:  # applied: now it is news
+                self.feed.add(event, name, record_id, record, size)
             return old
 
     def delete(
@@ -320,8 +321,6 @@ class Store:
                 if self._named(reference, json_key(record_id)):
                     raise StillReferenced(reference)
             self._emit({"op": "delete", "table": name, "id": record_id})
-            if self.feed is not None:
-                self.feed.add("delete", name, record_id, None)
             old = table.records.pop(record_id)
             table.size -= record_size(old)
             if table.builds:
@@ -332,6 +331,8 @@ class Store:
                 del table.seq[record_id]
             table.secrets.pop(record_id, None)
             self.total -= 1
+            if self.feed is not None:
+                self.feed.add("delete", name, record_id, None)
             return old
 
     def drop(self, name: str) -> None:
@@ -340,11 +341,11 @@ class Store:
             table = self.require(name)
             self._check_emptying(name)
             self._emit({"op": "drop", "table": name})
-            if self.feed is not None:
-                self.feed.add("drop", name, None, None)
             self.total -= len(table.records)
             self._cancel_builds(table)
             del self.tables[name]
+            if self.feed is not None:
+                self.feed.add("drop", name, None, None)
 
     def clear(self, name: str, *, checked: bool = False) -> None:
         """Remove every record of a table, keeping the table and its indexes."""
@@ -353,8 +354,6 @@ class Store:
             if not checked:
                 self._check_emptying(name)
             self._emit({"op": "clear", "table": name})
-            if self.feed is not None:
-                self.feed.add("drop", name, None, None)
             self.total -= len(table.records)
             table.records.clear()
             self._cancel_builds(table)
@@ -364,6 +363,8 @@ class Store:
                 index.clear()
             if table.seq is not None:
                 table.seq.clear()
+            if self.feed is not None:
+                self.feed.add("drop", name, None, None)
 
     def check_load(
         self,
@@ -659,21 +660,23 @@ class Store:
             if secrets is not None and any(s is not None for s in secrets):
                 op["secrets"] = list(secrets)
             self._emit(op)
-            if self.feed is not None:
-                self.feed.add_many(
-                    "import" if upsert else "create",
-                    name,
-                    [(r["id"], r) for r in records],
-                )
             if table is None:
                 table = self.tables[name] = Table(name)
+            sizes = []
             for position, record in enumerate(records):
-                self._apply(table, record)
+                sizes.append(self._apply(table, record))
                 if secrets is not None and secrets[position] is not None:
                     self._set_secret(table, record["id"], secrets[position])
             self.total += added
+            if self.feed is not None:  # applied: now it is news
+                self.feed.add_many(
+                    "import" if upsert else "create",
+                    name,
+                    [(r["id"], r, n) for r, n in zip(records, sizes)],
+                )
 
-    def _apply(self, table: Table, record: Record) -> None:
+    def _apply(self, table: Table, record: Record) -> int:
+        """Put one record in its table; its estimated size."""
         record_id = record["id"]
         old = table.records.get(record_id)
         for index in table.indexes.values():
@@ -681,13 +684,15 @@ class Store:
                 index.remove(record_id, index.key_of(old))
             index.add(record_id, index.key_of(record))
         table.records[record_id] = record
-        table.size += record_size(record) - (record_size(old) if old else 0)
+        size = record_size(record)
+        table.size += size - (record_size(old) if old else 0)
         if table.builds:
             table.touch(record_id, inserted=old is None)
         if old is None and table.seq is not None:
             table.seq[record_id] = table.next_seq
         if old is None:
             table.next_seq += 1
+        return size
 
     def _check_unique(
         self,
@@ -939,16 +944,16 @@ class MemoryStore(StoreBackend):
         engine = self.engine
         with engine.lock:
             current = engine.require(table)
-            engine.mark_snapshot()
             found: set[str] = set()
             if field == "id":
                 found = {k for k in keys if isinstance(k, str) and k in current.records}
             else:
                 index = current.indexes.get(field)
                 if index is None:
-                    return None
+                    return None  # no read made: the caller scans instead
                 for key in {json_key(k) for k in keys}:
                     found.update(index.ids(key))
+            engine.mark_snapshot()
             ordered = current.in_order(found)
             end = len(ordered) if limit is None else offset + limit
             records = current.records
@@ -1044,9 +1049,9 @@ class MemoryStore(StoreBackend):
 
     # -- the change feed ------------------------------------------------------------
 
-    def follow(self, retain: int) -> Feed:
+    def follow(self, retain: int, retain_bytes: int | None = None) -> Feed:
         """Start the change feed (once the data is loaded)."""
-        feed = Feed(retain)
+        feed = Feed(retain, retain_bytes=retain_bytes or DEFAULT_RETAIN_BYTES)
         feed.bind(asyncio.get_running_loop())
         self.engine.feed = feed
         return feed
@@ -1105,6 +1110,7 @@ class MemoryStore(StoreBackend):
 
 # The changes a feed keeps when ``follow`` did not say (MEMDB_CHANGES_RETAIN).
 DEFAULT_RETAIN = 10_000
+DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024
 # An import of more records than this is checked and written in a worker thread.
 _INLINE_RECORDS = 10_000
 # Indexes one table may have: each one costs memory and time on every write.

@@ -20,6 +20,7 @@ import pytest
 from benchmarks import data, servers
 from benchmarks.__main__ import run
 from benchmarks.harness import Load, Processes, Request, Summary, parse_wrk, run_load
+from benchmarks.changes_phase import FEED
 from benchmarks.redis_phase import MEMORY_BESIDE, REDIS_1, REDIS_2
 from benchmarks.report import FIGURE_HEADER, load_document
 from benchmarks.settings import SCENARIOS, Outputs, Settings
@@ -137,6 +138,11 @@ def test_every_phase_runs_and_writes_its_outputs(tmp_path: Path) -> None:
     for name in (servers.AOF_EVERYSEC, servers.AOF_ALWAYS):
         ran = (name, "post") in measured
         assert ran or "persistence not available" in document["skipped"][name]
+    # the change feed: POST with and without followers, delivery and delay
+    assert {(FEED, "post-no-followers"), (FEED, "post-followers")} <= measured
+    feed = document["notes"]["changes"]
+    assert feed["events_per_s"] and all(rate > 0 for rate in feed["events_per_s"])
+    assert feed["latency_samples"] > 0 and feed["missed"] == 0
     assert set(document["settings"]["scenarios"]) == set(SCENARIOS)
     text = outputs.markdown_path.read_text()  # type: ignore[union-attr]
     assert "| " + " | ".join(FIGURE_HEADER) + " |" in text

@@ -294,11 +294,20 @@ class Stream:
     """One ``text/event-stream`` request run on the app's loop: the messages it
     sends, and a way to hang up."""
 
-    def __init__(self, client: TestClient, query: str = "", **headers: str) -> None:
+    def __init__(
+        self,
+        client: TestClient,
+        query: str = "",
+        *,
+        accept: str = "text/event-stream",
+        slow: float = 0.0,
+        **headers: str,
+    ) -> None:
         self.client = client
         self.sent: list[dict[str, Any]] = []
         self.query = query
-        self.headers = [(b"accept", b"text/event-stream")] + [
+        self.slow = slow  # seconds each write takes to reach the client
+        self.headers = [(b"accept", accept.encode())] + [
             (k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()
         ]
         self.gone: asyncio.Event | None = None
@@ -333,6 +342,8 @@ class Stream:
             return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
+            if self.slow and message["type"] == "http.response.body":
+                await asyncio.sleep(self.slow)
             self.sent.append(message)
 
         await self.client.app(scope, receive, send)
@@ -507,3 +518,92 @@ def test_a_cluster_refuses_the_feed_with_501_and_lists_carry_no_cursor(
     assert listed.status_code == 200 and "x-changes-cursor" not in listed.headers
     service = service_of(client.app)
     assert service is not None and service.changes.followers == 0
+
+
+def test_a_follower_that_falls_out_of_the_retention_is_told_to_reload(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client = client_factory(changes_retain=5)
+    stream = Stream(client, "since=now", slow=0.3).start()
+    stream.wait_for(lambda: "retry: " in stream.text())
+    for n in range(3):  # the follower takes them, each write 0.3 s
+        client.post("/api/v1/data/notes", json={"data": {"id": f"a{n}"}})
+    time.sleep(0.1)
+    for n in range(20):  # meanwhile more than the retention lands
+        client.post("/api/v1/data/notes", json={"data": {"id": f"b{n}"}})
+    stream.wait_for(stream.done, timeout=10)
+    text = stream.text()
+    assert "event: gone" in text, text
+    gone = orjson.loads(text.split("event: gone\ndata: ", 1)[1].split("\n", 1)[0])
+    assert (
+        gone["oldest"]
+        == client.get("/api/v1/changes", params={"since": "1-0"}).json()["error"][
+            "details"
+        ][0]["oldest"]
+    )
+    assert "reload" in gone["reason"]
+    service = service_of(client.app)
+    assert service is not None and service.changes.followers == 0
+
+
+def test_a_filtered_quiet_stream_carries_its_cursor_in_the_keep_alive(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client = client_factory(changes_heartbeat_s=0.2)
+    stream = Stream(client, "since=now&tables=a").start()
+    stream.wait_for(lambda: "retry: " in stream.text())
+    client.post("/api/v1/data/b", json={"data": {"id": "x"}})
+    cursor = now(client)
+    stream.wait_for(lambda: f"id: {cursor}" in stream.text())
+    assert stream.events() == []  # no event of b
+    assert f": keep-alive\nid: {cursor}\n\n" in stream.text()
+    stream.hang_up()
+
+
+def test_a_long_poll_gives_its_place_back_when_the_client_goes(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client = client_factory(max_subscribers=1)
+    cursor = now(client)
+    poll = Stream(client, f"since={cursor}&wait=30", accept="*/*").start()
+    service = service_of(client.app)
+    assert service is not None
+    deadline = time.monotonic() + 5
+    while service.changes.followers < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert (
+        client.get("/api/v1/changes", params={"since": cursor, "wait": 1}).status_code
+        == 503
+    )
+    began = time.monotonic()
+    poll.hang_up()
+    assert time.monotonic() - began < 2
+    assert service.changes.followers == 0
+
+
+def test_an_ndjson_read_holds_a_few_megabytes_and_says_where_the_rest_is(
+    client: TestClient,
+) -> None:
+    start = now(client)
+    fields = {f"f{k}": "x" * 60_000 for k in range(10)}  # 600 KB a record
+    for n in range(10):
+        made = client.post("/api/v1/data/big", json={"data": {"id": f"n{n}", **fields}})
+        assert made.status_code == 201
+    first = client.get("/api/v1/changes", params={"since": start})
+    lines = first.text.splitlines()
+    assert 1 <= len(lines) < 10
+    assert len(first.content) <= 4 * 1024 * 1024 + 700_000
+    assert first.headers["x-changes-cursor"] == json.loads(lines[-1])["cursor"]
+    rest, _ = feed(client, since=first.headers["x-changes-cursor"])
+    ids = [json.loads(line)["id"] for line in lines] + [e["id"] for e in rest]
+    assert ids == [f"n{n}" for n in range(10)]
+
+
+def test_cross_origin_clients_can_read_the_cursors(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client = client_factory(cors_origins="http://app.example")
+    answer = client.get("/api/v1/data/notes", headers={"Origin": "http://app.example"})
+    exposed = answer.headers["access-control-expose-headers"].lower()
+    assert "x-changes-cursor" in exposed and "x-changes-oldest" in exposed

@@ -24,7 +24,7 @@ def ops(feed: Feed, since: str | None = None, **kw: Any) -> list[tuple[str, str]
 def test_events_are_read_in_order_with_consecutive_cursors() -> None:
     feed = Feed(100, epoch_ms=7)
     feed.add("create", "t", "a", {"id": "a"})
-    feed.add_many("import", "t", [("b", {"id": "b"}), ("c", {"id": "c"})])
+    feed.add_many("import", "t", [("b", {"id": "b"}, 0), ("c", {"id": "c"}, 0)])
     feed.add("delete", "t", "a", None)
     assert ops(feed) == [
         ("7-1", "create"),
@@ -73,6 +73,37 @@ def test_a_cursor_beyond_the_retention_is_gone_with_the_oldest_kept() -> None:
     assert [e.id for e in feed.read(None)[0]] == ["7", "8", "9"]
     # the list behind the feed stays within twice the retention
     assert len(feed.events) <= 6
+
+
+def test_the_records_kept_are_bounded_in_bytes_too() -> None:
+    """A record rewritten again and again keeps at most ``retain_bytes`` of
+    its old versions alive; the oldest go first, at least one stays."""
+    feed = Feed(1000, retain_bytes=1000, epoch_ms=2)
+    for n in range(20):
+        feed.add("update", "t", "a", {"id": "a", "n": n}, 300)
+    assert feed.bytes <= 1000 and feed.bytes == 300 * len(feed.events)
+    kept = [e.record["n"] for e in feed.read(feed.oldest())[0] if e.record]
+    assert kept and kept == list(range(20 - len(kept), 20))
+    with pytest.raises(CursorGone):
+        feed.read("2-1")
+    feed.add("update", "t", "a", {"id": "a"}, 5000)  # larger than the bound
+    assert [e.record for e in feed.read(feed.oldest())[0]] == [{"id": "a"}]
+
+
+def test_a_gone_cursor_makes_a_wait_return_and_the_read_say_so() -> None:
+    feed = Feed(2, epoch_ms=1)
+    for n in range(6):
+        feed.add("create", "t", str(n), None)
+
+    async def run() -> None:
+        started = time.monotonic()
+        await feed.wait("1-1", 5)
+        await feed.wait("x", 5)
+        assert time.monotonic() - started < 0.5
+
+    asyncio.run(run())
+    with pytest.raises(CursorGone):
+        feed.read("1-1")
 
 
 def test_cursors_of_another_feed_are_gone_and_bad_ones_refused() -> None:
@@ -266,7 +297,7 @@ def test_the_feed_agrees_with_a_list_of_every_change(
     for step in steps:
         if step[0] == "add":
             _, table, count = step
-            feed.add_many("create", table, [(None, None)] * count)
+            feed.add_many("create", table, [(None, None, 0)] * count)
             model.extend([table] * count)
             continue
         _, at, limit, only_a = step

@@ -368,6 +368,26 @@ def test_a_cursor_ahead_of_the_feed_is_gone(server: RedisServer) -> None:
     run(go())
 
 
+def test_a_cursor_of_a_flushed_stream_is_gone(server: RedisServer) -> None:
+    """After the data is lost (FLUSHALL, a failover to a replica that had not
+    caught up), new entries take new ids past the old cursors: an old cursor
+    names no entry of the new stream and is gone, not silently followed."""
+
+    async def go() -> None:
+        store = store_on(server)
+        await store.insert("notes", [note(1), note(2)])
+        old = await store.cursor()
+        await store.link.call("DEL", store._changes_key)  # the stream is lost
+        await store.insert("notes", [note(3)])
+        with pytest.raises(CursorGone):
+            await store.changes(old)
+        fresh = await store.cursor()
+        assert await store.changes(fresh) == ([], fresh)
+        await store.close()
+
+    run(go())
+
+
 def test_followers_wake_on_a_change_made_anywhere(server: RedisServer) -> None:
     async def go() -> None:
         store = store_on(server)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Awaitable, Callable, Iterator, TypeVar
 
 import anyio
 import orjson
@@ -12,14 +12,17 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api.paging import CURSOR_HEADER
 from app.api.responses import errors
-from app.services.changes import ChangeService, Cut, parse_tables
+from app.services.changes import ChangeService, Cut, Item, Mark, parse_tables
 from app.storage.base import ChangeEvent
 
 router = APIRouter(prefix="/api/v1/changes", tags=["changes"])
+T = TypeVar("T")
 
 EVENT_STREAM = "text/event-stream"
 NDJSON = "application/x-ndjson"
 CURSOR_PATTERN = r"^(now|[0-9]{1,20}-[0-9]{1,20})$"
+# where the front door leaves the server's own send for a stream's events
+DIRECT_SEND = "memdb.direct_send"
 # how long a browser waits before it reconnects, told once per stream
 RETRY_MS = 2000
 
@@ -60,6 +63,7 @@ Cursor = Annotated[
     },
 )
 async def follow_changes(
+    request: Request,
     changes: ChangesDep,
     since: Cursor = None,
     tables: Annotated[
@@ -91,23 +95,83 @@ async def follow_changes(
         start = await changes.start(last_event_id or since or "now")
         follower = changes.follower()
         return EventStream(changes, start, only, follower.release)
-    events, cursor = await changes.poll(since, only, limit=limit, wait=wait)
-    body = b"".join(changes.encoded(e) + b"\n" for e in events)
-    return Response(body, media_type=NDJSON, headers={CURSOR_HEADER: cursor})
+    polled = changes.poll(since, only, limit=limit, wait=wait)
+    found = await (_unless_gone(request, polled) if wait > 0 else polled)
+    if found is None:  # the client left during its long poll
+        return Response(status_code=204)
+    events, cursor = found
+    lines: list[bytes] = []
+    size = 0
+    for event in events:
+        line = changes.encoded(event) + b"\n"
+        if lines and size + len(line) > MAX_NDJSON_BYTES:
+            cursor = events[len(lines) - 1].cursor  # the rest in the next read
+            break
+        lines.append(line)
+        size += len(line)
+    return Response(b"".join(lines), media_type=NDJSON, headers={CURSOR_HEADER: cursor})
 
 
-def frame(
-    item: list[ChangeEvent] | Cut | None, encoded: Callable[[ChangeEvent], bytes]
-) -> bytes:
-    """Server-Sent Events: each change an event whose id is its cursor; a
-    comment to keep a quiet connection open; ``resume`` as the last word."""
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None once the client has gone (a long poll that
+    waits keeps a follower's place: it is given back when the client goes)."""
+    result: list[T] = []
+    failed: list[Exception] = []
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            result.append(await work)
+        except Exception as exc:  # raised as it is, not in an exception group
+            failed.append(exc)
+        group.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    return result[0] if result else None
+
+
+# an NDJSON answer holds at most this many bytes of changes (at least one
+# change): X-Changes-Cursor then says where the rest begins
+MAX_NDJSON_BYTES = 4 * 1024 * 1024
+# a stream's events leave in writes of about this size, so that a page of
+# large records is never one buffer
+PIECE = 256 * 1024
+
+
+def frames(item: Item, encoded: Callable[[ChangeEvent], bytes]) -> Iterator[bytes]:
+    """Server-Sent Events, in writes of about ``PIECE`` bytes: each change an
+    event whose id is its cursor; a comment to keep a quiet connection open
+    (with the cursor as id when it moved past other tables' changes);
+    ``resume`` (or ``gone``: reload) as the last word."""
     if item is None:
-        return b": keep-alive\n\n"
-    if isinstance(item, Cut):
-        data = orjson.dumps({"cursor": item.cursor, "reason": item.reason})
-        cursor = item.cursor.encode()
-        return b"event: resume\nid: " + cursor + b"\ndata: " + data + b"\n\n"
-    return b"".join(map(encoded, item))
+        yield b": keep-alive\n\n"
+    elif isinstance(item, Mark):
+        yield b": keep-alive\nid: " + item.cursor.encode() + b"\n\n"
+    elif isinstance(item, Cut):
+        if item.gone:
+            data = orjson.dumps({"oldest": item.cursor, "reason": item.reason})
+            yield b"event: gone\ndata: " + data + b"\n\n"
+        else:
+            data = orjson.dumps({"cursor": item.cursor, "reason": item.reason})
+            cursor = item.cursor.encode()
+            yield b"event: resume\nid: " + cursor + b"\ndata: " + data + b"\n\n"
+    else:
+        piece: list[bytes] = []
+        size = 0
+        for event in item:
+            made = encoded(event)
+            piece.append(made)
+            size += len(made)
+            if size >= PIECE:
+                yield b"".join(piece)
+                piece, size = [], 0
+        if piece:
+            yield b"".join(piece)
 
 
 class EventStream(Response):
@@ -132,8 +196,13 @@ class EventStream(Response):
         self.release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = send
+        # the start and the first piece go through the middleware (which may
+        # hold a start until the first piece); the events then skip its
+        # wrappers: a write to 100 streams is 100 sends, not 800 awaits
+        send = scope.get("state", {}).get(DIRECT_SEND, send)
         try:
-            await send(
+            await start(
                 {
                     "type": "http.response.start",
                     "status": 200,
@@ -141,16 +210,20 @@ class EventStream(Response):
                 }
             )
             hello = f"retry: {RETRY_MS}\n\n".encode()
-            await send({"type": "http.response.body", "body": hello, "more_body": True})
+            await start(
+                {"type": "http.response.body", "body": hello, "more_body": True}
+            )
 
-            async def deliver(item: list[ChangeEvent] | Cut | None) -> None:
-                message: Message = {
-                    "type": "http.response.body",
-                    "body": frame(item, self.changes.encoded.frame),
-                    "more_body": True,
-                }
-                await send(message)
+            async def deliver(item: Item) -> None:
+                for body in frames(item, self.changes.encoded.frame):
+                    message: Message = {
+                        "type": "http.response.body",
+                        "body": body,
+                        "more_body": True,
+                    }
+                    await send(message)
 
+            failed: list[Exception] = []
             async with anyio.create_task_group() as group:
 
                 async def until_gone() -> None:
@@ -159,8 +232,13 @@ class EventStream(Response):
                     group.cancel_scope.cancel()
 
                 group.start_soon(until_gone)
-                await self.changes.follow(self.since, self.tables, deliver)
+                try:
+                    await self.changes.follow(self.since, self.tables, deliver)
+                except Exception as exc:  # raised as it is, not in a group
+                    failed.append(exc)
                 group.cancel_scope.cancel()
+            if failed:
+                raise failed[0]
             with anyio.move_on_after(1):  # a client that stalled gets no more
                 end: Message = {"type": "http.response.body", "body": b""}
                 await send(end)
