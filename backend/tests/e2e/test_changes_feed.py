@@ -107,7 +107,9 @@ def follow_while_writing(server: Server, writers: int = 16) -> dict[str, Any]:
                     pass
 
     def write(n: int) -> None:
-        with server.client() as client:
+        # a connection a request: the kernel hands each to whichever worker
+        # accepts first, so that several workers write
+        with server.client(headers={"Connection": "close"}) as client:
             for k in range(40):
                 rid = f"w{n}-{k}"
                 made = client.post("/api/v1/data/load", json={"data": {"id": rid}})
