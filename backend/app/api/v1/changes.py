@@ -96,7 +96,7 @@ async def follow_changes(
         follower = changes.follower()
         return EventStream(changes, start, only, follower.release)
     polled = changes.poll(since, only, limit=limit, wait=wait)
-    found = await (_unless_gone(request, polled) if wait > 0 else polled)
+    found = await (until_gone(request.receive, polled) if wait > 0 else polled)
     if found is None:  # the client left during its long poll
         return Response(status_code=204)
     events, cursor = found
@@ -112,22 +112,23 @@ async def follow_changes(
     return Response(b"".join(lines), media_type=NDJSON, headers={CURSOR_HEADER: cursor})
 
 
-async def _unless_gone(request: Request, work: Awaitable[T]) -> T | None:
-    """``work``'s result, or None once the client has gone (a long poll that
-    waits keeps a follower's place: it is given back when the client goes)."""
+async def until_gone(receive: Receive, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None once the client has gone (a long poll or a
+    stream keeps a follower's place: it is given back when the client goes);
+    what ``work`` raises is raised as it is, not in an exception group."""
     result: list[T] = []
     failed: list[Exception] = []
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
+            while (await receive())["type"] != "http.disconnect":
                 pass
             group.cancel_scope.cancel()
 
         group.start_soon(watch)
         try:
             result.append(await work)
-        except Exception as exc:  # raised as it is, not in an exception group
+        except Exception as exc:
             failed.append(exc)
         group.cancel_scope.cancel()
     if failed:
@@ -223,22 +224,9 @@ class EventStream(Response):
                     }
                     await send(message)
 
-            failed: list[Exception] = []
-            async with anyio.create_task_group() as group:
-
-                async def until_gone() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(until_gone)
-                try:
-                    await self.changes.follow(self.since, self.tables, deliver)
-                except Exception as exc:  # raised as it is, not in a group
-                    failed.append(exc)
-                group.cancel_scope.cancel()
-            if failed:
-                raise failed[0]
+            await until_gone(
+                receive, self.changes.follow(self.since, self.tables, deliver)
+            )
             with anyio.move_on_after(1):  # a client that stalled gets no more
                 end: Message = {"type": "http.response.body", "body": b""}
                 await send(end)
