@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
@@ -131,6 +131,7 @@ class RecordPage(BaseModel):
 class IndexOut(BaseModel):
     field: str
     unique: bool
+    kind: Literal["hash", "sorted"]
     builtin: bool
 
 
@@ -206,7 +207,7 @@ class ImportResult(BaseModel):
 
 
 class IndexCreate(BaseModel):
-    """A hash index on a field (a dotted path reaches nested objects)."""
+    """An index on a field (a dotted path reaches nested objects): hash or sorted."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -218,6 +219,11 @@ class IndexCreate(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})*$"
     )
     unique: bool = False
+    kind: Literal["hash", "sorted"] = Field(
+        default="hash",
+        description="hash: equality and in filters; sorted: also sort on the "
+        "field and its ranges (gt, gte, lt, lte)",
+    )
 
 
 class TableStats(BaseModel):

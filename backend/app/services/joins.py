@@ -22,7 +22,7 @@ from app.services.validation import FIELD_NAME, check_table_name
 from app.services.work import Limits, Work
 from app.storage.keys import MISSING, json_key, resolve, split_path
 from app.services.errors import store_errors
-from app.storage.base import Record, Scan, StoreBackend
+from app.storage.base import IndexedSide, Record, Scan, StoreBackend
 
 How = Literal["inner", "left", "right", "full"]
 Pair = tuple[Record | None, Record | None]
@@ -43,6 +43,16 @@ def as_id(value: Any) -> Any:
     if kind is float and value.is_integer():
         return str(int(value))
     return value
+
+
+def _digits(text: str) -> int | None:
+    """The integer an id is the digits of (``"12"``: 12), as ``as_id`` writes
+    it; None for any other text."""
+    stripped = text[1:] if text[:1] == "-" else text
+    if not stripped.isascii() or not stripped.isdigit():
+        return None
+    number = int(text)
+    return number if str(number) == text else None
 
 
 def _key_fn(column: str, *, against_id: bool = False) -> Callable[[Record], Hashable]:
@@ -84,6 +94,9 @@ class Join:
     when one side joins on ``id`` an integer on the other side matches the id
     with its digits (``as_id``). ``right_by_id`` is the right table's own id
     map, used as its hash table when the right side joins on its id.
+    ``indexed``: the right side read through the hash index on its column
+    (``StoreBackend.join_side``), which stands for the grouping pass (for an
+    inner or a left join).
     """
 
     def __init__(
@@ -95,9 +108,11 @@ class Join:
         right_on: str,
         how: How = "inner",
         right_by_id: dict[str, Record] | None = None,
+        indexed: IndexedSide | None = None,
     ) -> None:
         self.left = left
         self.right = right
+        self.indexed = indexed
         self.left_on = left_on
         self.right_on = right_on
         self.keep_left = how in ("left", "full")
@@ -114,21 +129,56 @@ class Join:
     def _matches(self, key: Hashable) -> list[Record] | tuple[Record, ...]:
         if key is None:
             return ()
+        if self.indexed is not None:
+            side = self.indexed
+            ids = self._indexed_ids(key)
+            if len(ids) > 1:
+                ids.sort(key=side.seq.__getitem__)
+            return tuple(map(side.records.__getitem__, ids))
         if self.by_id is not None:
             found = self.by_id.get(key) if isinstance(key, str) else None
             return (found,) if found is not None else ()
         return self.groups.get(key, ())
 
+    def _indexed_ids(self, key: Hashable) -> list[str]:
+        """The ids the index groups under ``key``; when the left side joins on
+        ``id``, also those under the integer with the id's digits (``as_id``)."""
+        assert self.indexed is not None
+        groups = self.indexed.groups
+        found = groups.get(key)
+        ids = [] if found is None else [found] if type(found) is str else list(found)
+        if self.left_on == "id" and type(key) is str:
+            number = _digits(key)
+            more = None if number is None else groups.get(number)
+            if more is not None:
+                ids += [more] if type(more) is str else more
+        return ids
+
+    def _size(self, key: Hashable) -> int:
+        if key is None or self.indexed is None:
+            return len(self._matches(key))
+        groups = self.indexed.groups
+        found = groups.get(key)
+        size = 0 if found is None else 1 if type(found) is str else len(found)
+        if self.left_on == "id" and type(key) is str:
+            number = _digits(key)
+            more = None if number is None else groups.get(number)
+            if more is not None:
+                size += 1 if type(more) is str else len(more)
+        return size
+
     def plan(self) -> Iterator[int]:
         """Group the right side, read the left keys, count the rows: yields the
         rows handled after each step, so that a caller can pause between."""
-        if self.right_on == "id" and self.by_id is None:
+        if self.indexed is not None:
+            assert not self.keep_right, "an indexed side serves inner and left joins"
+        elif self.right_on == "id" and self.by_id is None:
             by_id: dict[str, Record] = {}
             for start in range(0, len(self.right), STEP):
                 by_id.update((r["id"], r) for r in self.right[start : start + STEP])
                 yield min(STEP, len(self.right) - start)
             self.by_id = by_id
-        if self.by_id is None:
+        if self.by_id is None and self.indexed is None:
             right_key = self._right_key()
             groups = self.groups
             for start in range(0, len(self.right), STEP):
@@ -148,7 +198,7 @@ class Join:
             keys = [left_key(row) for row in chunk]
             self.left_keys += keys
             for key in keys:
-                found = len(self._matches(key))
+                found = self._size(key)
                 total += found if found or not self.keep_left else 1
             yield len(chunk)
         if self.keep_right:
@@ -307,7 +357,10 @@ class JoinService:
                 left_rows, left_has = await _read_all(
                     await self.store.scan(left), work, key
                 )
-                if right == left:
+                indexed = await self._indexed_side(right, key, how, right_on)
+                if indexed is not None:
+                    right_rows, right_has = [], True
+                elif right == left:
                     right_rows, right_has = left_rows, left_has
                 else:
                     right_rows, right_has = await _read_all(
@@ -318,7 +371,14 @@ class JoinService:
             raise
         lcol = left_on or join_column(left, left_has, key, self.schemas)
         rcol = right_on or join_column(right, right_has, key, self.schemas)
-        join = Join(left_rows, right_rows, left_on=lcol, right_on=rcol, how=how)
+        join = Join(
+            left_rows,
+            right_rows,
+            left_on=lcol,
+            right_on=rcol,
+            how=how,
+            indexed=indexed,
+        )
         try:
             for done in join.plan():
                 work.spend(done)
@@ -361,6 +421,25 @@ class JoinService:
             batches=_paced(join.batches(offset, limit), work),
             work=work,
         )
+
+    async def _indexed_side(
+        self, right: str, key: str, how: How, right_on: str | None
+    ) -> IndexedSide | None:
+        """The right side read through the hash index on its join column, for
+        an inner or a left join whose right column is a field (not ``id``):
+        the index stands for the pass that groups the right side, so the rows
+        start at once (CONTRACT section 4: joins use indexes)."""
+        if how not in ("inner", "left"):
+            return None
+        column = right_on or key
+        if column == "id" or (
+            right_on is None and join_column(right, True, key, self.schemas) != key
+        ):
+            return None
+        side = await self.store.join_side(right, column)
+        if side is None or (right_on is None and not side.groups):
+            return None  # no index; or no record has the field: the join is on id
+        return side
 
 
 async def _read_all(scan: Scan, work: Work, key: str) -> tuple[list[Record], bool]:

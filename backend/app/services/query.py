@@ -21,7 +21,7 @@ import math
 import re
 from bisect import insort
 from dataclasses import dataclass, field
-from operator import neg
+from operator import itemgetter, neg
 from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Sequence
 
 import orjson
@@ -30,11 +30,20 @@ from app.core.errors import BadRequest, QueryTooCostly, param_error
 from app.services.matching import PatternError, like
 from app.services.validation import FIELD_NAME, MAX_DEPTH, check_table_name
 from app.services.work import Limits, Work
-from app.storage.keys import MISSING, json_key, resolve, split_path
+from app.storage.keys import (
+    BOOL_RANK,
+    MISSING,
+    NUMBER_RANK,
+    STRING_RANK,
+    json_key,
+    resolve,
+    sort_value,
+    split_path,
+)
 from app.schemas.builtin import BUILTIN, Schemas
 from app.services.errors import store_errors
 from app.services.joins import as_id
-from app.storage.base import Record, Scan, StoreBackend
+from app.storage.base import Bound, Record, Scan, StoreBackend, Walk
 
 OPERATORS = frozenset(
     "eq ne gt gte lt lte in contains startswith endswith like ilike exists".split()
@@ -413,21 +422,7 @@ def search(text: str, extra: list[int] | None = None) -> Callable[[Record], bool
 
 # -- sorting -----------------------------------------------------------------
 
-_NUMBER, _STRING, _BOOL, _ARRAY, _OBJECT = 1, 2, 3, 4, 5
-
-
-def sort_value(value: Any) -> tuple[int, Any]:
-    """A key that orders any two JSON values: by type first, then by value."""
-    if value is None:
-        return (0, 0)
-    if isinstance(value, bool):
-        return (_BOOL, value)
-    if isinstance(value, (int, float)):
-        return (_NUMBER, value)
-    if isinstance(value, str):
-        return (_STRING, value)
-    dumped = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return (_ARRAY if isinstance(value, list) else _OBJECT, dumped)
+_NUMBER, _STRING, _BOOL = NUMBER_RANK, STRING_RANK, BOOL_RANK
 
 
 def inverted(rank: int, value: Any) -> Any:
@@ -480,6 +475,23 @@ def sort_records(rows: list[Record], keys: Sequence[tuple[str, bool]]) -> list[R
     """Stable multi-key sort; missing values last whatever the direction."""
     for path, descending in reversed(keys):
         parts = split_path(path)
+        values = values_at(rows, parts)
+        kind = plain_kind(values)
+        if kind is not None:
+            # one kind of value (numbers, or strings): compared as they are
+            if kind:  # some missing
+                order = sorted(
+                    [i for i, v in enumerate(values) if v is not MISSING],
+                    key=values.__getitem__,
+                    reverse=descending,
+                )
+                order += [i for i, v in enumerate(values) if v is MISSING]
+            else:
+                order = sorted(
+                    range(len(values)), key=values.__getitem__, reverse=descending
+                )
+            rows[:] = [rows[i] for i in order]
+            continue
 
         def key(record: Record, parts: tuple[str, ...] = parts) -> tuple[Any, ...]:
             value = resolve(record, parts)
@@ -489,6 +501,59 @@ def sort_records(rows: list[Record], keys: Sequence[tuple[str, bool]]) -> list[R
 
         rows.sort(key=key, reverse=descending)
     return rows
+
+
+_MISSING_TYPE = type(MISSING)
+_NUMBERS = frozenset({int, float})
+
+
+def values_at(rows: list[Record], parts: tuple[str, ...]) -> list[Any]:
+    """The value of each row at a path (``MISSING`` where there is none)."""
+    if len(parts) == 1:
+        name = parts[0]
+        try:  # every row has it: read at C speed
+            return list(map(itemgetter(name), rows))
+        except KeyError:
+            return [record.get(name, MISSING) for record in rows]
+    return [resolve(record, parts) for record in rows]
+
+
+def plain_kind(values: list[Any]) -> bool | None:
+    """When the values present are all numbers or all strings (which sort as
+    they compare), with at least one present: whether some are missing.
+    Otherwise None."""
+    kinds = set(map(type, values))
+    missing = _MISSING_TYPE in kinds
+    kinds.discard(_MISSING_TYPE)
+    if kinds and (kinds <= _NUMBERS or kinds == {str}):
+        return missing
+    return None
+
+
+def first_key_candidates(
+    rows: list[Record], key: tuple[str, bool], window: int
+) -> list[Record]:
+    """The rows that can be among the first ``window`` of a sort whose first key
+    is ``key``: those whose value is at least as good as the ``window``-th best
+    (ties kept), in their order, as a new list. All of ``rows`` when the values
+    are not of one plain kind or too few are present."""
+    path, descending = key
+    values = values_at(rows, split_path(path))
+    kind = plain_kind(values)
+    if kind is None:
+        return list(rows)
+    present = [v for v in values if v is not MISSING] if kind else list(values)
+    if len(present) <= window:
+        return list(rows)
+    present.sort(reverse=descending)
+    bound = present[window - 1]
+    if kind:
+        if descending:
+            return [r for r, v in zip(rows, values) if v is not MISSING and v >= bound]
+        return [r for r, v in zip(rows, values) if v is not MISSING and v <= bound]
+    if descending:
+        return [r for r, v in zip(rows, values) if v >= bound]
+    return [r for r, v in zip(rows, values) if v <= bound]
 
 
 # -- projection --------------------------------------------------------------
@@ -581,6 +646,10 @@ async def sorted_page(
     window = offset + limit
     if count <= INLINE_SORT:
         work.spend(count * len(keys) * max(1, int(math.log2(count + 1))))
+        if 0 < window * 2 < count:
+            return sort_records(first_key_candidates(rows, keys[0], window), keys)[
+                offset:window
+            ]
         return sort_records(list(rows), keys)[offset:window]
     if window > SORT_WINDOW:
         raise QueryTooCostly(
@@ -695,14 +764,14 @@ class QueryService:
                 if query.fields is not None:
                     items = await project_all(items, query.fields, work)
                 return Page(items, total, query.limit, query.offset)
-            narrowed = await self._narrowed(table, query)
+            narrowed = await self._narrowed(table, query, work)
             if isinstance(narrowed, Page):
                 return narrowed
             rows, rest = narrowed
             return await run_query(rows, rest, query, work)
 
     async def _narrowed(
-        self, table: str, query: Query
+        self, table: str, query: Query, work: Work
     ) -> Page | tuple[list[Record] | Scan, list[Filter]]:
         """The records that can match, narrowed by the most selective index, and
         the filters still to apply; or, when one indexed filter is the whole
@@ -741,7 +810,113 @@ class QueryService:
                 found = await self.store.lookup(table, chosen.path, _values(chosen))
                 if found is not None:
                     return found[0], rest
+        ordered = await self._ordered(table, query, work)
+        if ordered is not None:
+            return ordered
         return await self.store.scan(table), list(query.filters)
+
+    async def _ordered(
+        self, table: str, query: Query, work: Work
+    ) -> Page | tuple[list[Record], list[Filter]] | None:
+        """What a sorted index answers: the page itself when the query sorts on
+        the indexed field first and filters nothing but its range; else the
+        records in the range of one indexed field, with the filters left; None
+        when no sorted index helps."""
+        ranged: dict[str, list[Filter]] = {}
+        for flt in query.filters:
+            if flt.op in RANGE_OPS:
+                ranged.setdefault(flt.path, []).append(flt)
+        if query.sort and not query.q:
+            path, descending = query.sort[0]
+            own = ranged.get(path, [])
+            bounds = range_bounds(own)
+            if len(own) == len(query.filters) and bounds is not None:
+                walk = await self.store.sorted_walk(
+                    table,
+                    path,
+                    rank=bounds[0],
+                    low=bounds[1],
+                    high=bounds[2],
+                    descending=descending,
+                    offset=query.offset,
+                    limit=query.limit,
+                )
+                if walk is not None:
+                    return await walked_page(walk, query, work)
+        for path, own in ranged.items():
+            bounds = range_bounds(own)
+            if bounds is None or bounds[0] is None:
+                continue
+            rank, low, high = bounds
+            walk = await self.store.sorted_walk(
+                table, path, rank=rank, low=low, high=high, table_order=True
+            )
+            if walk is not None:
+                rows = walk.groups[0] if walk.groups else []
+                return rows, [f for f in query.filters if f not in own]
+        return None
+
+
+# (is a lower bound, includes its value) of each range operator
+RANGE_OPS = {
+    "gt": (True, False),
+    "gte": (True, True),
+    "lt": (False, False),
+    "lte": (False, True),
+}
+
+
+def range_bounds(
+    filters: Sequence[Filter],
+) -> tuple[int | None, Bound | None, Bound | None] | None:
+    """The sort rank and the tightest bounds of range filters on one field
+    (``(None, None, None)`` for none); None when they can match nothing a
+    sorted index holds in one rank (values of two kinds, or a value that is
+    neither a number nor a string: the scan answers those)."""
+    rank: int | None = None
+    low: Bound | None = None
+    high: Bound | None = None
+    for flt in filters:
+        value = flt.value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        kind = STRING_RANK if isinstance(value, str) else NUMBER_RANK
+        if rank is not None and kind != rank:
+            return None
+        rank = kind
+        lower, included = RANGE_OPS[flt.op]
+        if lower:
+            if low is None or value > low[0] or (value == low[0] and not included):
+                low = (value, included)
+        elif high is None or value < high[0] or (value == high[0] and not included):
+            high = (value, included)
+    return rank, low, high
+
+
+async def walked_page(walk: Walk, query: Query, work: Work) -> Page:
+    """The page of a sorted walk: the page's stretch of its runs of equal first
+    keys, each run ordered by the other sort keys."""
+    rest = query.sort[1:]
+    start = query.offset - walk.first  # where the page starts in the walk's rows
+    stop = start + query.limit
+    items: list[Record] = []
+    position = 0
+    if not rest:
+        rows = [record for run in walk.groups for record in run]
+        items, position = rows[start:stop], len(rows)
+    for run in walk.groups if rest else ():
+        lo, hi = max(start - position, 0), min(stop - position, len(run))
+        position += len(run)
+        if lo >= hi:
+            continue
+        if rest and len(run) > 1:
+            items += await sorted_page(run, rest, lo, hi - lo, work)
+        else:
+            items += run[lo:hi]
+    work.spend(position)
+    if query.fields is not None:
+        items = await project_all(items, query.fields, work)
+    return Page(items, walk.total, query.limit, query.offset)
 
 
 def _values(flt: Filter) -> list[Any]:

@@ -39,6 +39,7 @@ class TableService:
                     {
                         "field": index.field,
                         "unique": index.unique,
+                        "kind": index.kind,
                         "builtin": self.schemas.rules.builtin_index(
                             table.name, index.field
                         ),
@@ -50,9 +51,10 @@ class TableService:
         ]
 
     async def create_index(
-        self, table: str, field: str, *, unique: bool
+        self, table: str, field: str, *, unique: bool, kind: str = "hash"
     ) -> dict[str, Any]:
-        """A hash index on ``field``; 409 when it exists or, unique, meets duplicates."""
+        """An index (``kind``: hash or sorted) on ``field``; 409 when it exists
+        or, unique, meets duplicates."""
         check_table_name(table)
         if field.split(".")[0] in self.schemas.hidden:
             raise ValidationFailed(
@@ -63,7 +65,7 @@ class TableService:
             if not await self.store.has_table(table):
                 raise NotFound(f"no table named {table!r}")
             try:
-                await self.store.create_index(table, field, unique=unique)
+                await self.store.create_index(table, field, unique=unique, kind=kind)
             except DuplicateKey as exc:
                 if exc.field == "index":
                     raise Conflict(f"{table}.{field} is already indexed") from None
@@ -71,7 +73,7 @@ class TableService:
                     f"{table}.{field} holds duplicate values; a unique index cannot be built",
                     details=[field_error(["field"], "duplicate values", "unique")],
                 ) from None
-        return {"field": field, "unique": unique, "builtin": False}
+        return {"field": field, "unique": unique, "kind": kind, "builtin": False}
 
     async def drop_index(self, table: str, field: str) -> None:
         check_table_name(table)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Literal
 import orjson
 import structlog
 
+from app.storage.index import index_spec
 from app.storage.memory import JournalError, Store, StoreError
 
 log = structlog.get_logger("memdb.aof")
@@ -467,7 +468,7 @@ class AppendOnlyLog:
                     name,
                     list(table.records.values()),
                     dict(table.secrets),
-                    [(i.field, i.unique) for i in table.indexes.values()],
+                    [index_spec(i) for i in table.indexes.values()],
                 )
                 for name, table in store.tables.items()
             ]
@@ -541,13 +542,8 @@ def snapshot_entries(
     """The journal entries that rebuild ``state``: tables, indexes, records in chunks."""
     for name, records, secrets, indexes in state:
         yield {"op": "create_table", "table": name}
-        for field_name, unique in indexes:
-            yield {
-                "op": "create_index",
-                "table": name,
-                "field": field_name,
-                "unique": unique,
-            }
+        for spec in indexes:
+            yield {"op": "create_index", "table": name, **spec}
         for start in range(0, len(records), _CHUNK):
             chunk = records[start : start + _CHUNK]
             entry: dict[str, Any] = {"op": "put", "table": name, "records": chunk}

@@ -23,7 +23,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Sequence
+from typing import Any, AsyncIterator, Collection, Hashable, Iterable, Mapping, Sequence
 
 import orjson
 
@@ -203,6 +203,34 @@ class IndexInfo:
     field: str
     unique: bool
     entries: int
+    kind: str = "hash"
+
+
+Bound = tuple[Any, bool]  # a value, and whether the range includes it
+
+
+@dataclass(frozen=True)
+class Walk:
+    """A stretch of a sorted index's order (``sorted_walk``): runs of records
+    with equal values (``groups``, each in insertion order; the records
+    without the field last), the position in the whole walk of the first
+    record of the first run (``first``), and how many records the whole walk
+    holds (``total``)."""
+
+    groups: list[list[Record]]
+    first: int
+    total: int
+
+
+@dataclass(frozen=True)
+class IndexedSide:
+    """A table read for a join at one instant through the hash index on its
+    join column: the index's groups (a JSON key to the one id or the ids
+    holding it), the records by id and their insertion positions."""
+
+    groups: Mapping[Hashable, str | Collection[str]]
+    records: dict[str, Record]
+    seq: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -334,6 +362,35 @@ class StoreBackend(ABC):
     ) -> int | None:
         """How many records ``lookup`` would give; ``None`` without an index."""
 
+    async def sorted_walk(
+        self,
+        table: str,
+        field: str,
+        *,
+        rank: int | None = None,
+        low: Bound | None = None,
+        high: Bound | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+        table_order: bool = False,
+    ) -> Walk | None:
+        """Records in the order of a sorted index on ``field``: ``offset`` and
+        ``limit`` are positions in that order (ascending, or ``descending``),
+        widened to whole runs of equal values. Without ``rank`` the walk is
+        the whole table (records without the field last); with it, the
+        values of that sort rank between ``low`` and ``high``.
+        ``table_order`` answers those records as one run in insertion order.
+        ``None`` when no sorted index on ``field`` can answer cheaply: the
+        caller scans instead."""
+        return None
+
+    async def join_side(self, table: str, field: str) -> IndexedSide | None:
+        """The right side of a join on ``field`` read through a hash index on
+        it, so that the join needs no pass over the table to group it; None
+        when there is no such index (the join scans)."""
+        return None
+
     @abstractmethod
     async def describe(self) -> list[TableInfo]:
         """Every table with its count, size and indexes: O(tables)."""
@@ -378,10 +435,15 @@ class StoreBackend(ABC):
         another table's records name its records."""
 
     @abstractmethod
-    async def create_index(self, table: str, field: str, *, unique: bool) -> None:
+    async def create_index(
+        self, table: str, field: str, *, unique: bool, kind: str = "hash"
+    ) -> None:
         """Build an index over the table's records (refused, ``DuplicateKey``,
         when it is unique and the data holds duplicates). The build may run
-        while writes go on; the index answers lookups once it is complete."""
+        while writes go on; the index answers lookups once it is complete.
+        ``kind`` is ``hash`` or ``sorted`` (a backend that cannot keep values
+        in order keeps a sorted index as a hash index and says so in
+        ``sorted_walk``)."""
 
     @abstractmethod
     async def drop_index(self, table: str, field: str) -> None: ...

@@ -20,6 +20,31 @@ def json_key(value: Any) -> Hashable:
     return (list, orjson.dumps(_canonical(value), option=orjson.OPT_SORT_KEYS))
 
 
+# The ranks of the sort order: null, numbers, strings, booleans, arrays, objects.
+NULL_RANK, NUMBER_RANK, STRING_RANK, BOOL_RANK, ARRAY_RANK, OBJECT_RANK = range(6)
+
+
+def sort_value(value: Any) -> tuple[int, Any]:
+    """A key that orders any two JSON values: by type first, then by value
+    (arrays and objects by their canonical JSON text). Values equal as JSON
+    share it."""
+    return order_of(json_key(value))
+
+
+def order_of(key: Hashable) -> tuple[int, Any]:
+    """``sort_value`` of the value whose ``json_key`` is ``key``."""
+    if key is None:
+        return (NULL_RANK, 0)
+    if type(key) is str:
+        return (STRING_RANK, key)
+    if type(key) is tuple:
+        kind, plain = key
+        if kind is bool:
+            return (BOOL_RANK, plain)
+        return (ARRAY_RANK if plain[:1] == b"[" else OBJECT_RANK, plain)
+    return (NUMBER_RANK, key)
+
+
 def _canonical(value: Any) -> Any:
     """Nested numbers as JSON sees them: ``1.0`` is written ``1``."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:

@@ -33,10 +33,12 @@ import anyio.to_thread
 from app.storage.base import (
     MAX_FIELDS,
     SNAPSHOT_CURSOR,
+    Bound,
     CapacityExceeded,
     Change,
     ChangeEvent,
     DuplicateKey,
+    IndexedSide,
     IndexInfo,
     JournalError,
     MissingReference,
@@ -55,10 +57,11 @@ from app.storage.base import (
     UnknownIndex,
     UnknownRecord,
     UnknownTable,
+    Walk,
     record_version,
 )
 from app.storage.changes import Feed
-from app.storage.index import HashIndex
+from app.storage.index import HashIndex, SortedIndex, index_spec, make_index
 from app.storage.keys import MISSING, json_key, resolve
 from app.storage.merge import merge_fields
 
@@ -465,11 +468,14 @@ class Store:
             finally:
                 self.journal = journal
 
-    def create_index(self, name: str, field: str, *, unique: bool = False) -> HashIndex:
-        """Build an index over the table's records at once; a unique one
-        refuses duplicates. (``start_index`` builds one while writes go on.)"""
+    def create_index(
+        self, name: str, field: str, *, unique: bool = False, kind: str = "hash"
+    ) -> HashIndex:
+        """Build an index (``kind``: hash or sorted) over the table's records at
+        once; a unique one refuses duplicates. (``start_index`` builds one while
+        writes go on.)"""
         with self.lock:
-            build = self.start_index(name, field, unique=unique)
+            build = self.start_index(name, field, unique=unique, kind=kind)
             try:
                 for _ in build.steps():
                     pass
@@ -477,7 +483,9 @@ class Store:
             finally:
                 self.abort_index(build)
 
-    def start_index(self, name: str, field: str, *, unique: bool = False) -> IndexBuild:
+    def start_index(
+        self, name: str, field: str, *, unique: bool = False, kind: str = "hash"
+    ) -> IndexBuild:
         """Begin an index build over a copy of the table's records. The steps
         run without the lock; writes meanwhile are noted, and ``finish_index``
         applies them under the lock, so the index ends exactly as if it had
@@ -487,7 +495,7 @@ class Store:
             if field in table.indexes or field in table.builds:
                 raise DuplicateKey(name, "index", field)
             build = IndexBuild(
-                table, HashIndex(field, unique=unique), dict(table.records)
+                table, make_index(field, unique=unique, kind=kind), dict(table.records)
             )
             table.builds[field] = build
             return build
@@ -506,16 +514,9 @@ class Store:
                 record = records.get(record_id)
                 if record is not None:
                     build.add(record_id, record)
-            self._emit(
-                {
-                    "op": "create_index",
-                    "table": table.name,
-                    "field": index.field,
-                    "unique": index.unique,
-                }
-            )
+            described = index_spec(index)
+            self._emit({"op": "create_index", "table": table.name, **described})
             if self.feed is not None:
-                described = {"field": index.field, "unique": index.unique}
                 self.feed.add("create_index", table.name, None, described)
             del table.builds[index.field]
             if table.seq is None:
@@ -781,7 +782,12 @@ class Store:
             self.create_table(name)
         elif kind == "create_index":
             if op["field"] not in self.require(name).indexes:
-                self.create_index(name, op["field"], unique=op["unique"])
+                self.create_index(
+                    name,
+                    op["field"],
+                    unique=op["unique"],
+                    kind=op.get("kind", "hash"),
+                )
         elif kind == "drop_index":
             self.drop_index(name, op["field"])
         elif kind == "load":
@@ -831,6 +837,79 @@ def _deep_size(value: Any) -> int:
         elif isinstance(item, list):
             stack.extend(item)
     return size
+
+
+# The most records a sorted walk puts in order under the lock; past it the
+# query scans (in slices, within its work budget) instead.
+MAX_WALK = 50_000
+
+
+def _walk(
+    table: Table,
+    index: SortedIndex,
+    rank: int | None,
+    low: Bound | None,
+    high: Bound | None,
+    descending: bool,
+    offset: int,
+    limit: int | None,
+    table_order: bool,
+) -> Walk | None:
+    """``MemoryStore.sorted_walk`` under the store's lock."""
+    if rank is None:
+        start, stop = 0, len(index.ordered)
+        absent = len(index.absent)
+    else:
+        start, stop = index.span(low, high, rank)
+        absent = 0
+    size = stop - start
+    total = size + absent
+    end = total if limit is None else min(total, offset + limit)
+    if offset >= end:
+        return Walk([], offset, total)
+    runs: list[list[str]] = []
+    first = size
+    if offset < size:
+        stretch = min(end, size)
+        if descending:
+            a, b = stop - stretch, stop - offset
+        else:
+            a, b = start + offset, start + stretch
+        a = max(start, index.group_start(a))
+        b = min(stop, index.group_stop(b - 1))
+        if b - a > MAX_WALK:
+            return None
+        first = stop - b if descending else a - start
+        run: list[str] = []
+        last_rank, last = -1, None
+        for entry_rank, value, record_id in index.ordered.islice(a, b):
+            if entry_rank != last_rank or value != last:
+                run = [record_id]
+                runs.append(run)
+                last_rank, last = entry_rank, value
+            else:
+                run.append(record_id)
+        if descending:
+            runs.reverse()
+    if end > size:
+        if absent > MAX_WALK:
+            return None
+        runs.append(list(index.absent))
+    if table_order:
+        runs = [[i for run in runs for i in run]]
+    records = table.records
+    return Walk(
+        [
+            (
+                [records[run[0]]]
+                if len(run) == 1
+                else list(map(records.__getitem__, table.in_order(run)))
+            )
+            for run in runs
+        ],
+        first,
+        total,
+    )
 
 
 def resolve_field(record: Record, index: HashIndex) -> Any:
@@ -972,6 +1051,42 @@ class MemoryStore(StoreBackend):
                 return None
             return sum(index.size(key) for key in {json_key(k) for k in keys})
 
+    async def join_side(self, table: str, field: str) -> IndexedSide | None:
+        engine = self.engine
+        with engine.lock:
+            current = engine.require(table)
+            index = current.indexes.get(field)
+            if index is None or current.seq is None:
+                return None
+            engine.mark_snapshot()
+            return IndexedSide(index.shared(), dict(current.records), dict(current.seq))
+
+    async def sorted_walk(
+        self,
+        table: str,
+        field: str,
+        *,
+        rank: int | None = None,
+        low: Bound | None = None,
+        high: Bound | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int | None = None,
+        table_order: bool = False,
+    ) -> Walk | None:
+        engine = self.engine
+        with engine.lock:
+            current = engine.require(table)
+            index = current.indexes.get(field)
+            if not isinstance(index, SortedIndex):
+                return None
+            walk = _walk(
+                current, index, rank, low, high, descending, offset, limit, table_order
+            )
+            if walk is not None:
+                engine.mark_snapshot()
+            return walk
+
     async def describe(self) -> list[TableInfo]:
         engine = self.engine
         with engine.lock:
@@ -981,7 +1096,7 @@ class MemoryStore(StoreBackend):
                     count=len(table.records),
                     size=table.size,
                     indexes=[
-                        IndexInfo(i.field, i.unique, i.entries())
+                        IndexInfo(i.field, i.unique, i.entries(), i.kind)
                         for i in table.indexes.values()
                     ],
                 )
@@ -1026,13 +1141,15 @@ class MemoryStore(StoreBackend):
             engine.drop(table)
         await engine.sync()
 
-    async def create_index(self, table: str, field: str, *, unique: bool) -> None:
+    async def create_index(
+        self, table: str, field: str, *, unique: bool, kind: str = "hash"
+    ) -> None:
         engine = self.engine
         with engine.lock:
             current = engine.require(table)
             if len(current.indexes) >= MAX_INDEXES:
                 raise TooManyIndexes(table)
-            build = engine.start_index(table, field, unique=unique)
+            build = engine.start_index(table, field, unique=unique, kind=kind)
         # built from a copy in steps while writes go on; the writes made
         # meanwhile are applied to it at the end, under the lock
         try:

@@ -680,7 +680,9 @@ class RedisStore(StoreBackend):
         for name, count, size, spec in zip(names, counts, sizes, specs):
             sizes_of = {f: int(next(entries)) for f in sorted(spec)}
             indexes = [
-                IndexInfo(f, bool(spec[f]["unique"]), sizes_of[f])
+                IndexInfo(
+                    f, bool(spec[f]["unique"]), sizes_of[f], spec[f].get("kind", "hash")
+                )
                 for f in sorted(spec, key=lambda f: (spec[f].get("at", 0), f))
             ]
             out.append(TableInfo(name, int(count), int(size or 0), indexes))
@@ -1225,9 +1227,11 @@ class RedisStore(StoreBackend):
         keys = [self.base(table), self._feed_key(table)]
         return await self.run("index", keys, args, durable=durable)
 
-    async def create_index(self, table: str, field: str, *, unique: bool) -> None:
+    async def create_index(
+        self, table: str, field: str, *, unique: bool, kind: str = "hash"
+    ) -> None:
         found = await self._index(
-            table, ["begin", field, "1" if unique else "0", MAX_INDEXES]
+            table, ["begin", field, "1" if unique else "0", MAX_INDEXES, kind]
         )
         status = _text(found[0])
         if status == "unknown":

@@ -66,7 +66,7 @@ def test_each_write_is_one_event_in_commit_order(client: TestClient) -> None:
     assert first["record"] == made.json()
     assert f'"{first["version"]}"' == made.headers["etag"]
     assert events[2]["record"]["c"] == 3 and events[2]["record"]["b"] == 2
-    assert events[3]["record"] == {"field": "c", "unique": False}
+    assert events[3]["record"] == {"field": "c", "unique": False, "kind": "hash"}
     for gone in (events[7], events[8]):
         assert "record" not in gone and "version" not in gone
     assert all(e["at"].endswith("Z") for e in events)

@@ -581,3 +581,20 @@ def test_drop_of_orders_empties_orders(client: TestClient) -> None:
 def test_drop_of_an_unknown_table_is_404(client: TestClient) -> None:
     with store_unchanged(client):
         assert_error(client.delete(f"{API}/data/nothing"), 404, "not_found")
+
+
+def test_an_empty_table_can_be_emptied_and_dropped(client: TestClient) -> None:
+    """Nothing to remove is no error: the built-in tables of a fresh store are
+    emptied, an empty table is dropped, and the record count stays right."""
+    assert client.delete(f"{API}/data/orders").status_code == 204
+    assert client.delete(f"{API}/data/users").status_code == 204
+    assert (
+        client.post(f"{API}/data/empty_one", json={"data": {"a": 1}}).status_code == 201
+    )
+    record_id = client.get(f"{API}/data/empty_one").json()["items"][0]["id"]
+    assert client.delete(f"{API}/data/empty_one/{record_id}").status_code == 204
+    assert client.delete(f"{API}/data/empty_one").status_code == 204
+    assert client.get(f"{API}/data/empty_one").status_code == 404
+    tables = {t["name"]: t["count"] for t in client.get(f"{API}/tables").json()}
+    assert tables == {"users": 0, "orders": 0}
+    assert client.get(f"{API}/stats").json()["records"] == 0

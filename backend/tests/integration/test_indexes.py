@@ -65,23 +65,36 @@ def listed_ids(client: TestClient, params: dict[str, str]) -> list[str]:
 def test_creating_an_index_answers_201_and_lists_it(items: TestClient) -> None:
     response = add_index(items, "items", "sku")
     assert response.status_code == 201, response.text
-    assert response.json() == {"field": "sku", "unique": False, "builtin": False}
+    assert response.json() == {
+        "field": "sku",
+        "unique": False,
+        "kind": "hash",
+        "builtin": False,
+    }
 
     response = add_index(items, "items", "place.city", unique=True)
     assert response.status_code == 409  # Oslo twice
     response = add_index(items, "items", "kind", unique=False)
     assert response.status_code == 201
-    assert response.json() == {"field": "kind", "unique": False, "builtin": False}
+    assert response.json() == {
+        "field": "kind",
+        "unique": False,
+        "kind": "hash",
+        "builtin": False,
+    }
 
     assert indexes_of(items, "items") == [
-        {"field": "sku", "unique": False, "builtin": False},
-        {"field": "kind", "unique": False, "builtin": False},
+        {"field": "sku", "unique": False, "kind": "hash", "builtin": False},
+        {"field": "kind", "unique": False, "kind": "hash", "builtin": False},
     ]
-    assert {"field": "email", "unique": True, "builtin": True} in indexes_of(
-        items, "users"
-    )
+    assert {
+        "field": "email",
+        "unique": True,
+        "kind": "hash",
+        "builtin": True,
+    } in indexes_of(items, "users")
     assert indexes_of(items, "orders") == [
-        {"field": "user_id", "unique": False, "builtin": True}
+        {"field": "user_id", "unique": False, "kind": "hash", "builtin": True}
     ]
 
 
@@ -89,9 +102,14 @@ def test_a_unique_index_on_distinct_values_is_created(items: TestClient) -> None
     # Nulls and missing values never clash.
     response = add_index(items, "items", "sku", unique=True)
     assert response.status_code == 201, response.text
-    assert response.json() == {"field": "sku", "unique": True, "builtin": False}
+    assert response.json() == {
+        "field": "sku",
+        "unique": True,
+        "kind": "hash",
+        "builtin": False,
+    }
     assert indexes_of(items, "items") == [
-        {"field": "sku", "unique": True, "builtin": False}
+        {"field": "sku", "unique": True, "kind": "hash", "builtin": False}
     ]
 
 
@@ -105,9 +123,12 @@ def test_an_index_on_a_builtin_table_is_created(client: TestClient) -> None:
     create_user(client)
     response = add_index(client, "users", "age")
     assert response.status_code == 201
-    assert {"field": "age", "unique": False, "builtin": False} in indexes_of(
-        client, "users"
-    )
+    assert {
+        "field": "age",
+        "unique": False,
+        "kind": "hash",
+        "builtin": False,
+    } in indexes_of(client, "users")
 
 
 def test_an_existing_index_is_409(items: TestClient) -> None:
@@ -206,7 +227,7 @@ def test_dropping_an_index_answers_204_and_unlists_it(items: TestClient) -> None
     assert response.status_code == 204
     assert response.content == b""
     assert indexes_of(items, "items") == [
-        {"field": "place.city", "unique": False, "builtin": False}
+        {"field": "place.city", "unique": False, "kind": "hash", "builtin": False}
     ]
     assert items.delete(f"{API}/tables/items/indexes/place.city").status_code == 204
     assert indexes_of(items, "items") == []
@@ -232,9 +253,12 @@ def test_a_builtin_index_cannot_be_dropped(
             client.delete(f"{API}/tables/{table}/indexes/{field}"), 409, "conflict"
         )
     assert field in error["message"]
-    assert {"field": field, "unique": table == "users", "builtin": True} in (
-        indexes_of(client, table)
-    )
+    assert {
+        "field": field,
+        "unique": table == "users",
+        "kind": "hash",
+        "builtin": True,
+    } in (indexes_of(client, table))
 
 
 def test_the_builtin_unique_email_still_holds_after_a_refused_drop(

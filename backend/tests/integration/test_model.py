@@ -553,10 +553,15 @@ class ApiModel(RuleBasedStateMachine):
 
     # -- indexes ------------------------------------------------------------
 
-    @rule(field=st.sampled_from(NOTE_INDEX_FIELDS), unique=st.booleans())
-    def create_index(self, field: str, unique: bool) -> None:
+    @rule(
+        field=st.sampled_from(NOTE_INDEX_FIELDS),
+        unique=st.booleans(),
+        kind=st.sampled_from(["hash", "sorted"]),
+    )
+    def create_index(self, field: str, unique: bool, kind: str) -> None:
         response = self.client.post(
-            f"{API}/tables/{NOTES}/indexes", json={"field": field, "unique": unique}
+            f"{API}/tables/{NOTES}/indexes",
+            json={"field": field, "unique": unique, "kind": kind},
         )
         if NOTES not in self.tables:
             self.expect(response, {404})
@@ -571,6 +576,7 @@ class ApiModel(RuleBasedStateMachine):
             assert response.json() == {
                 "field": field,
                 "unique": unique,
+                "kind": kind,
                 "builtin": False,
             }
             self.note_indexes[field] = unique
@@ -615,6 +621,47 @@ class ApiModel(RuleBasedStateMachine):
             "offset": 0,
         }
         assert response.headers["x-total-count"] == str(len(rows))
+
+    @rule(
+        descending=st.booleans(),
+        low=st.none() | st.integers(-1, 3),
+        offset=st.integers(0, 4),
+        limit=st.integers(1, 5),
+    )
+    def page_notes_by_n(
+        self, descending: bool, low: int | None, offset: int, limit: int
+    ) -> None:
+        """A sorted page, with a range of ``n`` or without (what a sorted index
+        on ``n`` answers when there is one)."""
+        params = {
+            "sort": "-n" if descending else "n",
+            "offset": str(offset),
+            "limit": str(limit),
+        }
+        rows = list(self.tables.get(NOTES, {}).values())
+        if low is not None:
+            params["n__gte"] = str(low)
+            rows = [
+                r
+                for r in rows
+                if isinstance(r.get("n"), (int, float))
+                and not isinstance(r.get("n"), bool)
+                and r["n"] >= low
+            ]
+        response = self.client.get(f"{API}/data/{NOTES}", params=params)
+        if NOTES not in self.tables:
+            self.expect(response, {404})
+            return
+        present = [r for r in rows if "n" in r]
+        present.sort(key=lambda r: sort_value(r["n"]), reverse=descending)
+        rows = present + [r for r in rows if "n" not in r]
+        self.expect(response, {200})
+        assert response.json() == {
+            "items": rows[offset : offset + limit],
+            "total": len(rows),
+            "limit": limit,
+            "offset": offset,
+        }
 
     @rule(data=st.data())
     def list_orders_of_a_user(self, data: st.DataObject) -> None:

@@ -20,7 +20,7 @@ def store_state(store: Store) -> bytes:
                     "records": list(t.records.values()),
                     "secrets": t.secrets,
                     "indexes": {
-                        f: [i.unique, _groups(i)] for f, i in t.indexes.items()
+                        f: [i.unique, i.kind, _groups(i)] for f, i in t.indexes.items()
                     },
                 }
                 for name, t in store.tables.items()
@@ -31,4 +31,12 @@ def store_state(store: Store) -> bytes:
 
 
 def _groups(index: HashIndex) -> list[list[Any]]:
-    return sorted([repr(k), sorted(index.ids(k))] for k in index.groups)
+    return sorted([_key_text(k), sorted(index.ids(k))] for k in index.groups)
+
+
+def _key_text(key: Any) -> str:
+    """One text for keys equal as JSON: the group of 1 and 1.0 is keyed by
+    whichever came first."""
+    if type(key) is float and key.is_integer():
+        return repr(int(key))
+    return repr(key)

@@ -137,6 +137,7 @@ def workload(store: Store, tag: str) -> None:
     store.drop(f"gone_{tag}")
     store.create_index("t", f"f_{tag}")
     store.create_index("t", f"g_{tag}", unique=True)
+    store.create_index("t", f"n_{tag}", kind="sorted")
     store.drop_index("t", f"f_{tag}")
     store.insert(f"cleared_{tag}", [{"id": "y"}])
     store.clear(f"cleared_{tag}")

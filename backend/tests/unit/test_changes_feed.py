@@ -209,7 +209,7 @@ def test_every_write_of_the_memory_store_is_one_event_after_it_applied() -> None
     ]
     recorded = events_of(store)
     assert recorded[3]["record"] is engine.tables["t"].records["a"]
-    assert recorded[5]["record"] == {"field": "n", "unique": False}
+    assert recorded[5]["record"] == {"field": "n", "unique": False, "kind": "hash"}
     assert recorded[4]["record"] is None
 
 

@@ -192,3 +192,31 @@ def test_adds_and_removes_match_a_dict_of_sets(
     assert Counter(i for k in index.groups for i in index.ids(k)) == Counter(
         current.keys()
     )
+
+
+def test_groups_handed_out_stay_as_they_were_while_writes_go_on() -> None:
+    index = HashIndex("g")
+    for record_id, key in [("a", 1), ("b", 1), ("c", 2), ("d", 2), ("e", 3)]:
+        index.add(record_id, key)
+    shared = index.shared()
+    before = {k: set(v) if isinstance(v, set) else v for k, v in shared.items()}
+    index.add("f", 1)  # a set handed out: copied, then changed
+    index.remove("a", 1)
+    index.remove("a", 1)  # the copy is its own now: changed in place
+    index.remove("c", 2)  # two ids to one: the set is replaced by the bare id
+    index.add("g", 3)  # one id to a set
+    index.add("h", 3)
+    index.add("i", 4)
+    assert shared == before
+    assert index_view(index) == {1: {"b", "f"}, 2: {"d"}, 3: {"e", "g", "h"}, 4: {"i"}}
+    again = index.shared()  # a second hand-out: every set is shared again
+    index.add("j", 3)
+    assert again[3] == {"e", "g", "h"} and index_view(index)[3] == {"e", "g", "h", "j"}
+    assert index.entries() == 8
+
+
+def index_view(index: HashIndex) -> dict[Any, set[str]]:
+    return {
+        key: set(group) if isinstance(group, set) else {group}
+        for key, group in index.groups.items()
+    }

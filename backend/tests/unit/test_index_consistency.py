@@ -31,8 +31,8 @@ from app.services.passwords import PasswordHasher
 from app.schemas.builtin import BUILTIN_RULES
 from app.services.records import RecordService
 from app.services.tables import TableService
-from app.storage.index import HashIndex
-from app.storage.keys import json_key
+from app.storage.index import HashIndex, SortedIndex
+from app.storage.keys import json_key, order_of
 from app.storage.memory import MemoryStore, Record, Table
 
 from tests.unit.jsonvalues import json_equal
@@ -368,8 +368,9 @@ class IndexMachine(RuleBasedStateMachine):
         table=st.sampled_from(TABLES),
         field=st.sampled_from(INDEXABLE),
         unique=st.booleans(),
+        kind=st.sampled_from(["hash", "sorted"]),
     )
-    def create_index(self, table: str, field: str, unique: bool) -> None:
+    def create_index(self, table: str, field: str, unique: bool, kind: str) -> None:
         expected: type[DomainError] | None = None
         if table not in self.rows:
             expected = NotFound
@@ -383,7 +384,9 @@ class IndexMachine(RuleBasedStateMachine):
             self.indexes[table] = saved
         self.attempt(
             expected,
-            lambda: run(self.tables.create_index(table, field, unique=unique)),
+            lambda: run(
+                self.tables.create_index(table, field, unique=unique, kind=kind)
+            ),
         )
         if expected is None:
             self.indexes[table][field] = unique
@@ -428,6 +431,14 @@ class IndexMachine(RuleBasedStateMachine):
                 for key, ids in expected.items():
                     assert index.size(key) == len(ids)
                     assert set(index.ids(key)) == ids
+                if isinstance(index, SortedIndex):
+                    assert list(index.ordered) == sorted(
+                        (*order_of(key), i)
+                        for key, ids in expected.items()
+                        for i in ids
+                    ), (name, field)
+                    held = {i for ids in expected.values() for i in ids}
+                    assert index.absent == set(table.records) - held, (name, field)
 
     @invariant()
     def seq_orders_ids_as_the_table_does(self) -> None:

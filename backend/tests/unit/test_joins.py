@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from app.core.errors import NotFound, ValidationFailed
 from app.services.joins import (
     How,
+    Join,
     JoinResult,
     JoinService,
     Pair,
@@ -573,3 +574,58 @@ def test_a_join_result_does_not_see_later_writes(shop: Store) -> None:
             return await result.rows()
 
     assert asyncio.run(plan_write_then_read()) == before
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+@settings(max_examples=120, deadline=None)
+@given(data=st.data())
+def test_a_join_through_the_right_sides_index_equals_a_nested_loop(
+    how: How, data: st.DataObject
+) -> None:
+    """The right side read through the hash index on its column (no grouping
+    pass): the same rows in the same order, the ``id`` digits rule included."""
+    left, right = data.draw(tables(left_builds=data.draw(st.booleans())))
+    lcol = data.draw(st.sampled_from(["k", "other", "id", "k.k"]))
+    rcol = data.draw(st.sampled_from(["k", "other"]))
+
+    async def through_index() -> list[tuple[Record | None, Record | None]]:
+        memory = MemoryStore(max_records=100)
+        await memory.insert("r", [dict(r) for r in right] or [{"id": "x"}])
+        if not right:
+            await memory.delete("r", "x")
+        await memory.create_index("r", rcol, unique=False)
+        side = await memory.join_side("r", rcol)
+        assert side is not None
+        join = Join(left, [], left_on=lcol, right_on=rcol, how=how, indexed=side)
+        for _ in join.plan():
+            pass
+        rows = [pair for batch in join.batches() for pair in batch]
+        assert join.total == len(rows)
+        return rows
+
+    rows = asyncio.run(through_index())
+    by_id = {r["id"]: j for j, r in enumerate(right)}
+    got = [
+        (
+            None if lrow is None else left.index(lrow),
+            None if rrow is None else by_id[rrow["id"]],
+        )
+        for lrow, rrow in rows
+    ]
+    assert got == nested_loop_join(left, right, lcol, rcol, how)
+
+
+def test_a_join_side_needs_a_hash_index_on_the_column() -> None:
+    async def check() -> None:
+        memory = MemoryStore(max_records=100)
+        await memory.insert("r", [{"id": "a", "k": 1}])
+        assert await memory.join_side("r", "k") is None
+        await memory.create_index("r", "k", unique=False)
+        side = await memory.join_side("r", "k")
+        assert side is not None and side.groups == {1: "a"}
+        await memory.insert("r", [{"id": "b", "k": 1.0}])
+        assert side.groups == {1: "a"}  # read at one instant: later writes unseen
+        again = await memory.join_side("r", "k")
+        assert again is not None and sorted(again.groups[1]) == ["a", "b"]
+
+    asyncio.run(check())

@@ -134,7 +134,7 @@ WANTED = [
         "n0002",
         {"id": "n0002", "only": True, "created_at": STAMP, "updated_at": LATER},
     ),
-    ("create_index", "notes", None, {"field": "n", "unique": False}),
+    ("create_index", "notes", None, {"field": "n", "unique": False, "kind": "hash"}),
     ("create", "dupes", "n0001", note(1)),
     ("create", "dupes", "n0002", note(2, n=1)),
     ("drop_index", "notes", None, {"field": "n"}),

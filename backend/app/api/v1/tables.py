@@ -35,7 +35,7 @@ async def list_tables(tables: TablesDep) -> Response:
 @router.post(
     "/{table}/indexes",
     status_code=201,
-    summary="Create a hash index",
+    summary="Create an index",
     response_model=None,
     responses={
         201: {"model": IndexOut, "description": "The index"},
@@ -47,7 +47,10 @@ async def create_index(
     table: TableName, request: Request, tables: TablesDep
 ) -> Response:
     """Index a field (dotted paths reach nested objects). Equality and ``in``
-    filters use it; a unique index refuses duplicate values with 409."""
+    filters use it; a unique index refuses duplicate values with 409. A
+    ``sorted`` index also answers a sort on the field (the first sort key)
+    and its ranges (``gt``, ``gte``, ``lt``, ``lte``) without reading the
+    whole table."""
     body = await read_json(request)
     try:
         spec = IndexCreate.model_validate(body)
@@ -59,7 +62,9 @@ async def create_index(
                 for e in exc.errors(include_url=False, include_input=False)
             ],
         ) from None
-    index = await tables.create_index(table, spec.field, unique=spec.unique)
+    index = await tables.create_index(
+        table, spec.field, unique=spec.unique, kind=spec.kind
+    )
     return json_response(index, status_code=201)
 
 

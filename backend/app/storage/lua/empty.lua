@@ -19,7 +19,7 @@ if ARGV[1] == 'drop' then
   redis.call('UNLINK', kk(base, 'm'), kk(base, 'i'))
   if tables_key ~= '' then redis.call('ZREM', tables_key, ARGV[2]) end
 end
-if total_key ~= '' then redis.call('INCRBY', total_key, -count) end
+if total_key ~= '' and count > 0 then redis.call('INCRBY', total_key, -count) end
 feed('drop', ARGV[2])
 feed_trim()
 return {'ok', tostring(count)}

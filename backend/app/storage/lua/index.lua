@@ -1,6 +1,7 @@
 -- The index catalog of a table. ARGV[1]: the step:
---   "begin" field unique max: add the index (not ready yet; every write from
---     now on keeps it), answer {"ok", iv}
+--   "begin" field unique max kind: add the index (not ready yet; every write
+--     from now on keeps it), answer {"ok", iv}; kind is "hash" or "sorted" (a
+--     sorted index is kept as a hash index: sorts and ranges scan)
 --   "fill" field n (id version key)*n: index records still at the version read
 --   "ready" field name retain: the index answers lookups from now on
 --   "drop" field name retain: remove it
@@ -16,7 +17,7 @@ if step == 'begin' then
   if spec then return {'exists'} end
   if redis.call('HLEN', kk(base, 'i')) >= tonumber(ARGV[4]) then return {'too_many'} end
   local iv = redis.call('HINCRBY', kk(base, 'm'), 'iv', 1)
-  redis.call('HSET', kk(base, 'i'), field, cjson.encode({unique = ARGV[3] == '1', ready = false, at = iv}))
+  redis.call('HSET', kk(base, 'i'), field, cjson.encode({unique = ARGV[3] == '1', ready = false, at = iv, kind = ARGV[5]}))
   return {'ok', tostring(iv)}
 end
 if not spec then return {'unknown_index'} end
@@ -46,9 +47,10 @@ feed_open(KEYS[2], base, ARGV[4])
 local s = cjson.decode(spec)
 local described = '{"field":' .. cjson.encode(field)
 if step == 'ready' then
-  redis.call('HSET', kk(base, 'i'), field, cjson.encode({unique = s.unique, ready = true, at = s.at}))
+  local kind = s.kind or 'hash'
+  redis.call('HSET', kk(base, 'i'), field, cjson.encode({unique = s.unique, ready = true, at = s.at, kind = kind}))
   if not s.ready then
-    feed('create_index', ARGV[3], nil, described .. ',"unique":' .. (s.unique and 'true' or 'false') .. '}')
+    feed('create_index', ARGV[3], nil, described .. ',"unique":' .. (s.unique and 'true' or 'false') .. ',"kind":' .. cjson.encode(kind) .. '}')
     feed_trim()
   end
   return {'ok', tostring(redis.call('HINCRBY', kk(base, 'm'), 'iv', 1))}
