@@ -19,6 +19,8 @@ STAMP = "2024-01-01T00:00:00.000000Z"
 SMALL_TABLE = "items"
 POST_TABLE = "posts"
 BIG_TABLE = "big"
+# The small table again, with a sorted index on ``value`` (the sorted-page rows).
+SORTED_TABLE = "ranked"
 # One in this many records of the big table share a ``group``: an equality
 # filter on it finds about this many records.
 GROUP_SIZE = 10

@@ -217,6 +217,7 @@ class Load:
     threads: int = 2
     seconds: int = 10
     tool: str = "wrk"  # "wrk" or "python"
+    cpu: int | None = None  # wrk runs under ``taskset -c <cpu>`` when set
 
 
 def wrk_script(request: Request) -> str:
@@ -274,12 +275,22 @@ def parse_wrk(output: str) -> LoadResult:
 
 
 def run_wrk(url: str, request: Request, load: Load, script_dir: Path) -> LoadResult:
+    return parse_wrk(
+        wrk_output(url + request.path, wrk_script(request), load, script_dir)
+    )
+
+
+def wrk_output(target: str, script_text: str, load: Load, script_dir: Path) -> str:
+    """wrk's output of one run of the Lua ``script_text`` against ``target``
+    (pinned to ``load.cpu`` when set)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed")
-    script = script_dir / f"wrk-{abs(hash((request, url))):x}.lua"
-    script.write_text(wrk_script(request))
+    script = script_dir / f"wrk-{abs(hash((script_text, target))):x}.lua"
+    script.write_text(script_text)
+    pinned = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
     argv = [
+        *pinned,
         wrk,
         f"-t{load.threads}",
         f"-c{load.connections}",
@@ -288,7 +299,7 @@ def run_wrk(url: str, request: Request, load: Load, script_dir: Path) -> LoadRes
         "10s",
         "-s",
         str(script),
-        url + request.path,
+        target,
     ]
     done = subprocess.run(
         argv,
@@ -299,7 +310,7 @@ def run_wrk(url: str, request: Request, load: Load, script_dir: Path) -> LoadRes
     )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-2000:]}")
-    return parse_wrk(done.stdout)
+    return done.stdout
 
 
 def run_load(url: str, request: Request, load: Load, script_dir: Path) -> LoadResult:
@@ -312,20 +323,32 @@ def run_load(url: str, request: Request, load: Load, script_dir: Path) -> LoadRe
 def run_python_load(url: str, request: Request, load: Load) -> LoadResult:
     """A small keep-alive HTTP/1.1 load generator for where wrk is absent. One
     Python thread: it measures the harness, not the server's ceiling."""
-    return asyncio.run(_python_load(url, request, load))
+    parsed = httpx.URL(url)
+    raw = _raw_request(parsed.host, parsed.port or 80, request)
+    return asyncio.run(python_load(url, lambda: raw, load))
 
 
-async def _python_load(url: str, request: Request, load: Load) -> LoadResult:
+async def python_load(
+    url: str,
+    next_request: Callable[[], bytes],
+    load: Load,
+    statuses: dict[int, int] | None = None,
+) -> LoadResult:
+    """``load.connections`` keep-alive connections, each sending the raw
+    request ``next_request()`` makes, one after the other, until
+    ``load.seconds`` have passed; answers counted by status in ``statuses``."""
     parsed = httpx.URL(url)
     host, port = parsed.host, parsed.port or 80
-    raw = _raw_request(host, port, request)
     latencies: list[float] = []
     errors = [0]
+    counted: dict[int, int] = {} if statuses is None else statuses
     started = time.perf_counter()
     deadline = started + load.seconds
     await asyncio.gather(
         *(
-            _python_connection(host, port, raw, deadline, latencies, errors)
+            _python_connection(
+                host, port, next_request, deadline, latencies, errors, counted
+            )
             for _ in range(load.connections)
         )
     )
@@ -360,22 +383,25 @@ def _raw_request(host: str, port: int, request: Request) -> bytes:
 async def _python_connection(
     host: str,
     port: int,
-    raw: bytes,
+    next_request: Callable[[], bytes],
     deadline: float,
     latencies: list[float],
     errors: list[int],
+    statuses: dict[int, int],
 ) -> None:
     writer: asyncio.StreamWriter | None = None
     while time.perf_counter() < deadline:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
+            raw = next_request()
             sent = time.perf_counter()
             writer.write(raw)
             status, close = await asyncio.wait_for(
                 _read_response(reader), timeout=max(0.1, deadline - sent + 5)
             )
             latencies.append(time.perf_counter() - sent)
+            statuses[status] = statuses.get(status, 0) + 1
             if status >= 400:
                 errors[0] += 1
             if close:

@@ -9,17 +9,32 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 
 from benchmarks import servers
 from benchmarks.harness import REPO, Load, Summary
-from benchmarks.scenarios import BIG_SERVER, Results
+from benchmarks.scenarios import (
+    BIG_SERVER,
+    SORTED_LARGE_KEY,
+    SORTED_SMALL_KEY,
+    Results,
+)
 from benchmarks.settings import Settings
 
 NOTES = REPO / "docs" / "bench" / "notes.md"
-PLOT_SCENARIOS = ("get", "list", "put", "post", "get-large", "filter")
+PLOT_SCENARIOS = (
+    "get",
+    "list",
+    "put",
+    "post",
+    "get-large",
+    "filter",
+    "sorted-large",
+    "range-large",
+    "mixed",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,14 @@ class Figure:
     reference: Summary | None
     target: Target
     skipped: str = ""
+    # each round's value over the same round's reference, where both were
+    # measured in the same interleaved rounds
+    rounds: tuple[float, ...] = ()
+    # the load errors behind ``value`` where the target allows none: any fails
+    errors: int | None = None
+    # shown instead of the reference where there is none (say, the other
+    # figures of the same run)
+    detail: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -64,6 +87,8 @@ class Figure:
         if self.value is None:
             return "skipped" if self.skipped else "not run"
         met = self.target.met(self.value.median, self.ratio)
+        if met is not None and self.errors:
+            met = False
         if met is None:
             return "not run" if self.target.text != "-" else "info"
         return "pass" if met else "FAIL"
@@ -81,14 +106,52 @@ def _summary(values: Sequence[float]) -> Summary | None:
     return Summary.of(values) if values else None
 
 
+def round_ratios(
+    results: Results,
+    value: tuple[str, str],
+    reference: tuple[str, str],
+    key: str = "rps",
+) -> tuple[float, ...]:
+    """Per round: the value's ``key`` over the reference's, in round order."""
+
+    def by_round(server: str, scenario: str) -> dict[int, float]:
+        return {
+            int(run["round"]): float(run[key])
+            for run in results.runs
+            if run["server"] == server and run["scenario"] == scenario
+        }
+
+    mine, theirs = by_round(*value), by_round(*reference)
+    return tuple(mine[n] / theirs[n] for n in sorted(mine) if n in theirs and theirs[n])
+
+
 def build_figures(results: Results, settings: Settings) -> list[Figure]:
     """The figures of CONTRACT section 9 first, then those for information."""
     r = results
     memdb, floor = servers.MEMDB, servers.FLOOR
     js1, js017 = servers.JSON_SERVER_1, servers.JSON_SERVER_017
 
-    def rps(server: str, scenario: str) -> Summary | None:
-        return _summary(r.values(server, scenario))
+    def versus(
+        label: str,
+        value: tuple[str, str],
+        reference_label: str,
+        reference: tuple[str, str],
+        target: Target,
+        skipped: str = "",
+        key: str = "rps",
+        unit: str = "req/s",
+    ) -> Figure:
+        """A figure from two series of load runs, with the per-round ratios."""
+        return Figure(
+            label,
+            unit,
+            _summary(r.values(*value, key)),
+            reference_label,
+            _summary(r.values(*reference, key)),
+            target,
+            skipped,
+            round_ratios(r, value, reference, key),
+        )
 
     def why(*names: str) -> str:
         return "; ".join(f"{n}: {r.skipped[n]}" for n in names if n in r.skipped)
@@ -96,85 +159,96 @@ def build_figures(results: Results, settings: Settings) -> list[Figure]:
     def kinds(rows: list[dict[str, Any]], kind: str, key: str) -> Summary | None:
         return _summary([float(x[key]) for x in rows if x["kind"] == kind])
 
+    raw = servers.RAW_FLOOR
+    big = f"{settings.records:,} records"
     figures = [
-        Figure(
+        versus(
             "GET by id",
-            "req/s",
-            rps(memdb, "get"),
-            "floor",
-            rps(floor, "get"),
+            (memdb, "get"),
+            "Starlette floor",
+            (floor, "get"),
             Target(">= 0.6", ratio_min=0.6),
             why(memdb, floor),
         ),
-        Figure(
+        versus(
+            "GET by id vs raw ASGI floor",
+            (memdb, "get"),
+            "raw ASGI floor",
+            (raw, "get"),
+            Target(">= 0.85", ratio_min=0.85),
+            why(memdb, raw),
+        ),
+        versus(
             "POST, schemaless table",
-            "req/s",
-            rps(memdb, "post"),
-            "floor",
-            rps(floor, "post"),
+            (memdb, "post"),
+            "Starlette floor",
+            (floor, "post"),
             Target(">= 0.5", ratio_min=0.5),
             why(memdb, floor),
         ),
-        Figure(
+        versus(
+            "POST vs raw ASGI floor",
+            (memdb, "post"),
+            "raw ASGI floor",
+            (raw, "post"),
+            Target(">= 0.8", ratio_min=0.8),
+            why(memdb, raw),
+        ),
+        versus(
             "GET by id vs json-server 1.x",
-            "req/s",
-            rps(memdb, "get"),
+            (memdb, "get"),
             js1,
-            rps(js1, "get"),
+            (js1, "get"),
             Target("> 1 (ahead)", ratio_min=1.0),
             why(memdb, js1),
         ),
-        Figure(
+        versus(
             "POST vs json-server 1.x",
-            "req/s",
-            rps(memdb, "post"),
+            (memdb, "post"),
             js1,
-            rps(js1, "post"),
+            (js1, "post"),
             Target(">= 20", ratio_min=20.0),
             why(memdb, js1),
         ),
-        Figure(
+        versus(
             "memdb serve: GET by id vs json-server 1.x",
-            "req/s",
-            rps(servers.SERVE_1, "get"),
+            (servers.SERVE_1, "get"),
             js1,
-            rps(js1, "get"),
+            (js1, "get"),
             Target(">= 2", ratio_min=2.0),
             why(servers.SERVE_1, js1),
         ),
-        Figure(
+        versus(
             "memdb serve: sorted page vs json-server 1.x",
-            "req/s",
-            rps(servers.SERVE_1, "list"),
+            (servers.SERVE_1, "list"),
             js1,
-            rps(js1, "list"),
+            (js1, "list"),
             Target(">= 2", ratio_min=2.0),
             why(servers.SERVE_1, js1),
         ),
-        Figure(
+        versus(
             "memdb serve: POST vs json-server 1.x",
-            "req/s",
-            rps(servers.SERVE_1, "post"),
+            (servers.SERVE_1, "post"),
             js1,
-            rps(js1, "post"),
+            (js1, "post"),
             Target(">= 30", ratio_min=30.0),
             why(servers.SERVE_1, js1),
         ),
-        Figure(
+        versus(
             "p99 of GET by id, 32 connections",
-            "ms",
-            _summary(r.values(memdb, "get", "p99_ms")),
-            "floor",
-            _summary(r.values(floor, "get", "p99_ms")),
+            (memdb, "get"),
+            "Starlette floor",
+            (floor, "get"),
             Target("< 15 ms", value_max=15.0),
             why(memdb),
+            key="p99_ms",
+            unit="ms",
         ),
-        Figure(
+        versus(
             "POST, aof everysec",
-            "req/s",
-            rps(servers.AOF_EVERYSEC, "post"),
+            (servers.AOF_EVERYSEC, "post"),
             "no persistence",
-            rps(memdb, "post"),
+            (memdb, "post"),
             Target(">= 0.8", ratio_min=0.8),
             why(servers.AOF_EVERYSEC),
         ),
@@ -187,106 +261,106 @@ def build_figures(results: Results, settings: Settings) -> list[Figure]:
             Target("<= 1.5", ratio_max=1.5),
         ),
         Figure(
-            f"memory per record, {settings.records:,} records",
+            f"memory per record, {big}",
             "B",
             kinds(r.memory, "service", "bytes_per_record"),
             "plain dicts",
             kinds(r.memory, "dicts", "bytes_per_record"),
             Target("<= 1.3", ratio_max=1.3),
         ),
-        Figure(
-            f"indexed equality filter, {settings.records:,} records",
-            "req/s",
-            rps(BIG_SERVER, "filter"),
+        versus(
+            f"indexed equality filter, {big}",
+            (BIG_SERVER, "filter"),
             "GET by id, same table",
-            rps(BIG_SERVER, "get-large"),
+            (BIG_SERVER, "get-large"),
             Target(">= 0.5", ratio_min=0.5),
         ),
-        Figure(
+        *_sorted_figures(r, settings, versus),
+        versus(
             "POST, aof always",
-            "req/s",
-            rps(servers.AOF_ALWAYS, "post"),
+            (servers.AOF_ALWAYS, "post"),
             "no persistence",
-            rps(memdb, "post"),
+            (memdb, "post"),
             Target(),
             why(servers.AOF_ALWAYS),
         ),
-        Figure(
-            "PUT",
-            "req/s",
-            rps(memdb, "put"),
-            js1,
-            rps(js1, "put"),
-            Target(),
-            why(memdb),
-        ),
-        Figure(
+        *_mixed_figures(r, settings),
+        versus("PUT", (memdb, "put"), js1, (js1, "put"), Target(), why(memdb)),
+        versus(
             "list, sort and page",
-            "req/s",
-            rps(memdb, "list"),
+            (memdb, "list"),
             js1,
-            rps(js1, "list"),
+            (js1, "list"),
             Target(),
             why(memdb),
         ),
-        Figure(
+        versus(
+            "Starlette floor vs raw ASGI floor: GET by id",
+            (floor, "get"),
+            "raw ASGI floor",
+            (raw, "get"),
+            Target(),
+            why(floor, raw),
+        ),
+        versus(
+            "Starlette floor vs raw ASGI floor: POST",
+            (floor, "post"),
+            "raw ASGI floor",
+            (raw, "post"),
+            Target(),
+            why(floor, raw),
+        ),
+        versus(
             "GET by id vs plain FastAPI",
-            "req/s",
-            rps(memdb, "get"),
+            (memdb, "get"),
             servers.FASTAPI,
-            rps(servers.FASTAPI, "get"),
+            (servers.FASTAPI, "get"),
             Target(),
         ),
-        Figure(
+        versus(
             "POST vs plain FastAPI",
-            "req/s",
-            rps(memdb, "post"),
+            (memdb, "post"),
             servers.FASTAPI,
-            rps(servers.FASTAPI, "post"),
+            (servers.FASTAPI, "post"),
             Target(),
         ),
-        Figure(
+        versus(
             "memdb serve --compat 0.17: GET by id vs json-server 0.17",
-            "req/s",
-            rps(servers.SERVE_017, "get"),
+            (servers.SERVE_017, "get"),
             js017,
-            rps(js017, "get"),
+            (js017, "get"),
             Target(),
         ),
-        Figure(
+        versus(
             "memdb serve --compat 0.17: sorted page vs json-server 0.17",
-            "req/s",
-            rps(servers.SERVE_017, "list"),
+            (servers.SERVE_017, "list"),
             js017,
-            rps(js017, "list"),
+            (js017, "list"),
             Target(),
         ),
-        Figure(
+        versus(
             "memdb serve --compat 0.17: POST vs json-server 0.17",
-            "req/s",
-            rps(servers.SERVE_017, "post"),
+            (servers.SERVE_017, "post"),
             js017,
-            rps(js017, "post"),
+            (js017, "post"),
             Target(),
         ),
-        Figure(
+        versus(
             "GET by id vs json-server 0.17",
-            "req/s",
-            rps(memdb, "get"),
+            (memdb, "get"),
             js017,
-            rps(js017, "get"),
+            (js017, "get"),
             Target(),
         ),
-        Figure(
+        versus(
             "POST vs json-server 0.17",
-            "req/s",
-            rps(memdb, "post"),
+            (memdb, "post"),
             js017,
-            rps(js017, "post"),
+            (js017, "post"),
             Target(),
         ),
         Figure(
-            f"startup, {settings.records:,} records from the data dir",
+            f"startup, {big} from the data dir",
             "s",
             kinds(r.startup, "aof", "seconds"),
             "MEMDB_SEED_FILE",
@@ -298,6 +372,108 @@ def build_figures(results: Results, settings: Settings) -> list[Figure]:
         *_changes_figures(r, settings),
     ]
     return figures
+
+
+def _sorted_figures(
+    r: Results, settings: Settings, versus: Callable[..., Figure]
+) -> list[Figure]:
+    """Pages of 20 sorted on a sorted index, on two unindexed fields, and a
+    range on a sorted index; each against GET by id on a table as large."""
+    if not settings.wants("sorted"):
+        return []
+    small = f"{settings.items:,} records"
+    big = f"{settings.records:,} records"
+    small_why = r.skipped.get(SORTED_SMALL_KEY, "")
+    big_why = r.skipped.get(SORTED_LARGE_KEY, "")
+    return [
+        versus(
+            f"sorted page of 20 on a sorted index, {small}",
+            (servers.MEMDB, "sorted-page"),
+            f"GET by id, {small}",
+            (servers.MEMDB, "get"),
+            Target(">= 0.5", ratio_min=0.5),
+            small_why,
+        ),
+        versus(
+            f"sorted page of 20 on a sorted index, {big}",
+            (BIG_SERVER, "sorted-large"),
+            "GET by id, same table",
+            (BIG_SERVER, "get-large"),
+            Target(">= 0.5", ratio_min=0.5),
+            big_why,
+        ),
+        versus(
+            f"sorted page of 20, no index (sort=-name,value), {small}",
+            (servers.MEMDB, "unindexed-page"),
+            "GET by id, same table",
+            (servers.MEMDB, "get"),
+            Target(">= 0.2", ratio_min=0.2),
+        ),
+        versus(
+            f"range page on a sorted index (10 of {big})",
+            (BIG_SERVER, "range-large"),
+            "GET by id, same table",
+            (BIG_SERVER, "get-large"),
+            Target(">= 0.3", ratio_min=0.3),
+            big_why,
+        ),
+    ]
+
+
+def _mixed_figures(r: Results, settings: Settings) -> list[Figure]:
+    """The mixed-load soak: its p99 against the target, and no errors; its
+    req/s, p50 and errors (non-2xx by status, socket) beside."""
+    if not settings.wants("mixed"):
+        return []
+    from benchmarks.mixed_phase import MIXED_LABEL, MIXED_SERVER, P99_MAX_MS, SCENARIO
+
+    runs = [
+        run
+        for run in r.runs
+        if run["server"] == MIXED_SERVER and run["scenario"] == SCENARIO
+    ]
+    target = Target(
+        f"p99 < {P99_MAX_MS:g} ms at {settings.load.connections} connections, 0 errors",
+        value_max=P99_MAX_MS,
+    )
+    if not runs:
+        return [
+            Figure(
+                MIXED_LABEL,
+                "ms",
+                None,
+                "-",
+                None,
+                target,
+                r.skipped.get(MIXED_SERVER, ""),
+            )
+        ]
+
+    def total(key: str) -> int:
+        return sum(int(run.get("extra", {}).get(key, 0)) for run in runs)
+
+    errors = sum(int(run["errors"]) for run in runs)
+    rps = Summary.of([float(run["rps"]) for run in runs])
+    p50 = Summary.of([float(run["p50_ms"]) for run in runs])
+    seconds = sum(float(run["seconds"]) for run in runs)
+    requests = sum(int(run["requests"]) for run in runs)
+    detail = (
+        f"{_spread(rps, 'req/s')}, p50 {_spread(p50, 'ms')}, errors {errors}"
+        f" (non-2xx {total('non_2xx')}, socket {total('socket_errors')});"
+        f" {requests:,} requests in {seconds:.0f} s"
+    )
+    return [
+        Figure(
+            MIXED_LABEL,
+            "ms",
+            Summary.of([float(run["p99_ms"]) for run in runs]),
+            "-",
+            None,
+            target,
+            errors=errors,
+            detail=detail,
+        )
+    ]
 
 
 def _changes_figures(r: Results, settings: Settings) -> list[Figure]:
@@ -472,13 +648,20 @@ def _spread(summary: Summary | None, unit: str) -> str:
 def figure_rows(figures: Sequence[Figure]) -> list[list[str]]:
     rows = []
     for f in figures:
-        reference = (
-            f"{f.reference_label}: {_spread(f.reference, f.unit)}"
-            if f.reference is not None
-            else f"{f.reference_label}: -"
-        )
+        if f.detail:
+            reference = f.detail
+        elif f.reference is not None:
+            reference = f"{f.reference_label}: {_spread(f.reference, f.unit)}"
+        else:
+            reference = f"{f.reference_label}: -"
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else "-"
-        status = f.status if f.status != "skipped" else f"skipped ({f.skipped})"
+        if f.ratio is not None and len(f.rounds) > 1:
+            ratio += f" ({min(f.rounds):.2f}-{max(f.rounds):.2f})"
+        status = f.status
+        if status == "skipped":
+            # "not run: <why>" as it is, anything else as "skipped (<why>)"
+            not_run = f.skipped.startswith("not run")
+            status = f.skipped if not_run else f"skipped ({f.skipped})"
         rows.append(
             [f.label, _spread(f.value, f.unit), reference, ratio, f.target.text, status]
         )
@@ -613,6 +796,7 @@ def raw_document(
             "records": settings.records,
             "users": settings.users,
             "orders": settings.orders,
+            "mixed_seconds": settings.mixed_seconds,
         },
         "versions": versions,
         "figures": [f.as_dict() for f in figures],
@@ -699,7 +883,9 @@ def markdown(
         "Written by `make bench` (backend/benchmarks); every run overwrites this file."
         " Targets are those of CONTRACT section 9; each figure is the median of"
         " its rounds, with the spread (min-max) in brackets, measured in the same"
-        " run as its reference.",
+        " run as its reference. The ratio is that of the medians; in brackets,"
+        " the lowest and highest of the per-round ratios (each round's value over"
+        " the same round's reference).",
         "",
         "## Machine",
         "",
@@ -719,6 +905,19 @@ def markdown(
         f" {s['records']:,} records in the large table; join {s['users']:,} users"
         f" x {s['orders']:,} orders",
         f"- scenarios: {', '.join(s['scenarios'])}",
+        *(
+            [
+                f"- mixed-load soak: one run of {s.get('mixed_seconds', '?')} s"
+                " (80% GET by id, 15% POST, 5% PATCH; aof, fsync always)"
+            ]
+            if "mixed" in s["scenarios"]
+            else []
+        ),
+        *(
+            [f"- HTTP and large-table rounds: {results.notes['pinning']}"]
+            if "pinning" in results.notes
+            else []
+        ),
         "",
         "## Figures",
         "",
@@ -762,7 +961,7 @@ def _details(results: Results) -> list[str]:
             f" {row['records']} records, RSS {row['rss'] / 2**20:.0f} MiB"
         )
     for key, value in results.notes.items():
-        if key != "http_servers":
+        if key not in ("http_servers", "pinning"):  # pinning: under Settings
             shown = f"{value:.2f}" if isinstance(value, float) else str(value)
             lines.append(f"- {key}: {shown}")
     for what, reason in results.skipped.items():
@@ -829,6 +1028,7 @@ def load_document(
         records=s["records"],
         users=s["users"],
         orders=s["orders"],
+        mixed_seconds=s.get("mixed_seconds", Settings().mixed_seconds),
     )
     results = Results(
         runs=document["runs"],

@@ -2,13 +2,19 @@
 
 1. HTTP: every server at once, preloaded with the same small table; GET by id,
    list (sort and page), PUT and POST, plus POST on the service with
-   ``MEMDB_PERSISTENCE=aof`` (``everysec`` and ``always``).
+   ``MEMDB_PERSISTENCE=aof`` (``everysec`` and ``always``), and on the service
+   alone a sorted page on a sorted index and one sorted on unindexed fields.
+   The servers run on one CPU, wrk on another (``benchmarks.pinning``).
 2. Large table: RSS growth of the service for 1M records against the same
-   records as plain dicts; then GET by id against an indexed equality filter.
+   records as plain dicts; then GET by id against an indexed equality filter,
+   a sorted page on a sorted index and a range on it (pinned as above).
 3. Join: ``users`` x ``orders`` read whole by a streaming client, against the
    in-process floor (hash join plus one ``orjson.dumps``).
 4. Startup: 1M records loaded back from the data directory of ``aof`` against
    the same records from ``MEMDB_SEED_FILE``.
+
+The mixed-load soak (``benchmarks.mixed_phase``, after the HTTP phase), the
+Redis phase and the change feed have modules of their own.
 
 A phase that fails is recorded and the next one runs; a scenario that cannot
 run here (no json-server, no persistence yet) is recorded as skipped.
@@ -19,14 +25,14 @@ from __future__ import annotations
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 import orjson
 
-from benchmarks import data, servers
+from benchmarks import data, pinning, servers
 from benchmarks.harness import (
     BACKEND,
     Load,
@@ -42,7 +48,11 @@ from benchmarks.servers import Server
 from benchmarks.settings import Settings
 from benchmarks.tools import Tools
 
-HTTP_ORDER = ("get", "list", "put", "post")
+HTTP_ORDER = ("get", "sorted-page", "unindexed-page", "list", "put", "post")
+# Scenarios of the service alone, on 1,000 records, asked for with "sorted".
+SORTED_SMALL = ("sorted-page", "unindexed-page")
+SORTED_SMALL_KEY = "sorted index, small table"
+SORTED_LARGE_KEY = "sorted index, large table"
 BIG_SERVER = "memdb large table"
 JOIN_SERVER = "memdb join"
 SUBPROCESS_TIMEOUT_S = 900.0
@@ -101,10 +111,12 @@ class Context:
 
 def run_phases(ctx: Context) -> None:
     from benchmarks.changes_phase import changes_phase
+    from benchmarks.mixed_phase import mixed_phase
     from benchmarks.redis_phase import redis_phase
 
     phases = (
         http_phase,
+        mixed_phase,
         big_phase,
         join_phase,
         startup_phase,
@@ -145,12 +157,7 @@ def measure(
 
 def warm_up(ctx: Context, server: Server | Process, request: Request) -> None:
     if ctx.settings.warmup > 0:
-        load = Load(
-            connections=ctx.load.connections,
-            threads=ctx.load.threads,
-            seconds=ctx.settings.warmup,
-            tool=ctx.load.tool,
-        )
+        load = replace(ctx.load, seconds=ctx.settings.warmup)
         try:
             run_load(server.url, request, load, ctx.workdir)
         except Exception as exc:
@@ -215,9 +222,24 @@ def _first_line(exc: BaseException) -> str:
 # -- phase 1: HTTP ------------------------------------------------------------
 
 
+def _wants_http(s: Settings, scenario: str) -> bool:
+    return s.wants("sorted" if scenario in SORTED_SMALL else scenario)
+
+
+def _pinned(ctx: Context, pin: pinning.Pinning, started: list[Process]) -> Context:
+    """The context of a phase's request rounds: every server in ``started``
+    on the server CPU, the load on the other (or nothing, said in the notes)."""
+    ctx.results.notes["pinning"] = pin.note
+    for process in started:
+        if pin.active and not pin.pin(process.pid):
+            unpinned = ctx.results.notes.setdefault("unpinned_servers", [])
+            unpinned.append(process.name)
+    return replace(ctx, settings=replace(ctx.settings, load=pin.load(ctx.load)))
+
+
 def _start_http_servers(ctx: Context) -> list[Server]:
     s, results = ctx.settings, ctx.results
-    http = [sc for sc in HTTP_ORDER if s.wants(sc)]
+    http = [sc for sc in HTTP_ORDER if _wants_http(s, sc)]
     started: list[Server] = []
 
     def attempt(name: str, start: Callable[[], Server]) -> None:
@@ -241,6 +263,7 @@ def _start_http_servers(ctx: Context) -> list[Server]:
         )
     for key, name, module in (
         ("floor", servers.FLOOR, "benchmarks.floor_app"),
+        ("raw-floor", servers.RAW_FLOOR, "benchmarks.raw_floor_app"),
         ("fastapi", servers.FASTAPI, "benchmarks.fastapi_app"),
     ):
         if s.serves(key) and (s.wants("get") or s.wants("post")):
@@ -301,8 +324,13 @@ def _start_http_servers(ctx: Context) -> list[Server]:
     return started
 
 
-def _start_aof_server(ctx: Context, name: str, fsync: str) -> Server | None:
-    data_dir = ctx.workdir / f"data-{fsync}"
+def _start_aof_server(
+    ctx: Context, name: str, fsync: str, data_dir: Path | None = None
+) -> Server | None:
+    """The service with ``MEMDB_PERSISTENCE=aof`` and ``MEMDB_FSYNC=fsync`` in
+    ``data_dir`` (``data-<fsync>`` of the run's folder by default), preloaded
+    with the small table; None, recorded as skipped, where it writes nothing."""
+    data_dir = data_dir or ctx.workdir / f"data-{fsync}"
     log(f"starting {name}")
     try:
         process = servers.start_small_memdb(
@@ -331,7 +359,7 @@ def _http_plan(ctx: Context, started: list[Server]) -> list[tuple[str, Server]]:
         for server in started:
             if scenario not in server.requests:
                 continue
-            wanted = s.wants(scenario)
+            wanted = _wants_http(s, scenario)
             if server.name in (servers.AOF_EVERYSEC, servers.AOF_ALWAYS):
                 wanted = True
             elif server.name == servers.MEMDB and scenario == "post":
@@ -341,28 +369,63 @@ def _http_plan(ctx: Context, started: list[Server]) -> list[tuple[str, Server]]:
     return plan
 
 
+def _sorted_small(ctx: Context, server: Server) -> None:
+    """The small table again as ``ranked`` with a sorted index on ``value``: a
+    sorted page on it, and the same size of page sorted on two fields of the
+    small table, which no index holds. Without a sorted index (the service
+    answers 422, say) the first is "not run", with the answer."""
+    s = ctx.settings
+    base = f"/api/v1/data/{data.SMALL_TABLE}"
+    server.requests["unindexed-page"] = Request(
+        "GET", f"{base}?{servers.UNINDEXED_PAGE}"
+    )
+    process = server.process
+    servers.import_records(process, data.SORTED_TABLE, iter(data.small_items(s.items)))
+    why = servers.create_sorted_index(process, data.SORTED_TABLE, servers.SORTED_FIELD)
+    if why:
+        ctx.results.skip(SORTED_SMALL_KEY, why)
+        return
+    path = f"/api/v1/data/{data.SORTED_TABLE}?{servers.SORTED_PAGE}"
+    values = sorted((r["value"] for r in data.small_items(s.items)), reverse=True)
+    servers.check_page(process, path, "value", values[100:120])
+    server.requests["sorted-page"] = Request("GET", path)
+
+
 def http_phase(ctx: Context) -> None:
     s = ctx.settings
-    if not any(s.wants(sc) for sc in (*HTTP_ORDER, "aof")):
+    if not any(_wants_http(s, sc) for sc in (*HTTP_ORDER, "aof")):
         return
     log("phase: HTTP scenarios")
     started = _start_http_servers(ctx)
     for server in started:
         server.info["pid"] = str(server.process.pid)
+        if server.name == servers.MEMDB and s.wants("sorted"):
+            try:
+                _sorted_small(ctx, server)
+            except Exception as exc:
+                ctx.results.errors.append(f"{SORTED_SMALL_KEY}: {exc}")
+                log(f"error in {SORTED_SMALL_KEY}: {exc}")
     ctx.results.notes["http_servers"] = {sv.name: sv.info for sv in started}
     plan = _http_plan(ctx, started)
-    if s.warmup:
-        log(f"warm-up: {s.warmup} s per server and scenario")
-        for scenario, server in plan:
-            warm_up(ctx, server.process, server.requests[scenario])
-    for round_ in range(s.rounds):
-        log(f"round {round_ + 1}/{s.rounds}")
-        for scenario in HTTP_ORDER:
-            group = [sv for sc, sv in plan if sc == scenario]
-            for server in rotate(group, round_):
-                measure(
-                    ctx, server.process, scenario, server.requests[scenario], round_
-                )
+    pin = pinning.plan()
+    pinned = _pinned(ctx, pin, [sv.process for sv in started])
+    with pin.loading():
+        if s.warmup:
+            log(f"warm-up: {s.warmup} s per server and scenario")
+            for scenario, server in plan:
+                warm_up(pinned, server.process, server.requests[scenario])
+        for round_ in range(s.rounds):
+            log(f"round {round_ + 1}/{s.rounds}")
+            for scenario in HTTP_ORDER:
+                group = [sv for sc, sv in plan if sc == scenario]
+                for server in rotate(group, round_):
+                    measure(
+                        pinned,
+                        server.process,
+                        scenario,
+                        server.requests[scenario],
+                        round_,
+                    )
 
 
 # -- phase 2: the large table -----------------------------------------------
@@ -417,7 +480,8 @@ def _dict_reference(ctx: Context, round_: int) -> None:
 def big_phase(ctx: Context) -> None:
     s = ctx.settings
     want_memory, want_filter = s.wants("memory"), s.wants("filter")
-    if not (want_memory or want_filter) or not s.serves("memdb"):
+    want_sorted = s.wants("sorted")
+    if not (want_memory or want_filter or want_sorted) or not s.serves("memdb"):
         return
     log(f"phase: a table of {s.records} records")
     rounds = s.rounds if want_memory else 1
@@ -431,11 +495,12 @@ def big_phase(ctx: Context) -> None:
                 if kept is not None:
                     ctx.processes.stop(kept)
                 kept = _load_big(ctx, round_)
-    if want_filter and kept is not None:
-        _filter_rounds(ctx, kept)
+    if (want_filter or want_sorted) and kept is not None:
+        _table_rounds(ctx, kept)
 
 
-def _filter_rounds(ctx: Context, process: Process) -> None:
+def _equality_filter(ctx: Context, process: Process) -> dict[str, Request]:
+    """A hash index on ``group``: an equality filter finding ``GROUP_SIZE``."""
     s = ctx.settings
     before = process.rss()
     started = time.perf_counter()
@@ -444,22 +509,69 @@ def _filter_rounds(ctx: Context, process: Process) -> None:
     time.sleep(0.5)
     ctx.results.notes["index_bytes_per_record"] = (process.rss() - before) / s.records
     first = data.big_record(7, s.records)
-    base = f"/api/v1/data/{data.BIG_TABLE}"
-    requests = {
-        "get-large": Request("GET", f"{base}/{first['id']}"),
-        "filter": Request("GET", f"{base}?group={first['group']}"),
-    }
+    request = Request("GET", f"/api/v1/data/{data.BIG_TABLE}?group={first['group']}")
     with httpx.Client(base_url=process.url, timeout=30.0) as client:
-        answer = client.get(requests["filter"].path)
+        answer = client.get(request.path)
     if answer.status_code != 200 or answer.json()["total"] < 1:
         raise RuntimeError(f"the filter found nothing: {answer.text[:300]}")
     ctx.results.notes["filter_matches"] = answer.json()["total"]
-    for request in requests.values():
-        warm_up(ctx, process, request)
-    for round_ in range(s.rounds):
-        log(f"round {round_ + 1}/{s.rounds} ({s.records} records)")
-        for scenario in rotate(list(requests), round_):
-            measure(ctx, process, scenario, requests[scenario], round_)
+    return {"filter": request}
+
+
+def _sorted_large(ctx: Context, process: Process) -> dict[str, Request]:
+    """A sorted index on ``value`` (the records' number, 0..records-1): a
+    sorted page of 20 and a range of ten values. Nothing, with the reason,
+    where the service makes no sorted index."""
+    s = ctx.settings
+    before = process.rss()
+    started = time.perf_counter()
+    why = servers.create_sorted_index(process, data.BIG_TABLE, servers.SORTED_FIELD)
+    if why:
+        ctx.results.skip(SORTED_LARGE_KEY, why)
+        return {}
+    ctx.results.notes["sorted_index_seconds"] = time.perf_counter() - started
+    time.sleep(0.5)
+    grown = process.rss() - before
+    ctx.results.notes["sorted_index_bytes_per_record"] = grown / s.records
+    base = f"/api/v1/data/{data.BIG_TABLE}"
+    page = f"{base}?{servers.SORTED_PAGE}"
+    top = s.records - 101  # the value at offset 100 of the descending order
+    servers.check_page(process, page, "value", list(range(top, max(-1, top - 20), -1)))
+    ranged = f"{base}?{servers.RANGE_PAGE}"
+    servers.check_page(
+        process, ranged, "value", [n for n in range(500, 510) if n < s.records]
+    )
+    return {"sorted-large": Request("GET", page), "range-large": Request("GET", ranged)}
+
+
+def _table_rounds(ctx: Context, process: Process) -> None:
+    """GET by id on the large table, interleaved with the filters on it: the
+    equality filter (``filter``), the sorted page and the range (``sorted``);
+    the server on one CPU, the load on another."""
+    s = ctx.settings
+    first = data.big_record(7, s.records)
+    requests = {
+        "get-large": Request("GET", f"/api/v1/data/{data.BIG_TABLE}/{first['id']}")
+    }
+    if s.wants("filter"):
+        requests.update(_equality_filter(ctx, process))
+    if s.wants("sorted"):
+        try:  # a wrong answer is an error; the other rows still run
+            requests.update(_sorted_large(ctx, process))
+        except Exception as exc:
+            ctx.results.errors.append(f"{SORTED_LARGE_KEY}: {exc}")
+            log(f"error in {SORTED_LARGE_KEY}: {exc}")
+    if len(requests) == 1:
+        return
+    pin = pinning.plan()
+    pinned = _pinned(ctx, pin, [process])
+    with pin.loading():
+        for request in requests.values():
+            warm_up(pinned, process, request)
+        for round_ in range(s.rounds):
+            log(f"round {round_ + 1}/{s.rounds} ({s.records} records)")
+            for scenario in rotate(list(requests), round_):
+                measure(pinned, process, scenario, requests[scenario], round_)
 
 
 # -- phase 3: the join --------------------------------------------------------

@@ -26,6 +26,7 @@ IMPORT_BATCH_BYTES = 900_000  # under the service's default 1 MiB body limit
 
 MEMDB = "memdb"
 FLOOR = "floor"
+RAW_FLOOR = "raw ASGI floor"
 FASTAPI = "fastapi"
 JSON_SERVER_1 = "json-server 1.x"
 JSON_SERVER_017 = "json-server 0.17"
@@ -36,6 +37,13 @@ AOF_ALWAYS = "memdb aof always"
 
 GET_ID = "7"
 PUT_ID = "8"
+
+# The sorted-index rows: a page of 20 sorted on the indexed field, the same
+# page sorted on two fields no index holds, and a range on the indexed field.
+SORTED_FIELD = "value"
+SORTED_PAGE = "sort=-value&limit=20&offset=100"
+UNINDEXED_PAGE = "sort=-name,value&limit=20&offset=100"
+RANGE_PAGE = "value__gte=500&value__lt=510&limit=20"
 
 
 @dataclass
@@ -154,6 +162,43 @@ def create_index(process: Process, table: str, field_name: str) -> None:
         )
     if response.status_code != 201:
         raise RuntimeError(f"index on {table}.{field_name}: {response.text[:500]}")
+
+
+def create_sorted_index(process: Process, table: str, field_name: str) -> str:
+    """A sorted index on ``table.field_name``: "" when made, else why not (the
+    status and message of the answer, e.g. 422 where sorted indexes do not
+    exist yet)."""
+    with httpx.Client(base_url=process.url, timeout=600.0) as client:
+        response = client.post(
+            f"/api/v1/tables/{table}/indexes",
+            json={"field": field_name, "kind": "sorted"},
+        )
+    if response.status_code == 201:
+        return ""
+    try:
+        error = response.json()["error"]
+        message = error["message"]
+        details = [d.get("msg", "") for d in error.get("details") or []]
+        if details:
+            message += ": " + "; ".join(details)
+    except Exception:
+        message = response.text[:200]
+    return (
+        f"not run: POST /api/v1/tables/{table}/indexes with kind sorted "
+        f"answered {response.status_code} ({message})"
+    )
+
+
+def check_page(process: Process, path: str, key: str, expected: list[object]) -> None:
+    """Raise unless ``GET path`` answers 200 with items whose ``key`` values are
+    ``expected``, in that order."""
+    with httpx.Client(base_url=process.url, timeout=60.0) as client:
+        answer = client.get(path)
+    if answer.status_code != 200:
+        raise RuntimeError(f"{path} answered {answer.status_code}: {answer.text[:300]}")
+    got = [item.get(key) for item in answer.json()["items"]]
+    if got != expected:
+        raise RuntimeError(f"{path} answered {key} {got}, not {expected}")
 
 
 def start_python_app(

@@ -6,13 +6,14 @@
 | ``BENCH_ROUNDS`` | 3 | times each figure is taken (interleaved); the median is reported |
 | ``BENCH_WARMUP`` | 2 | seconds of one warm-up run per server and scenario |
 | ``BENCH_CONNECTIONS`` / ``BENCH_THREADS`` | 32 / 2 | wrk's ``-c`` and ``-t`` |
-| ``BENCH_SCENARIOS`` | all | comma list of get,post,put,list,aof,filter,memory,join, |
-| | | startup,redis,changes |
-| ``BENCH_SERVERS`` | all | comma list of memdb,floor,fastapi,json-server-1,json-server-0.17, |
-| | | serve-1,serve-0.17 (``memdb serve`` in each dialect) |
+| ``BENCH_SCENARIOS`` | all | comma list of get,post,put,list,sorted,aof,filter,memory, |
+| | | join,startup,redis,changes,mixed |
+| ``BENCH_SERVERS`` | all | comma list of memdb,floor,raw-floor,fastapi,json-server-1, |
+| | | json-server-0.17,serve-1,serve-0.17 (``memdb serve`` in each dialect) |
 | ``BENCH_RECORDS`` | 1000000 | records of the large table (filter, memory, startup) |
 | ``BENCH_USERS`` / ``BENCH_ORDERS`` | 100000 / 1000000 | sizes of the join |
 | ``BENCH_ITEMS`` | 1000 | records of the small table every server holds |
+| ``BENCH_MIXED_SECONDS`` | 60 | seconds of the one load run of ``mixed`` (the soak) |
 | ``BENCH_LOAD_TOOL`` | wrk | ``wrk``, or ``python`` for the small built-in generator |
 | ``BENCH_KEEP`` | unset | keep the temporary folder (server logs, data) |
 """
@@ -31,6 +32,7 @@ SCENARIOS = (
     "post",
     "put",
     "list",
+    "sorted",
     "aof",
     "filter",
     "memory",
@@ -38,10 +40,12 @@ SCENARIOS = (
     "startup",
     "redis",
     "changes",
+    "mixed",
 )
 SERVERS = (
     "memdb",
     "floor",
+    "raw-floor",
     "fastapi",
     "json-server-1",
     "json-server-0.17",
@@ -70,6 +74,8 @@ class Settings:
     records: int = 1_000_000
     users: int = 100_000
     orders: int = 1_000_000
+    # the one load run of the mixed-load soak (``mixed``), in seconds
+    mixed_seconds: int = 60
     keep: bool = False
     outputs: Outputs = field(default_factory=Outputs)
 
@@ -123,5 +129,6 @@ class Settings:
             records=number("BENCH_RECORDS", base.records, minimum=10),
             users=number("BENCH_USERS", base.users),
             orders=number("BENCH_ORDERS", base.orders),
+            mixed_seconds=number("BENCH_MIXED_SECONDS", base.mixed_seconds),
             keep=bool(env.get("BENCH_KEEP")),
         )
