@@ -29,7 +29,7 @@ import re2
 from app.core.errors import DomainError
 from app.core.jsonbody import check_integers
 from app.services.imports import SINGLETON_ID, ImportService
-from app.services.query import sort_key
+from app.services.query import first_key_candidates, sort_key, sort_records
 from app.services.records import RecordService
 from app.services.validation import TABLE_NAME, valid_record_id
 from app.services.work import Limits, Work
@@ -576,6 +576,27 @@ def deep_contains(value: Any, text: str) -> bool:
     return text in js_string(value).lower()
 
 
+def _window(query: ListQuery, total: int) -> int | None:
+    """How many of the sorted rows the answer shows at most (from the start);
+    None when it may show any of them."""
+    if query.page is not None:
+        per_page = max(query.per_page, 1)
+        page = query.page
+        if query.dialect == "1":
+            page = max(1, min(page, max(1, math.ceil(total / per_page))))
+        elif page < 1:  # 0.17 slices from the end for these
+            return None
+        return page * per_page
+    start = query.start or 0
+    if start < 0:
+        return None
+    if query.end is not None:
+        return query.end if query.end >= 0 else None
+    if query.limit is not None:
+        return start + query.limit
+    return None
+
+
 def _key(
     keys: Sequence[tuple[tuple[str, ...], bool]],
     get: Callable[[Record, tuple[str, ...]], Any],
@@ -592,10 +613,15 @@ def sort_rows(
     rows: list[Record],
     keys: Sequence[tuple[tuple[str, ...], bool]],
     get: Callable[[Record, tuple[str, ...]], Any],
-    meter: list[int] | None = None,
-) -> None:
-    """Stable multi-key sort in place; missing values last in either direction."""
-    rows.sort(key=_key(keys, get, meter))
+    window: int | None = None,
+) -> list[Record]:
+    """Stable multi-key sort; missing values last in either direction. With
+    ``window``, only the first ``window`` rows of the answer are in order (the
+    rows that cannot reach them are left out first)."""
+    plan = [(".".join(parts), descending) for parts, descending in keys]
+    if window is not None and 0 < window * 2 < len(rows):
+        rows = first_key_candidates(rows, plan[0], window, get)
+    return sort_records(rows, plan, get)
 
 
 async def sort_in_slices(
@@ -843,8 +869,9 @@ class CompatService:
                     work.become_heavy()
                     rows = await sort_in_slices(rows, query.sort, _getter(view), work)
                 else:
-                    sort_rows(rows, query.sort, _getter(view), work.extra)
-                    work.spend(0)
+                    rows = sort_rows(
+                        rows, query.sort, _getter(view), _window(query, total)
+                    )
             page: tuple[int, int, int] | None = None
             body: Any
             if query.dialect == "1" and query.page is not None:

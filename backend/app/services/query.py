@@ -471,11 +471,18 @@ def sort_key(
     return key
 
 
-def sort_records(rows: list[Record], keys: Sequence[tuple[str, bool]]) -> list[Record]:
-    """Stable multi-key sort; missing values last whatever the direction."""
+Getter = Callable[[Record, tuple[str, ...]], Any]
+
+
+def sort_records(
+    rows: list[Record], keys: Sequence[tuple[str, bool]], get: Getter = resolve
+) -> list[Record]:
+    """Stable multi-key sort in place; missing values last whatever the
+    direction. ``get`` reads the value at a path (``MISSING`` where there is
+    none)."""
     for path, descending in reversed(keys):
         parts = split_path(path)
-        values = values_at(rows, parts)
+        values = values_at(rows, parts, get)
         kind = plain_kind(values)
         if kind is not None:
             # one kind of value (numbers, or strings): compared as they are
@@ -494,7 +501,7 @@ def sort_records(rows: list[Record], keys: Sequence[tuple[str, bool]]) -> list[R
             continue
 
         def key(record: Record, parts: tuple[str, ...] = parts) -> tuple[Any, ...]:
-            value = resolve(record, parts)
+            value = get(record, parts)
             present = value is not MISSING
             flag = int(present) if descending else int(not present)
             return (flag, *sort_value(value)) if present else (flag, 0, 0)
@@ -507,8 +514,12 @@ _MISSING_TYPE = type(MISSING)
 _NUMBERS = frozenset({int, float})
 
 
-def values_at(rows: list[Record], parts: tuple[str, ...]) -> list[Any]:
+def values_at(
+    rows: list[Record], parts: tuple[str, ...], get: Getter = resolve
+) -> list[Any]:
     """The value of each row at a path (``MISSING`` where there is none)."""
+    if get is not resolve:
+        return [get(record, parts) for record in rows]
     if len(parts) == 1:
         name = parts[0]
         try:  # every row has it: read at C speed
@@ -531,14 +542,14 @@ def plain_kind(values: list[Any]) -> bool | None:
 
 
 def first_key_candidates(
-    rows: list[Record], key: tuple[str, bool], window: int
+    rows: list[Record], key: tuple[str, bool], window: int, get: Getter = resolve
 ) -> list[Record]:
     """The rows that can be among the first ``window`` of a sort whose first key
     is ``key``: those whose value is at least as good as the ``window``-th best
     (ties kept), in their order, as a new list. All of ``rows`` when the values
     are not of one plain kind or too few are present."""
     path, descending = key
-    values = values_at(rows, split_path(path))
+    values = values_at(rows, split_path(path), get)
     kind = plain_kind(values)
     if kind is None:
         return list(rows)

@@ -383,6 +383,34 @@ def test_sorting_in_slices_is_the_same_sort(
 
 
 @given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {}, optional={"v": st.integers(0, 4) | st.sampled_from(["a", "b"])}
+        ),
+        max_size=40,
+    ),
+    keys=st.lists(
+        st.tuples(st.sampled_from([("v",), ("id",)]), st.booleans()),
+        min_size=1,
+        max_size=2,
+    ),
+    window=st.integers(1, 12),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_sort_for_the_first_rows_gives_the_first_rows_of_the_whole_sort(
+    rows: list[dict[str, Any]], keys: Any, window: int
+) -> None:
+    records = [{"id": str(i), **r} for i, r in enumerate(rows)]
+
+    def get(record: dict[str, Any], parts: tuple[str, ...]) -> Any:
+        return record.get(parts[0], MISSING)
+
+    whole = sort_rows(list(records), keys, get)
+    first = sort_rows(list(records), keys, get, window)
+    assert [r["id"] for r in first[:window]] == [r["id"] for r in whole[:window]]
+
+
+@given(
     record_id=st.one_of(
         st.integers(-(10**17), 10**17).map(str),
         st.sampled_from(["0", "00", "-0", "1a", "abc", "x_1"]),
