@@ -1,9 +1,10 @@
 """The hottest routes answered in pure ASGI, in one frame ahead of the whole stack.
 
-``GET /api/v1/data/{table}/{record_id}`` and ``POST /api/v1/data/{table}`` (with
-no query string) and the list ``GET /api/v1/data/{table}`` are most of a typical
-load. Routing, dependency solving and a stack of middleware frames cost more
-than the work itself, so ``serve`` recognises these requests by their path and
+``GET /api/v1/data/{table}/{record_id}``, ``POST /api/v1/data/{table}``,
+``PUT`` and ``PATCH /api/v1/data/{table}/{record_id}`` (with no query string)
+and the list ``GET /api/v1/data/{table}`` are most of a typical load. Routing,
+dependency solving and a stack of middleware frames cost more than the work
+itself, so ``serve`` recognises these requests by their path and
 answers them in one frame: it applies the request context (``RequestContext``:
 request id, added headers, metrics, the access line, the last-resort 500), the
 guard (``guard()``: keys, readiness, the body's size and encoding), the one
@@ -38,6 +39,7 @@ from app.api.answers import (
     envelope_data,
     list_answer,
     read_answer,
+    record_answer,
 )
 from app.api.deps import Services
 from app.api.state import service_of
@@ -48,9 +50,15 @@ from app.core.encoding import (
     body_reader,
 )
 from app.core.errors import DomainError
+from app.core.etags import expected_versions
 from app.core.handlers import error_answer, persistence_error
 from app.core.http import send_body
-from app.core.jsonbody import check_json_type, parse_json_off_loop
+from app.core.jsonbody import (
+    MERGE_PATCH,
+    check_json_type,
+    media_type,
+    parse_json_off_loop,
+)
 from app.core.middleware import RequestContext, Runtime, guard
 from app.services.validation import TABLE_NAME
 from app.storage.memory import JournalError
@@ -112,6 +120,8 @@ def match(scope: Scope) -> tuple[Handler, str, str, str] | None:
         return _read, READ, table, parts[1]
     if method == "POST" and len(parts) == 1 and plain:
         return _create, CREATE, table, ""
+    if method in WRITES and len(parts) == 2 and parts[1] and plain:
+        return WRITES[method], READ, table, parts[1]
     return None
 
 
@@ -212,6 +222,31 @@ async def _create(call: Call) -> Answer:
         call.table, data if bulk else [data], bulk=bulk, weight=len(raw)
     )
     return created_answer(call.table, created, bulk)
+
+
+async def _update(call: Call) -> Answer:
+    """PUT merges the given fields, PATCH applies a merge patch (the body
+    ``{"data": ...}``, or with ``application/merge-patch+json`` the patch
+    itself), only at the ``If-Match`` version when there is one."""
+    patch = call.scope["method"] == "PATCH"
+    content_type = call.header(b"content-type") or ""
+    check_json_type(content_type)
+    limit = call.runtime.max_body_bytes
+    raw = await _body(body_reader(call.receive, call.headers, limit))
+    body = await parse_json_off_loop(content_type, raw)
+    bare = patch and media_type(content_type) == MERGE_PATCH
+    record = await call.services.records.update_record(
+        call.table,
+        call.key,
+        body if bare else envelope_data(body),
+        patch=patch,
+        expected=expected_versions(call.header(b"if-match")),
+        loc=() if bare else ("data",),
+    )
+    return record_answer(record)
+
+
+WRITES: dict[str, Handler] = {"PUT": _update, "PATCH": _update}
 
 
 async def _body(receive: Receive) -> bytes:

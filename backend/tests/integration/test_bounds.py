@@ -544,10 +544,16 @@ def test_two_stored_users_of_one_mailbox_stop_the_start(tmp_path: Path) -> None:
         assert service is not None and service.fatal is True
 
 
+@pytest.mark.parametrize(
+    "door",
+    [[], [(b"origin", b"http://elsewhere.example")]],
+    ids=["fast-path", "full-stack"],
+)
 def test_a_client_that_leaves_mid_body_is_499_not_a_server_error(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], door: list[tuple[bytes, bytes]]
 ) -> None:
-    """Through the full stack (PUT is not on the fast path)."""
+    """A PUT on either door (a browser's request, with ``Origin``, goes through
+    the full stack)."""
     app = create_app(make_settings())
     with TestClient(app) as client:
         record = create(client, "things", {"a": 1})
@@ -578,6 +584,7 @@ def test_a_client_that_leaves_mid_body_is_499_not_a_server_error(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"x-request-id", b"gone-1"),
+                *door,
             ],
             "client": ("127.0.0.1", 1),
             "server": ("testserver", 80),

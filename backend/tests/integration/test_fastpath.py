@@ -395,3 +395,81 @@ def test_head_takes_the_door_its_get_takes(
     response = client.request(method, f"{API}{path}")
     assert response.status_code in (200, 204)
     assert answered == [fast]
+
+
+UPDATES: list[tuple[str, str, bytes, str, dict[str, str]]] = [
+    ("PUT", "things/t1", b'{"data": {"n": 5}}', "application/json", {}),
+    (
+        "PATCH",
+        "things/t1",
+        b'{"data": {"tags": null, "m": {"a": 1}}}',
+        "application/json",
+        {},
+    ),
+    ("PATCH", "things/t2", b'{"n": 7}', "application/merge-patch+json", {}),
+    ("PUT", "things/t1", b'{"data": {"n": 6}}', "application/json", {"If-Match": "*"}),
+    (
+        "PUT",
+        "things/t1",
+        b'{"data": {"n": 6}}',
+        "application/json",
+        {"If-Match": '"x"'},
+    ),
+    ("PATCH", "things/t3", b'{"data": {"n": 1', "application/json", {}),
+    ("PUT", "things/t3", b'{"data": {"n": 1}}', "text/plain", {}),
+    ("PUT", "things/t3", b'{"n": 1}', "application/json", {}),
+    ("PUT", "things/t3", b'{"data": {"id": "other"}}', "application/json", {}),
+    ("PUT", "things/absent", b'{"data": {"n": 1}}', "application/json", {}),
+    ("PATCH", "no_such_table/x", b'{"data": {"n": 1}}', "application/json", {}),
+    ("PUT", "users/u1", b'{"data": {"email": "not an email"}}', "application/json", {}),
+    ("PATCH", "users/u1", b'{"data": {"password": "short"}}', "application/json", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "content_type", "extra"), UPDATES)
+def test_updates_get_the_same_answer_from_both_doors(
+    doors: tuple[TestClient, list[bool]],
+    method: str,
+    path: str,
+    body: bytes,
+    content_type: str,
+    extra: dict[str, str],
+) -> None:
+    """PUT and PATCH (applied twice, once by each door: the same fields give the
+    same record), refusals included."""
+    client, answered = doors
+
+    def send(headers: dict[str, str]) -> Response:
+        return client.request(
+            method,
+            f"{API}/data/{path}",
+            content=body,
+            headers={**headers, **extra, "Content-Type": content_type},
+        )
+
+    plain, browser = _both(client, answered, send)
+    assert _comparable(plain) == _comparable(browser)
+    if plain.status_code == 200:
+        stored = client.get(f"{API}/data/{path}")
+        assert stored.json() == browser.json()
+        assert stored.headers["etag"] == browser.headers["etag"]
+
+
+def test_a_stale_if_match_through_the_fast_path_changes_nothing(
+    doors: tuple[TestClient, list[bool]],
+) -> None:
+    client, answered = doors
+    etag = client.get(f"{API}/data/things/t1").headers["etag"]
+    assert (
+        client.put(f"{API}/data/things/t1", json={"data": {"n": 2}}).status_code == 200
+    )
+    answered.clear()
+    with store_unchanged(client):
+        answered.clear()
+        response = client.patch(
+            f"{API}/data/things/t1",
+            json={"data": {"n": 3}},
+            headers={"If-Match": etag},
+        )
+        assert response.status_code == 412, response.text
+        assert answered == [True]

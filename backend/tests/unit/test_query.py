@@ -1224,7 +1224,11 @@ def reference_sort(rows: list[Record], keys: list[tuple[str, bool]]) -> list[Rec
     return rows
 
 
-@settings(max_examples=300, deadline=None)
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(
     data=st.data(),
     keys=st.lists(

@@ -142,6 +142,12 @@ def records_of(values: list[Any]) -> list[dict[str, Any]]:
 
 
 VALUES = st.one_of(st.just(MISSING), json_values())
+# generated tables of nested values: large and slow to draw on a busy machine
+SLOW_DATA = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.large_base_example,
+]
 RANGE_VALUES = st.sampled_from(["-1", "0", "1", "1.5", "2", '"a"', '"1"', '""'])
 QUERIES = st.tuples(
     st.sampled_from(["v", "-v", "v,n", "-v,-n", "v,-n", "n,v", None]),
@@ -166,7 +172,7 @@ def params_of(query: tuple[Any, ...]) -> list[tuple[str, str]]:
     return params
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_DATA)
 @given(st.lists(VALUES, max_size=24), st.lists(QUERIES, min_size=1, max_size=6))
 def test_a_sorted_index_answers_what_a_scan_answers(
     values: list[Any], queries: list[tuple[Any, ...]]
@@ -193,7 +199,7 @@ WRITES = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=SLOW_DATA)
 @given(
     st.lists(VALUES, max_size=12),
     WRITES,
