@@ -120,8 +120,8 @@ def match(scope: Scope) -> tuple[Handler, str, str, str] | None:
         return _read, READ, table, parts[1]
     if method == "POST" and len(parts) == 1 and plain:
         return _create, CREATE, table, ""
-    if method in WRITES and len(parts) == 2 and parts[1] and plain:
-        return WRITES[method], READ, table, parts[1]
+    if method in ("PUT", "PATCH") and len(parts) == 2 and parts[1] and plain:
+        return _update, READ, table, parts[1]
     return None
 
 
@@ -244,9 +244,6 @@ async def _update(call: Call) -> Answer:
         loc=() if bare else ("data",),
     )
     return record_answer(record)
-
-
-WRITES: dict[str, Handler] = {"PUT": _update, "PATCH": _update}
 
 
 async def _body(receive: Receive) -> bytes:

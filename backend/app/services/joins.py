@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Hashable, Iterator, Literal
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Hashable,
+    Iterator,
+    Literal,
+)
 
 from app.core.errors import QueryTooCostly, ValidationFailed, param_error
 from app.schemas.builtin import BUILTIN, Schemas
@@ -140,32 +148,32 @@ class Join:
             return (found,) if found is not None else ()
         return self.groups.get(key, ())
 
-    def _indexed_ids(self, key: Hashable) -> list[str]:
-        """The ids the index groups under ``key``; when the left side joins on
-        ``id``, also those under the integer with the id's digits (``as_id``)."""
+    def _indexed_groups(self, key: Hashable) -> list[str | Collection[str]]:
+        """The index's groups under ``key`` (one id, or several); when the left
+        side joins on ``id``, also the group of the integer with the id's
+        digits (``as_id``)."""
         assert self.indexed is not None
         groups = self.indexed.groups
-        found = groups.get(key)
-        ids = [] if found is None else [found] if type(found) is str else list(found)
+        found = [groups.get(key)]
         if self.left_on == "id" and type(key) is str:
             number = _digits(key)
-            more = None if number is None else groups.get(number)
-            if more is not None:
-                ids += [more] if type(more) is str else more
+            if number is not None:
+                found.append(groups.get(number))
+        return [group for group in found if group is not None]
+
+    def _indexed_ids(self, key: Hashable) -> list[str]:
+        ids: list[str] = []
+        for group in self._indexed_groups(key):
+            ids += [group] if type(group) is str else group
         return ids
 
     def _size(self, key: Hashable) -> int:
         if key is None or self.indexed is None:
             return len(self._matches(key))
-        groups = self.indexed.groups
-        found = groups.get(key)
-        size = 0 if found is None else 1 if type(found) is str else len(found)
-        if self.left_on == "id" and type(key) is str:
-            number = _digits(key)
-            more = None if number is None else groups.get(number)
-            if more is not None:
-                size += 1 if type(more) is str else len(more)
-        return size
+        return sum(
+            1 if type(group) is str else len(group)
+            for group in self._indexed_groups(key)
+        )
 
     def plan(self) -> Iterator[int]:
         """Group the right side, read the left keys, count the rows: yields the

@@ -422,8 +422,6 @@ def search(text: str, extra: list[int] | None = None) -> Callable[[Record], bool
 
 # -- sorting -----------------------------------------------------------------
 
-_NUMBER, _STRING, _BOOL = NUMBER_RANK, STRING_RANK, BOOL_RANK
-
 
 def inverted(rank: int, value: Any) -> Any:
     """A value whose ascending order is the descending order of ``value`` (of
@@ -432,11 +430,11 @@ def inverted(rank: int, value: Any) -> Any:
     the longer values it starts."""
     if rank == 0:
         return 0
-    if rank == _NUMBER:
+    if rank == NUMBER_RANK:
         return -value
-    if rank == _BOOL:
+    if rank == BOOL_RANK:
         return -int(value)
-    units = map(ord, value) if rank == _STRING else iter(value)
+    units = map(ord, value) if rank == STRING_RANK else iter(value)
     return (*map(neg, units), 1)
 
 
@@ -461,7 +459,7 @@ def sort_key(
                 continue
             rank, plain = sort_value(value)
             if descending:
-                if rank >= _STRING and rank != _BOOL:
+                if rank >= STRING_RANK and rank != BOOL_RANK:
                     meter[0] += len(plain)  # a new tuple of its code points
                 out += (0, -rank, inverted(rank, plain))
             else:
@@ -558,6 +556,7 @@ def first_key_candidates(
         return list(rows)
     present.sort(reverse=descending)
     bound = present[window - 1]
+    # comparisons written out: a call per row would cost more than the sort
     if kind:
         if descending:
             return [r for r, v in zip(rows, values) if v is not MISSING and v >= bound]
@@ -912,7 +911,7 @@ async def walked_page(walk: Walk, query: Query, work: Work) -> Page:
     stop = start + query.limit
     items: list[Record] = []
     position = 0
-    if not rest:
+    if not rest:  # the runs are the order already
         rows = [record for run in walk.groups for record in run]
         items, position = rows[start:stop], len(rows)
     for run in walk.groups if rest else ():
@@ -920,7 +919,7 @@ async def walked_page(walk: Walk, query: Query, work: Work) -> Page:
         position += len(run)
         if lo >= hi:
             continue
-        if rest and len(run) > 1:
+        if len(run) > 1:
             items += await sorted_page(run, rest, lo, hi - lo, work)
         else:
             items += run[lo:hi]
