@@ -22,12 +22,13 @@ import atexit
 import logging
 import sys
 import threading
-import time
 from typing import Any, Iterable
 
 import orjson
 import structlog
 from structlog.contextvars import get_contextvars
+
+from app.core.clock import RFC3339
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -147,25 +148,14 @@ class _Handler(logging.Handler):
 
 class _Timestamp:
     """``timestamp`` as RFC 3339 UTC with microseconds, like structlog's
-    ``TimeStamper(fmt="iso", utc=True)``; the date and time of day are formatted
-    once a second, not once a line."""
-
-    def __init__(self) -> None:
-        # one attribute, replaced whole: threads that log see a matching pair
-        self._cached: tuple[int, str] = (-1, "")
+    ``TimeStamper(fmt="iso", utc=True)``."""
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        event["timestamp"] = self.now()
+        event["timestamp"] = RFC3339.now()
         return event
 
     def now(self) -> str:
-        now = time.time()
-        second = int(now)
-        cached_second, prefix = self._cached
-        if second != cached_second:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._cached = (second, prefix)
-        return f"{prefix}.{int((now - second) * 1e6):06d}Z"
+        return RFC3339.now()
 
 
 class _Rendering:

@@ -21,6 +21,7 @@ its cursor, hand them over, wait for more. It owns the rules of delivery:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -28,6 +29,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from app.core.clock import RFC3339
 from app.core.errors import BadRequest, Busy, DomainError
 from app.storage.base import (
     BadCursor,
@@ -40,11 +42,14 @@ from app.storage.base import (
 
 # the changes one read of the feed hands over at most
 PAGE = 500
-# a follower writes at most once in this time: the changes that come meanwhile
-# go in one write, so that 100 followers of 5,000 writes a second make 10,000
-# writes a second instead of half a million (a change on a quiet feed goes at
-# once)
-BATCH_S = 0.01
+# followers write at most once in this time, all on one beat: the changes that
+# come meanwhile go in one write, so that 100 followers of 5,000 writes a second
+# make 10,000 writes a second instead of half a million, and those 100 writes
+# carry the same bytes, made once (a change on a quiet feed goes at once)
+BATCH_S = 0.02
+# a page of Server-Sent Events leaves in writes of about this size, so that a
+# page of large records is never one buffer
+PIECE = 256 * 1024
 # a quiet follower looks whether the service is stopping this often
 STOP_CHECK_S = 1.0
 # the longest a long poll may wait
@@ -66,12 +71,6 @@ class Gone(DomainError):
     code = "cursor_gone"
 
 
-def iso(at: float) -> str:
-    seconds = int(at)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{int((at - seconds) * 1e6):06d}Z"
-
-
 def document(event: ChangeEvent) -> dict[str, Any]:
     """An event as clients read it: the record and its version where there is
     one (never for a delete or a drop)."""
@@ -85,7 +84,7 @@ def document(event: ChangeEvent) -> dict[str, Any]:
         out["record"] = event.record
         if event.id is not None:
             out["version"] = record_version(event.record)
-    out["at"] = iso(event.at)
+    out["at"] = RFC3339.at(event.at)
     return out
 
 
@@ -98,15 +97,25 @@ def parse_tables(raw: str | None) -> frozenset[str] | None:
     return names
 
 
+Page = tuple[frozenset[str] | None, str, str, int]
+
+
 class Encoded:
     """The JSON of the latest changes, made once however many followers read
-    them (a change that 100 streams send is encoded once, not 100 times)."""
+    them (a change that 100 streams send is encoded once, not 100 times), and
+    the latest pages of Server-Sent Events, joined once (followers on one beat
+    read the same page)."""
+
+    PAGES = 8
 
     def __init__(self, size: int = 8192, max_bytes: int = 16 * 1024 * 1024) -> None:
         self.size = size
-        self.max_bytes = max_bytes  # of each of the two: at most 32 MiB in all
+        # of each of the first two (at most 32 MiB), and of each kept page (one
+        # sixteenth: at most 8 MiB for the PAGES pages)
+        self.max_bytes = max_bytes
         self.done: dict[str, bytes] = {}
         self.frames: dict[str, bytes] = {}
+        self.pages: dict[Page, list[bytes]] = {}
         self.held = {id(self.done): 0, id(self.frames): 0}
 
     def __call__(self, event: ChangeEvent) -> bytes:
@@ -126,6 +135,35 @@ class Encoded:
             self._keep(self.frames, event.cursor, found)
         return found
 
+    def page(
+        self, events: list[ChangeEvent], tables: frozenset[str] | None
+    ) -> list[bytes]:
+        """Events (a read of the feed from one cursor with ``tables``) as
+        Server-Sent Events, in writes of about ``PIECE`` bytes. A read's events
+        are all the changes of ``tables`` between its first and its last, so
+        those two and the filter name the page."""
+        key = (tables, events[0].cursor, events[-1].cursor, len(events))
+        found = self.pages.get(key)
+        if found is not None:
+            return found
+        pieces: list[bytes] = []
+        piece: list[bytes] = []
+        size = 0
+        for event in events:
+            made = self.frame(event)
+            piece.append(made)
+            size += len(made)
+            if size >= PIECE:
+                pieces.append(b"".join(piece))
+                piece, size = [], 0
+        if piece:
+            pieces.append(b"".join(piece))
+        if sum(map(len, pieces)) <= self.max_bytes // 16:
+            self.pages[key] = pieces
+            if len(self.pages) > self.PAGES:
+                del self.pages[next(iter(self.pages))]
+        return pieces
+
     def _keep(self, done: dict[str, bytes], cursor: str, encoded: bytes) -> None:
         if len(encoded) > self.max_bytes // 64:  # a large record: made each time
             return
@@ -135,6 +173,47 @@ class Encoded:
             for old in list(islice(done, max(1, len(done) // 8))):
                 held -= len(done.pop(old))
         self.held[id(done)] = held
+
+
+class Beat:
+    """The followers' shared rhythm: one write each at most every ``period``
+    seconds, all on the same beat, with one timer for all of them.
+
+    A follower with changes to send awaits the beat. After a quiet spell the
+    first one goes at once, and so does every follower woken in the same turn
+    of the loop; the others wait for the next beat."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.last = -math.inf
+        self.open = False
+        self.waiting: list[asyncio.Future[None]] = []
+
+    async def __call__(self) -> None:
+        if self.open:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not self.waiting and now - self.last >= self.period:
+            self.last = now
+            self.open = True  # for the rest of this turn of the loop
+            loop.call_soon(self._close)
+            return
+        waiter = loop.create_future()
+        if not self.waiting:
+            loop.call_at(self.last + self.period, self._release, loop)
+        self.waiting.append(waiter)
+        await waiter
+
+    def _close(self) -> None:
+        self.open = False
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.last = loop.time()
+        waiting, self.waiting = self.waiting, []
+        for waiter in waiting:
+            if not waiter.done():  # a follower cancelled meanwhile
+                waiter.set_result(None)
 
 
 @dataclass
@@ -168,6 +247,7 @@ class ChangeService:
     followers: int = 0
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     encoded: Encoded = field(default_factory=Encoded)
+    beat: Beat = field(default_factory=lambda: Beat(BATCH_S))
 
     # -- one read ----------------------------------------------------------------
 
@@ -260,7 +340,7 @@ class ChangeService:
         cursor = await self.cursor() if since is None else since
         told = cursor  # the cursor the client last heard of
         behind = 0  # changes handed over since the follower last caught up
-        quiet = sent = time.monotonic()
+        quiet = time.monotonic()
         while True:
             if self.stopping.is_set():
                 await self._deliver(send, Cut(cursor, "the service is stopping"))
@@ -276,7 +356,7 @@ class ChangeService:
             if events:
                 if not await self._deliver(send, events):
                     return
-                quiet = sent = time.monotonic()
+                quiet = time.monotonic()
                 told = events[-1].cursor
             cursor = after
             if caught_up:
@@ -290,9 +370,7 @@ class ChangeService:
                     quiet = time.monotonic()
                     continue
                 if await self._wait(cursor, wait):
-                    pause = BATCH_S - (time.monotonic() - sent)
-                    if pause > 0:
-                        await asyncio.sleep(pause)
+                    await self.beat()
                 continue
             behind += len(events)
             if behind > self.max_lag:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Sequence
 
 import anyio.to_thread
 
+from app.core.clock import RFC3339
 from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
 from app.core.jsonbody import LARGE_BODY
 from app.schemas.builtin import BUILTIN, Schemas
@@ -40,7 +41,7 @@ Loc = list[str | int]
 
 def now_iso() -> str:
     """The current UTC time in RFC 3339 with microseconds and a ``Z``."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return RFC3339.now()
 
 
 _RFC3339 = re.compile(

@@ -67,7 +67,9 @@ class Feed:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._wakeup: asyncio.Future[None] | None = None
+        # the parked followers, each on a future of its own (cancelling one
+        # follower cancels nothing of the others')
+        self._waiters: set[asyncio.Future[None]] = set()
         self._wake_scheduled = False
 
     # -- writing (under the store's lock) -------------------------------------------
@@ -125,7 +127,7 @@ class Feed:
 
     def _wake(self) -> None:
         loop = self._loop
-        if loop is None or self._wakeup is None or self._wake_scheduled:
+        if loop is None or not self._waiters or self._wake_scheduled:
             return
         self._wake_scheduled = True
         if threading.get_ident() == self._loop_thread:
@@ -138,9 +140,9 @@ class Feed:
 
     def _wake_now(self) -> None:
         self._wake_scheduled = False
-        wakeup, self._wakeup = self._wakeup, None
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            _release(waiter)
 
     # -- reading ------------------------------------------------------------------
 
@@ -202,16 +204,29 @@ class Feed:
 
     async def wait(self, since: str, timeout: float) -> None:
         """Return once a change after ``since`` exists, or after ``timeout``."""
+        loop = asyncio.get_running_loop()
         if self._loop is None:
-            self.bind(asyncio.get_running_loop())
-        if self._wakeup is None:
-            self._wakeup = asyncio.get_running_loop().create_future()
-        wakeup = self._wakeup  # taken before the check: no wakeup is missed
+            self.bind(loop)
+        waiter: asyncio.Future[None] = loop.create_future()
+        # parked before the check: a writer either sees the waiter or the
+        # waiter sees the writer's change, so no wakeup is missed
+        self._waiters.add(waiter)
         try:
-            seen = self.position(since)
-        except (CursorGone, BadCursor):
-            return  # the next read says so
-        if seen < self.count or timeout <= 0:
-            return
-        # one future shared by every follower: a wait costs no task of its own
-        await asyncio.wait((wakeup,), timeout=timeout)
+            try:
+                seen = self.position(since)
+            except (CursorGone, BadCursor):
+                return  # the next read says so
+            if seen < self.count or timeout <= 0:
+                return
+            timer = loop.call_later(timeout, _release, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+        finally:
+            self._waiters.discard(waiter)
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

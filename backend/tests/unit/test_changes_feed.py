@@ -161,6 +161,45 @@ def test_a_change_wakes_the_waiting_followers(from_thread: bool) -> None:
     assert len(delays) == 3 and max(delays) < 1.0
 
 
+def test_a_cancelled_follower_leaves_the_others_waiting_and_nothing_behind() -> None:
+    feed = Feed(10, epoch_ms=1)
+
+    async def run() -> None:
+        feed.bind(asyncio.get_running_loop())
+        woke: list[str] = []
+
+        async def follower(name: str, timeout: float) -> None:
+            await feed.wait(feed.cursor(), timeout)
+            woke.append(name)
+
+        gone = asyncio.create_task(follower("gone", 10))
+        stays = [asyncio.create_task(follower(f"f{n}", 10)) for n in range(2)]
+        timed = asyncio.create_task(follower("timed", 0.05))
+        await asyncio.sleep(0.1)
+        assert woke == ["timed"]  # its timeout, not a change
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert len(feed._waiters) == 2  # the cancelled and the timed out left
+        feed.add("create", "t", "a", None)
+        await asyncio.wait_for(asyncio.gather(*stays), 5)
+        assert sorted(woke) == ["f0", "f1", "timed"] and gone.cancelled()
+        assert timed.done()
+        assert not feed._waiters
+
+    asyncio.run(run())
+
+
+def test_many_timed_out_waits_on_a_quiet_feed_hold_nothing() -> None:
+    feed = Feed(10, epoch_ms=1)
+
+    async def run() -> None:
+        for _ in range(200):
+            await feed.wait(feed.cursor(), 0.001)
+        assert not feed._waiters
+
+    asyncio.run(run())
+
+
 # -- the store's hooks --------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import pytest
 import structlog
 
+from app.core import clock
 from app.core import logging as applog
 from app.core.logging import OUTPUT, AccessLog, LineWriter, configure_logging
 
@@ -262,7 +263,7 @@ def test_the_timestamp_formats_each_second_anew(
 ) -> None:
     stamp = applog._Timestamp()
     moments = iter([1_700_000_000.25, 1_700_000_000.5, 1_700_000_001.75])
-    monkeypatch.setattr(applog.time, "time", lambda: next(moments))
+    monkeypatch.setattr(clock.time, "time", lambda: next(moments))
     values = [stamp(None, "info", {})["timestamp"] for _ in range(3)]
     assert values == [
         "2023-11-14T22:13:20.250000Z",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Awaitable, Callable, Iterator, TypeVar
+from typing import Annotated, Any, Awaitable, Iterator, TypeVar
 
 import anyio
 import orjson
@@ -12,8 +12,14 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api.paging import CURSOR_HEADER
 from app.api.responses import errors
-from app.services.changes import ChangeService, Cut, Item, Mark, parse_tables
-from app.storage.base import ChangeEvent
+from app.services.changes import (
+    ChangeService,
+    Cut,
+    Encoded,
+    Item,
+    Mark,
+    parse_tables,
+)
 
 router = APIRouter(prefix="/api/v1/changes", tags=["changes"])
 T = TypeVar("T")
@@ -139,16 +145,15 @@ async def until_gone(receive: Receive, work: Awaitable[T]) -> T | None:
 # an NDJSON answer holds at most this many bytes of changes (at least one
 # change): X-Changes-Cursor then says where the rest begins
 MAX_NDJSON_BYTES = 4 * 1024 * 1024
-# a stream's events leave in writes of about this size, so that a page of
-# large records is never one buffer
-PIECE = 256 * 1024
 
 
-def frames(item: Item, encoded: Callable[[ChangeEvent], bytes]) -> Iterator[bytes]:
-    """Server-Sent Events, in writes of about ``PIECE`` bytes: each change an
-    event whose id is its cursor; a comment to keep a quiet connection open
-    (with the cursor as id when it moved past other tables' changes);
-    ``resume`` (or ``gone``: reload) as the last word."""
+def frames(
+    item: Item, encoded: Encoded, tables: frozenset[str] | None
+) -> Iterator[bytes]:
+    """Server-Sent Events: each change an event whose id is its cursor, in
+    writes of about ``PIECE`` bytes (``Encoded.page``); a comment to keep a
+    quiet connection open (with the cursor as id when it moved past other
+    tables' changes); ``resume`` (or ``gone``: reload) as the last word."""
     if item is None:
         yield b": keep-alive\n\n"
     elif isinstance(item, Mark):
@@ -161,18 +166,8 @@ def frames(item: Item, encoded: Callable[[ChangeEvent], bytes]) -> Iterator[byte
             data = orjson.dumps({"cursor": item.cursor, "reason": item.reason})
             cursor = item.cursor.encode()
             yield b"event: resume\nid: " + cursor + b"\ndata: " + data + b"\n\n"
-    else:
-        piece: list[bytes] = []
-        size = 0
-        for event in item:
-            made = encoded(event)
-            piece.append(made)
-            size += len(made)
-            if size >= PIECE:
-                yield b"".join(piece)
-                piece, size = [], 0
-        if piece:
-            yield b"".join(piece)
+    elif item:
+        yield from encoded.page(item, tables)
 
 
 class EventStream(Response):
@@ -216,7 +211,7 @@ class EventStream(Response):
             )
 
             async def deliver(item: Item) -> None:
-                for body in frames(item, self.changes.encoded.frame):
+                for body in frames(item, self.changes.encoded, self.tables):
                     message: Message = {
                         "type": "http.response.body",
                         "body": body,
