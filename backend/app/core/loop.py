@@ -44,6 +44,7 @@ class GcMonitor:
         self.active = False
         self._started = 0.0
         self._promotions = 0
+        self._looked = -1  # the promotions when the oldest generation was counted
         self._thresholds: tuple[int, int, int] | None = None
 
     def loaded(self) -> None:
@@ -59,11 +60,18 @@ class GcMonitor:
         young, middle, _ = self._thresholds or gc.get_threshold()
         if self._promotions * young * middle < FREEZE_AFTER:
             return
+        # only a collection of the middle generation adds to the oldest: with
+        # none since the last look, the count (a list of every object in it,
+        # a cost under write load) would say the same
+        if self._promotions == self._looked:
+            return
+        self._looked = self._promotions
         if len(gc.get_objects(generation=2)) > FREEZE_AFTER:
             gc.collect(2)
             gc.freeze()
             self.freezes += 1
             self._promotions = 0
+            self._looked = -1
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

@@ -179,13 +179,14 @@ class Beat:
     """The followers' shared rhythm: one write each at most every ``period``
     seconds, all on the same beat, with one timer for all of them.
 
-    A follower with changes to send awaits the beat. After a quiet spell the
+    A follower that has just written waits for the next beat (``next``). One
+    that was woken by a change awaits the beat itself: after a quiet spell the
     first one goes at once, and so does every follower woken in the same turn
     of the loop; the others wait for the next beat."""
 
     def __init__(self, period: float) -> None:
         self.period = period
-        self.last = -math.inf
+        self.last = -math.inf  # when followers last went
         self.open = False
         self.waiting: list[asyncio.Future[None]] = []
 
@@ -199,9 +200,15 @@ class Beat:
             self.open = True  # for the rest of this turn of the loop
             loop.call_soon(self._close)
             return
+        await self.next()
+
+    async def next(self) -> None:
+        """Return at the next beat."""
+        loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         if not self.waiting:
-            loop.call_at(self.last + self.period, self._release, loop)
+            due = max(self.last + self.period, loop.time())
+            loop.call_at(due, self._release, loop)
         self.waiting.append(waiter)
         await waiter
 
@@ -359,6 +366,12 @@ class ChangeService:
                 quiet = time.monotonic()
                 told = events[-1].cursor
             cursor = after
+            if caught_up and events:
+                # the changes that come meanwhile go in the next beat's write
+                # (under write load, a follower's whole wait)
+                behind = 0
+                await self.beat.next()
+                continue
             if caught_up:
                 behind = 0
                 wait = self.heartbeat_s - (time.monotonic() - quiet)

@@ -60,6 +60,23 @@ def test_within_a_beat_followers_wait_for_the_next_one_together() -> None:
     assert timers == 1  # one timer for all of them
 
 
+def test_a_follower_that_has_just_written_waits_for_the_next_beat() -> None:
+    async def run() -> tuple[float, float]:
+        beat = Beat(0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await beat()  # a quiet spell: at once, and the window is open
+        await beat.next()  # the window does not let a second write through
+        first = loop.time() - started
+        await asyncio.sleep(0.3)  # a late follower: the next beat is due
+        late = loop.time()
+        await beat.next()
+        return first, loop.time() - late
+
+    first, late = asyncio.run(run())
+    assert 0.19 <= first < 0.35 and late < 0.1
+
+
 def test_a_follower_cancelled_at_the_beat_does_not_stop_the_others() -> None:
     async def run() -> list[str]:
         beat = Beat(0.1)
