@@ -78,11 +78,17 @@ def test_past_the_bound_it_is_collected_frozen_and_counted_afresh(
 
 
 def test_the_collector_is_left_as_it_was_found() -> None:
-    thresholds = gc.get_threshold()
+    found = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
     monitor = GcMonitor()
-    monitor.install()
     try:
-        assert gc.get_threshold()[2] > thresholds[2]
+        monitor.install()
+        # full collections are the monitor's, never the interpreter's
+        assert gc.get_threshold() == (700, 10, looping._NEVER)
+        assert monitor in gc.callbacks
+        monitor.remove()
+        assert gc.get_threshold() == (700, 10, 10)
+        assert monitor not in gc.callbacks
     finally:
         monitor.remove()
-    assert gc.get_threshold() == thresholds
+        gc.set_threshold(*found)
