@@ -154,9 +154,6 @@ class _Timestamp:
         event["timestamp"] = RFC3339.now()
         return event
 
-    def now(self) -> str:
-        return RFC3339.now()
-
 
 class _Rendering:
     """How lines are rendered, as ``configure_logging`` last set it."""
@@ -182,7 +179,7 @@ def _access_line(entry: _Access) -> str:
             "request_id": request_id,
             "event": "http.request",
             "level": "info",
-            "timestamp": RENDER.stamp.now(),
+            "timestamp": RFC3339.now(),
         }
     ).decode()
 

@@ -24,8 +24,8 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Any, Awaitable, Callable
+from itertools import chain, islice
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import orjson
 
@@ -137,16 +137,31 @@ class Encoded:
 
     def page(
         self, events: list[ChangeEvent], tables: frozenset[str] | None
-    ) -> list[bytes]:
+    ) -> Iterable[bytes]:
         """Events (a read of the feed from one cursor with ``tables``) as
         Server-Sent Events, in writes of about ``PIECE`` bytes. A read's events
         are all the changes of ``tables`` between its first and its last, so
-        those two and the filter name the page."""
+        those two and the filter name the page. A page over a sixteenth of
+        ``max_bytes`` is not kept: its pieces past that are made as they are
+        sent, so a follower holds about that much of it at once."""
         key = (tables, events[0].cursor, events[-1].cursor, len(events))
         found = self.pages.get(key)
         if found is not None:
             return found
-        pieces: list[bytes] = []
+        pieces = self._pieces(events)
+        made: list[bytes] = []
+        size = 0
+        for piece in pieces:
+            made.append(piece)
+            size += len(piece)
+            if size > self.max_bytes // 16:
+                return chain(made, pieces)
+        self.pages[key] = made
+        if len(self.pages) > self.PAGES:
+            del self.pages[next(iter(self.pages))]
+        return made
+
+    def _pieces(self, events: list[ChangeEvent]) -> Iterator[bytes]:
         piece: list[bytes] = []
         size = 0
         for event in events:
@@ -154,15 +169,10 @@ class Encoded:
             piece.append(made)
             size += len(made)
             if size >= PIECE:
-                pieces.append(b"".join(piece))
+                yield b"".join(piece)
                 piece, size = [], 0
         if piece:
-            pieces.append(b"".join(piece))
-        if sum(map(len, pieces)) <= self.max_bytes // 16:
-            self.pages[key] = pieces
-            if len(self.pages) > self.PAGES:
-                del self.pages[next(iter(self.pages))]
-        return pieces
+            yield b"".join(piece)
 
     def _keep(self, done: dict[str, bytes], cursor: str, encoded: bytes) -> None:
         if len(encoded) > self.max_bytes // 64:  # a large record: made each time
@@ -366,14 +376,13 @@ class ChangeService:
                 quiet = time.monotonic()
                 told = events[-1].cursor
             cursor = after
-            if caught_up and events:
-                # the changes that come meanwhile go in the next beat's write
-                # (under write load, a follower's whole wait)
-                behind = 0
-                await self.beat.next()
-                continue
             if caught_up:
                 behind = 0
+                if events:
+                    # the changes that come meanwhile go in the next beat's
+                    # write (under write load, a follower's whole wait)
+                    await self.beat.next()
+                    continue
                 wait = self.heartbeat_s - (time.monotonic() - quiet)
                 if wait <= 0:
                     mark = Mark(cursor) if cursor != told else None

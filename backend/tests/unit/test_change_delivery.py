@@ -128,10 +128,34 @@ def test_pages_of_other_filters_or_bounds_are_other_pages() -> None:
 def test_a_large_page_leaves_in_pieces_and_is_not_kept() -> None:
     encoded = Encoded(max_bytes=1024 * 1024)
     events = [event(n, size=100_000) for n in range(1, 13)]
-    pieces = encoded.page(events, None)
+    pieces = list(encoded.page(events, None))
     assert len(pieces) > 1 and all(len(p) < PIECE + 120_000 for p in pieces)
     assert b"".join(pieces) == b"".join(encoded.frame(e) for e in events)
     assert not encoded.pages  # over a sixteenth of max_bytes: made each time
+
+
+def test_a_large_page_is_made_as_it_is_sent() -> None:
+    """The worst page: 500 records of 1 MiB. A follower holds a sixteenth of
+    ``max_bytes`` and a piece of it at once, never the whole page."""
+    encoded = Encoded()
+    text = "x" * 1024 * 1024  # one string for every record: the test's own memory
+    events = [
+        ChangeEvent(f"1-{n}", "create", "t", str(n), {"id": str(n), "text": text}, 1.5)
+        for n in range(1, 501)
+    ]
+    made: list[str] = []
+    frame = encoded.frame
+
+    def counted(e: ChangeEvent) -> bytes:
+        made.append(e.cursor)
+        return frame(e)
+
+    encoded.frame = counted  # type: ignore[method-assign]
+    pieces = iter(encoded.page(events, None))
+    first = next(pieces)
+    assert first.startswith(b"id: 1-1\n") and len(made) <= 3
+    assert sum(1 for _ in pieces) == 499 and len(made) == 500
+    assert not encoded.pages
 
 
 def test_only_the_latest_pages_are_kept() -> None:
