@@ -1,4 +1,5 @@
-"""``python -m app``: serve the app with uvicorn (uvloop, httptools): one worker,
+"""``python -m app``: serve the app with uvicorn (uvloop, httptools, each answer
+written in one system call: ``app.core.protocol``): one worker,
 or ``MEMDB_WORKERS`` worker processes on one port when the store is Redis.
 
 Logging is configured before uvicorn starts, so every line is structured from
@@ -24,6 +25,7 @@ from uvicorn.supervisors import Multiprocess
 from app.api.state import service_of
 from app.core.config import Settings, refusal
 from app.core.logging import OUTPUT, configure_logging
+from app.core.protocol import HttpProtocol
 from app.main import BATCHED_LOGS_ENV, WORKER_METRICS_ENV
 from app.main import app as asgi
 
@@ -44,7 +46,7 @@ def build_config(argv: Sequence[str] | None = None) -> uvicorn.Config:
         port=args.port,
         workers=1,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=15,

@@ -1,9 +1,9 @@
 """The floor: the least a Python web stack can do for GET by id and POST.
 
-A bare Starlette app served like the service (one uvicorn worker, uvloop,
-httptools): ``GET /items/{id}`` answers a stored dict with orjson, ``POST
-/items`` parses the body with orjson and stores it. Nothing else: no
-validation, no middleware, no logging.
+A bare Starlette app served like the service (one uvicorn worker, uvloop, the
+service's httptools protocol): ``GET /items/{id}`` answers a stored dict with
+orjson, ``POST /items`` parses the body with orjson and stores it. Nothing
+else: no validation, no middleware, no logging.
 
     python -m benchmarks.floor_app --host 127.0.0.1 --port 8001
 """

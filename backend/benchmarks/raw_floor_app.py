@@ -1,12 +1,12 @@
 """The raw ASGI floor: GET by id and POST with no framework at all.
 
 One plain ``async def app(scope, receive, send)`` served like the service and
-the Starlette floor (one uvicorn worker, uvloop, httptools, no access log): it
-answers the lifespan messages, reads the request body, and for ``POST /items``
-parses it with orjson, gives it an id, stores it in a dict and answers 201 with
-``orjson.dumps``; ``GET /items/{id}`` answers the stored dict. No routing
-table, no request or response objects, no middleware: the least uvicorn can be
-asked to do for these two requests.
+the Starlette floor (one uvicorn worker, uvloop, the service's httptools
+protocol, no access log): it answers the lifespan messages, reads the request
+body, and for ``POST /items`` parses it with orjson, gives it an id, stores it
+in a dict and answers 201 with ``orjson.dumps``; ``GET /items/{id}`` answers
+the stored dict. No routing table, no request or response objects, no
+middleware: the least uvicorn can be asked to do for these two requests.
 
     python -m benchmarks.raw_floor_app --host 127.0.0.1 --port 8002
 """

@@ -1,5 +1,6 @@
 """How the reference apps are served: like the service, one uvicorn worker with
-uvloop and httptools, no access log."""
+uvloop and the service's httptools protocol (each answer in one write), no
+access log."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import argparse
 from typing import Any, Sequence
 
 import uvicorn
+
+from app.core.protocol import HttpProtocol
 
 
 def serve(app: Any, *, prog: str, port: int, argv: Sequence[str] | None) -> None:
@@ -20,7 +23,7 @@ def serve(app: Any, *, prog: str, port: int, argv: Sequence[str] | None) -> None
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,
         access_log=False,
         log_level="warning",
     )

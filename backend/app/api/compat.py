@@ -13,6 +13,7 @@ answers errors as json-server does: ``{"error": message}``.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,8 @@ Header = tuple[bytes, bytes]
 _JSON = (b"content-type", b"application/json; charset=utf-8")
 _HTML = (b"content-type", b"text/html; charset=utf-8")
 METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
+# what ``quote`` leaves as it is: an id of these goes into a URL unchanged
+PLAIN = re.compile(r"[A-Za-z0-9_.~-]+")
 EXPOSED = (
     b"X-Total-Count, Link, Location, ETag, X-Request-ID, X-Changes-Cursor, "
     b"X-Changes-Oldest"
@@ -170,7 +173,10 @@ async def _answer(
             return _listed(scope, params, await compat.find(name, params))
         if method == "POST":
             made = await compat.create(name, body)
-            location = f"{scope['path'].rstrip('/')}/{quote(str(made.get('id', '')))}"
+            made_id = str(made.get("id", ""))
+            if not PLAIN.fullmatch(made_id):
+                made_id = quote(made_id)
+            location = f"{scope['path'].rstrip('/')}/{made_id}"
             return _json(201, made, [(b"location", location.encode())])
         if method in ("PUT", "PATCH"):
             return _json(

@@ -38,6 +38,7 @@ class ServiceState:
 
 
 def service_of(app: Any) -> ServiceState | None:
-    """The app's state, or None before its lifespan has built it."""
-    found: ServiceState | None = getattr(app.state, "service", None)
+    """The app's state, or None before its lifespan has built it (read from
+    the state's dict: ``State.__getattr__`` costs a call on every request)."""
+    found: ServiceState | None = app.state._state.get("service")
     return found

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import heapq
 import math
+import operator
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
@@ -47,6 +48,11 @@ MAX_SORT_KEYS = 8  # as /api/v1's sort
 INLINE = 2000
 # records tested between two turns of the event loop
 CHUNK = 256
+# a saved file is made of pieces of this many records; a piece whose records
+# are the very ones of the last save is written from the bytes kept then, up
+# to this many bytes of pieces in all (about the file's size)
+PIECE = 512
+PIECES_KEPT_BYTES = 64 * 1024 * 1024
 OPERATORS = (
     "lt",
     "lte",
@@ -130,6 +136,15 @@ def _check_json(document: Any) -> None:
 
 
 # -- how a table is shown -----------------------------------------------------
+
+
+@dataclass
+class Piece:
+    """One piece of the last saved file: its records, as encoded then."""
+
+    records: list[Record]
+    shown: tuple[bool, bool]  # the view's (int_ids, stamps) then
+    encoded: bytes
 
 
 @dataclass
@@ -703,6 +718,7 @@ class CompatService:
         self.views: dict[str, View] = {}
         self.schema: str | None = None  # the file's "$schema", written back
         self.completed = False  # the last file loaded had records without ids
+        self._pieces: dict[str, list[Piece]] = {}  # the last saved file's
 
     def hidden(self, table: str, count: int) -> bool:
         """A built-in table the file did not hold, still empty, is not shown."""
@@ -784,7 +800,15 @@ class CompatService:
         return counts
 
     def document(self, state: Sequence[tuple[str, list[Record]]]) -> Iterator[bytes]:
-        """The store as a db.json, one record a line, in pieces."""
+        """The store as a db.json, one record a line, in pieces.
+
+        Records are never changed in place (a change puts a new record), so a
+        piece whose records are the same objects as at the last save, shown
+        the same way, is written from the bytes kept then: a save after a few
+        changes encodes only the pieces they touched (and the pieces after a
+        deletion, which moves the records behind it)."""
+        budget = PIECES_KEPT_BYTES
+        kept: dict[str, list[Piece]] = {}
         yield b"{"
         first = True
         if self.schema is not None:
@@ -805,13 +829,29 @@ class CompatService:
                 yield head + key + b": []"
                 continue
             yield head + key + b": ["
-            for start in range(0, len(records), 512):
-                chunk = records[start : start + 512]
-                yield (b"," if start else b"") + b",".join(
-                    b"\n    " + encoded_line(view, r) for r in chunk
-                )
+            before = self._pieces.get(name, ())
+            pieces = kept[name] = []
+            shown = (view.int_ids, view.stamps)
+            keeping = True  # the pieces kept are the first ones of the table
+            for number, start in enumerate(range(0, len(records), PIECE)):
+                chunk = records[start : start + PIECE]
+                old = before[number] if number < len(before) else None
+                if old is not None and _same(old, chunk, shown):
+                    encoded = old.encoded
+                else:
+                    encoded = b",".join(
+                        b"\n    " + encoded_line(view, r) for r in chunk
+                    )
+                keeping = keeping and budget >= len(encoded)
+                if keeping:
+                    budget -= len(encoded)
+                    pieces.append(Piece(chunk, shown, encoded))
+                if start:
+                    yield b","
+                yield encoded
             yield b"\n  ]"
         yield b"\n}\n"
+        self._pieces = kept
 
     # -- reading ---------------------------------------------------------------
 
@@ -1215,6 +1255,14 @@ def _chunks(records: list[Record], work: Work) -> list[list[Record]]:
     if len(records) > INLINE:
         work.become_heavy()
     return [records[i : i + CHUNK] for i in range(0, len(records), CHUNK)]
+
+
+def _same(piece: Piece, records: list[Record], shown: tuple[bool, bool]) -> bool:
+    return (
+        piece.shown == shown
+        and len(piece.records) == len(records)
+        and all(map(operator.is_, piece.records, records))
+    )
 
 
 def _singleton(records: list[Record]) -> Record | None:

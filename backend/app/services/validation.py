@@ -20,6 +20,10 @@ SERVER_FIELDS = ("created_at", "updated_at")
 MAX_DEPTH = 32
 MAX_STRING_BYTES = 64 * 1024
 MAX_FIELDS = 256
+# field names already found valid (names repeat from record to record), up to
+# this many: the set stops growing there, and other names are checked each time
+NAMES_SEEN_MAX = 4096
+_NAMES_SEEN: set[str] = set()
 
 Loc = list[str | int]
 
@@ -107,7 +111,12 @@ def field_errors(fields: dict[str, Any], loc: Loc) -> list[dict[str, Any]]:
                     [*loc, name], "set by the server; leave it out", "read_only"
                 )
             )
-        elif not FIELD_NAME.fullmatch(name):
+        elif name in _NAMES_SEEN:
+            continue
+        elif FIELD_NAME.fullmatch(name):
+            if len(_NAMES_SEEN) < NAMES_SEEN_MAX:
+                _NAMES_SEEN.add(name)
+        else:
             errors.append(
                 field_error(
                     [*loc, name],
@@ -116,6 +125,8 @@ def field_errors(fields: dict[str, Any], loc: Loc) -> list[dict[str, Any]]:
                 )
             )
     for name, value in fields.items():
+        if value.__class__ is str and len(value) <= MAX_STRING_BYTES // 4:
+            continue  # a short string: within every limit
         if isinstance(value, (dict, list, str)):
             # the record itself is level 1, so its field values start at 2
             errors.extend(limit_errors(value, [*loc, name], depth=2))

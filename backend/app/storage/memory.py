@@ -814,6 +814,7 @@ class Store:
 # A set slot plus a share of the set object, for ids grouped under one key.
 _INDEX_ENTRY_BYTES = 48
 _CONTAINERS = (list, dict)
+_CONTAINER_TYPES = frozenset(_CONTAINERS)
 
 
 def record_size(record: Record) -> int:
@@ -821,8 +822,11 @@ def record_size(record: Record) -> int:
     and objects walked (their cost was paid once already, to parse them)."""
     values = record.values()
     size = getsizeof(record) + sum(map(getsizeof, values))
-    for value in [v for v in values if v.__class__ in _CONTAINERS]:
-        size += _deep_size(value) - getsizeof(value)
+    if _CONTAINER_TYPES.isdisjoint(map(type, values)):
+        return size  # flat, as most records are: no walk
+    for value in values:
+        if value.__class__ in _CONTAINER_TYPES:
+            size += _deep_size(value) - getsizeof(value)
     return size
 
 

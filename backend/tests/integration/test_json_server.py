@@ -192,6 +192,11 @@ def test_create_makes_ids_as_json_server(serve: Serve) -> None:
     assert made.headers["location"] == f"/posts/{body['id']}"
     assert client.get(f"/posts/{body['id']}").json() == body
     assert on_disk(path)["posts"][-1] == body
+    # a given id outside the URL's plain characters is quoted in the location
+    given = client.post("/posts", json={"id": "a:b", "title": "colon"})
+    assert given.status_code == 201
+    assert given.headers["location"] == "/posts/a%3Ab"
+    assert client.get(given.headers["location"]).json()["id"] == "a:b"
 
     client, path = serve(DB_017, dialect="0.17", name="db017.json")
     assert client.post("/posts", json={"title": "a"}).json()["id"] == 4

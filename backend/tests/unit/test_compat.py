@@ -440,3 +440,91 @@ def test_encoded_lines_are_the_shown_records(
     }
     view = View(int_ids=int_ids, stamps=stamps)
     assert encoded_line(view, record) == orjson.dumps(show(view, record))
+
+
+def _compat() -> CompatService:
+    store = MemoryStore(max_records=1000)
+    limits = Limits(budget=10**7, max_heavy=4)
+    hasher = PasswordHasher(time_cost=1, memory_kib=64, parallelism=1)
+    records = RecordService(store, hasher=hasher, max_bulk=100, limits=limits)
+    return CompatService(store, records, ImportService(store, records), limits)
+
+
+def _stamped(record_id: str, value: int) -> dict[str, Any]:
+    at = "2026-11-30T01:31:28.390168Z"
+    return {"id": record_id, "v": value, "created_at": at, "updated_at": at}
+
+
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.integers(0, 3)),
+            st.tuples(st.just("change"), st.integers(0, 40)),
+            st.tuples(st.just("delete"), st.integers(0, 40)),
+            st.tuples(st.just("stamps"), st.booleans()),
+        ),
+        max_size=12,
+    ),
+    kept_bytes=st.sampled_from([10**6, 120]),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_file_made_from_kept_pieces_is_the_file_made_afresh(
+    steps: list[tuple[str, Any]], kept_bytes: int
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("app.services.compat.PIECE", 4)
+        patch.setattr("app.services.compat.PIECES_KEPT_BYTES", kept_bytes)
+        compat = _compat()
+        table = {str(i): _stamped(str(i), i) for i in range(10)}
+        made = 10
+        for op, arg in steps:
+            if op == "add":
+                for _ in range(arg):
+                    table[str(made)] = _stamped(str(made), made)
+                    made += 1
+            elif op == "change" and table:
+                key = list(table)[arg % len(table)]
+                table[key] = {**table[key], "v": -1}  # a new record, as the store
+            elif op == "delete" and table:
+                del table[list(table)[arg % len(table)]]
+            elif op == "stamps":
+                compat.view("t").stamps = arg
+            state = [("t", list(table.values()))]
+            kept = b"".join(compat.document(state))
+            view = compat.view("t")
+            assert orjson.loads(kept)["t"] == [show(view, r) for r in state[0][1]]
+            pieces = compat._pieces
+            compat._pieces = {}
+            assert kept == b"".join(compat.document(state))
+            compat._pieces = pieces
+
+
+def test_a_save_encodes_only_the_pieces_that_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoded: list[str] = []
+    real = encoded_line
+
+    def counted(view: View, record: dict[str, Any]) -> bytes:
+        encoded.append(record["id"])
+        return real(view, record)
+
+    monkeypatch.setattr("app.services.compat.encoded_line", counted)
+    compat = _compat()
+    records = [_stamped(str(i), i) for i in range(2000)]  # four pieces of 512
+    first = b"".join(compat.document([("t", records)]))
+    assert len(encoded) == 2000
+    encoded.clear()
+    assert b"".join(compat.document([("t", records)])) == first
+    assert encoded == []  # nothing changed: nothing encoded
+    records[600] = {**records[600], "v": "new"}
+    records.append(_stamped("2000", 2000))
+    b"".join(compat.document([("t", records)]))
+    # the piece of the changed record, and the last piece, which grew
+    assert encoded == [str(i) for i in range(512, 1024)] + [
+        str(i) for i in range(1536, 2001)
+    ]
+    encoded.clear()
+    compat.view("t").stamps = True  # shown otherwise: every piece again
+    b"".join(compat.document([("t", records)]))
+    assert len(encoded) == 2001

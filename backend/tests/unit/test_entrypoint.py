@@ -10,6 +10,7 @@ import pytest
 import uvicorn
 
 import app.__main__ as entry
+from app.core.protocol import HttpProtocol
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_one_worker_on_uvloop_and_httptools_with_our_logging() -> None:
     assert config.app == "app.main:app"
     assert config.workers == 1
     assert config.loop == "uvloop"
-    assert config.http == "httptools"
+    assert config.http is HttpProtocol  # httptools, each answer in one write
     assert config.access_log is False
     assert config.log_config is None
     assert config.timeout_graceful_shutdown and config.timeout_graceful_shutdown > 0
@@ -120,7 +121,7 @@ def test_main_configures_logging_then_serves_and_returns_0(
     config = events[1][1]
     assert isinstance(config, uvicorn.Config)
     assert (config.host, config.port, config.workers) == ("127.0.0.1", 8765, 1)
-    assert (config.loop, config.http) == ("uvloop", "httptools")
+    assert (config.loop, config.http) == ("uvloop", HttpProtocol)
     assert config.proxy_headers is False
 
 

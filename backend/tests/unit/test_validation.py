@@ -103,6 +103,21 @@ def test_server_fields_are_read_only(name: str) -> None:
     ]
 
 
+def test_names_found_valid_are_remembered_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: set[str] = set()
+    monkeypatch.setattr("app.services.validation._NAMES_SEEN", seen)
+    monkeypatch.setattr("app.services.validation.NAMES_SEEN_MAX", 3)
+    for n in range(10):
+        errors = field_errors({f"f{n}": 1, "1x": 2}, LOC)
+        assert [(e["loc"], e["type"]) for e in errors] == [
+            (["body", "data", "1x"], "field_name")
+        ]
+    assert seen == {"f0", "f1", "f2"}  # the bad name never, and at most 3
+    assert field_errors({"f9": "x" * 70_000}, LOC)[0]["type"] == "string_too_long"
+
+
 def test_every_bad_field_is_reported() -> None:
     errors = field_errors({"created_at": 1, "1x": 2, "updated_at": 3}, LOC)
     assert sorted(types(errors)) == ["field_name", "read_only", "read_only"]
