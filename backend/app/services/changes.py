@@ -44,9 +44,9 @@ from app.storage.base import (
 PAGE = 500
 # followers write at most once in this time, all on one beat: the changes that
 # come meanwhile go in one write, so that 100 followers of 5,000 writes a second
-# make 10,000 writes a second instead of half a million, and those 100 writes
+# make 4,000 writes a second instead of half a million, and those 100 writes
 # carry the same bytes, made once (a change on a quiet feed goes at once)
-BATCH_S = 0.02
+BATCH_S = 0.025
 # a page of Server-Sent Events leaves in writes of about this size, so that a
 # page of large records is never one buffer
 PIECE = 256 * 1024
