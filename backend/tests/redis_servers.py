@@ -116,6 +116,7 @@ class RedisServer:
             if self.cli("ping") == "PONG":
                 return self
             time.sleep(0.05)
+        self.kill()  # none is left running
         raise CannotStart(f"redis-server did not answer: {self.log()[-500:]}")
 
     def log(self) -> str:
@@ -157,6 +158,14 @@ class RedisCluster:
         return self.nodes[0].url
 
     def start(self) -> RedisCluster:
+        """Start and join the nodes; when that fails, none is left running."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RedisCluster:
         for node in self.nodes:
             node.start()
         addresses = [f"{HOST}:{node.port}" for node in self.nodes]
@@ -214,26 +223,36 @@ def standalone(
     ).start()
 
 
-def cluster(directory: Path, *, masters: int = 3, replicas: int = 0) -> RedisCluster:
+def cluster(
+    directory: Path, *, masters: int = 3, replicas: int = 0, attempts: int = 3
+) -> RedisCluster:
+    """A started cluster; a node that cannot start (a port taken between the
+    check and the bind) means another try on other ports."""
     count = masters * (1 + replicas)
-    nodes = [
-        RedisServer(
-            port,
-            directory / f"node-{port}",
-            extra=[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                f"nodes-{port}.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--repl-diskless-sync-delay",
-                "0",
-            ],
-        )
-        for port in (free_port(bus=True) for _ in range(count))
-    ]
-    return RedisCluster(nodes, replicas=replicas).start()
+    for attempt in range(attempts):
+        nodes = [
+            RedisServer(
+                port,
+                directory / f"node-{port}",
+                extra=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"nodes-{port}.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ],
+            )
+            for port in (free_port(bus=True) for _ in range(count))
+        ]
+        try:
+            return RedisCluster(nodes, replicas=replicas).start()
+        except CannotStart:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def unique_prefix() -> str:
