@@ -13,7 +13,6 @@ answers errors as json-server does: ``{"error": message}``.
 from __future__ import annotations
 
 import html
-import re
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from app.api.fastpath import _body, query_params
+from app.api.paging import UNRESERVED
 from app.api.state import ServiceState, service_of
 from app.core.encoding import body_reader
 from app.core.errors import DomainError, InvalidJSON, ValidationFailed
@@ -36,8 +36,6 @@ Header = tuple[bytes, bytes]
 _JSON = (b"content-type", b"application/json; charset=utf-8")
 _HTML = (b"content-type", b"text/html; charset=utf-8")
 METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
-# what ``quote`` leaves as it is: an id of these goes into a URL unchanged
-PLAIN = re.compile(r"[A-Za-z0-9_.~-]+")
 EXPOSED = (
     b"X-Total-Count, Link, Location, ETag, X-Request-ID, X-Changes-Cursor, "
     b"X-Changes-Oldest"
@@ -174,7 +172,7 @@ async def _answer(
         if method == "POST":
             made = await compat.create(name, body)
             made_id = str(made.get("id", ""))
-            if not PLAIN.fullmatch(made_id):
+            if not UNRESERVED.fullmatch(made_id):
                 made_id = quote(made_id)
             location = f"{scope['path'].rstrip('/')}/{made_id}"
             return _json(201, made, [(b"location", location.encode())])

@@ -21,13 +21,14 @@ MAX_LINK_QUERY = 1024
 # A page of at most this many items is written with one orjson call.
 _SMALL_PAGE = 20
 
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+# the characters a URL carries as they are (what quoting leaves alone)
+UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _quote(text: str) -> str:
     """``quote_plus`` (what ``urlencode`` applies), skipped for the common text
     that it would leave as it is."""
-    return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
+    return text if UNRESERVED.fullmatch(text) else quote_plus(text)
 
 
 def page_offsets(*, limit: int, offset: int, total: int) -> dict[str, int]:
