@@ -190,11 +190,19 @@ end
 
 local function feed(op, name, id, json)
   if feed_key == '' then return end
+  local at = '*'
   if not feed_at then
     local now = redis.call('TIME')
     feed_at = now[1] .. '.' .. string.format('%06d', tonumber(now[2]))
+    -- a stream begun afresh (the first change, or the stream was lost: a
+    -- FLUSHALL, a DEL) starts a millisecond past now, so that no cursor an
+    -- earlier stream gave, in this very millisecond, names one of its entries
+    if redis.call('EXISTS', feed_key) == 0 then
+      local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + 1
+      at = string.format('%.0f-0', ms)
+    end
   end
-  redis.call('XADD', feed_key, '*', 'op', op, 'table', name, 'id', id or '',
+  redis.call('XADD', feed_key, at, 'op', op, 'table', name, 'id', id or '',
     'record', json or '', 'at', feed_at)
   feed_added = feed_added + 1
 end
