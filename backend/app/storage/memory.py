@@ -64,6 +64,7 @@ from app.storage.changes import Feed
 from app.storage.index import HashIndex, SortedIndex, index_spec, make_index
 from app.storage.keys import MISSING, json_key, resolve
 from app.storage.merge import merge_fields
+from app.storage.shared import Shared
 
 Journal = Callable[[dict[str, Any]], None]
 
@@ -95,6 +96,7 @@ class Table:
         "secrets",
         "size",
         "builds",
+        "shared",
     )
 
     def __init__(self, name: str) -> None:
@@ -111,6 +113,8 @@ class Table:
         self.next_seq = 0
         # Write-only values (password hashes) kept beside the records, never in them.
         self.secrets: dict[str, Secret] = {}
+        # the short string values that repeat, one object each
+        self.shared = Shared()
 
     def touch(self, record_id: str, *, inserted: bool) -> None:
         """Note a write for the index builds under way."""
@@ -297,6 +301,7 @@ class Store:
                 if old_key != new_key or type(old_key) is not type(new_key):
                     index.remove(record_id, old_key)
                     index.add(record_id, new_key)
+            table.shared.share(record, len(table.records))
             table.records[record_id] = record
             size = record_size(record)
             table.size += size - record_size(old)
@@ -359,6 +364,7 @@ class Store:
             self._emit({"op": "clear", "table": name})
             self.total -= len(table.records)
             table.records.clear()
+            table.shared = Shared()
             self._cancel_builds(table)
             table.size = 0
             table.secrets.clear()
@@ -679,12 +685,14 @@ class Store:
     def _apply(self, table: Table, record: Record) -> int:
         """Put one record in its table; its estimated size."""
         record_id = record["id"]
-        old = table.records.get(record_id)
+        records = table.records
+        old = records.get(record_id)
+        table.shared.share(record, len(records))
         for index in table.indexes.values():
             if old is not None:
                 index.remove(record_id, index.key_of(old))
             index.add(record_id, index.key_of(record))
-        table.records[record_id] = record
+        records[record_id] = record
         size = record_size(record)
         table.size += size - (record_size(old) if old else 0)
         if table.builds:
