@@ -79,10 +79,10 @@ async def list_answer(
     headers = list_headers(path, params, page)
     body = list_body(page)
     if not isinstance(body, bytes):
-        return await answer(body, work, headers=headers)
-    out = [JSON]
-    out += [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
-    return 200, body, out
+        named = {k.decode(): v.decode("latin-1") for k, v in headers}
+        return await answer(body, work, headers=named)
+    headers.insert(0, JSON)
+    return 200, body, headers
 
 
 def as_response(result: Result) -> Response:

@@ -14,6 +14,7 @@ from app.storage.base import SNAPSHOT_CURSOR
 
 # the change-feed cursor a list or a dump was read at: follow from it
 CURSOR_HEADER = "X-Changes-Cursor"
+CURSOR_HEADER_NAME = CURSOR_HEADER.lower().encode()
 
 # A query longer than this is not repeated in Link (four times over, it would
 # make a header that proxies and clients refuse); X-Total-Count still says it all.
@@ -51,26 +52,41 @@ def page_links(
 ) -> str:
     """RFC 8288 links to the first, previous, next and last pages; none when
     the query is longer than ``MAX_LINK_QUERY``."""
+    key = (path, tuple(params), limit, offset, total)
+    link = _LINKS.get(key)
+    if link is not None:
+        return link
     base = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params if k != "offset")
     if len(base) > MAX_LINK_QUERY:
         return ""
     prefix = f"{path}?{base}&offset=" if base else f"{path}?offset="
     offsets = page_offsets(limit=limit, offset=offset, total=total)
-    return ", ".join(f'<{prefix}{at}>; rel="{rel}"' for rel, at in offsets.items())
+    link = ", ".join(f'<{prefix}{at}>; rel="{rel}"' for rel, at in offsets.items())
+    if len(_LINKS) >= _LINKS_KEPT:
+        _LINKS.clear()
+    _LINKS[key] = link
+    return link
+
+
+# The Link headers last made (clients ask the same page again), each for a
+# query of at most MAX_LINK_QUERY characters; emptied when full.
+_LINKS: dict[tuple[str, tuple[tuple[str, str], ...], int, int, int], str] = {}
+_LINKS_KEPT = 256
 
 
 def list_headers(
     path: str, params: list[tuple[str, str]], page: Page
-) -> dict[str, str]:
-    headers = {"X-Total-Count": str(page.total)}
+) -> list[tuple[bytes, bytes]]:
+    """``X-Total-Count``, the snapshot's cursor and ``Link``, as sent."""
+    headers = [(b"x-total-count", b"%d" % page.total)]
     cursor = SNAPSHOT_CURSOR.get()
     if cursor is not None:
-        headers[CURSOR_HEADER] = cursor
+        headers.append((CURSOR_HEADER_NAME, cursor.encode("latin-1")))
     link = page_links(
         path, params, limit=page.limit, offset=page.offset, total=page.total
     )
     if link:
-        headers["Link"] = link
+        headers.append((b"link", link.encode("latin-1")))
     return headers
 
 

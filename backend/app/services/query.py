@@ -21,6 +21,7 @@ import math
 import re
 from bisect import insort
 from dataclasses import dataclass, field
+from functools import lru_cache
 from operator import itemgetter, neg
 from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Sequence
 
@@ -212,6 +213,17 @@ def _items(param: str, raw: str, most: int) -> list[str]:
     return items
 
 
+@lru_cache(maxsize=512)
+def _sort_keys(raw: str, hidden: frozenset[str]) -> tuple[tuple[str, bool], ...]:
+    """``sort=-a,b`` as (path, descending) pairs; kept for the sorts asked
+    again (a refusal is not kept: it is raised each time)."""
+    keys = []
+    for item in _items("sort", raw, MAX_SORT_KEYS):
+        path = _path("sort", item.lstrip("-+"))
+        keys.append((_visible("sort", path, hidden), item.startswith("-")))
+    return tuple(keys)
+
+
 def parse_query(
     params: Iterable[tuple[str, str]],
     *,
@@ -227,11 +239,7 @@ def parse_query(
         if param == "q":
             query.q = raw
         elif param == "sort":
-            query.sort = []
-            for item in _items(param, raw, MAX_SORT_KEYS):
-                descending = item.startswith("-")
-                path = _path(param, item.lstrip("-+"))
-                query.sort.append((_visible(param, path, hidden), descending))
+            query.sort = list(_sort_keys(raw, hidden))
         elif param == "limit":
             query.limit = _int(param, raw, low=0, high=MAX_LIMIT)
         elif param == "offset":
@@ -911,10 +919,13 @@ async def walked_page(walk: Walk, query: Query, work: Work) -> Page:
     stop = start + query.limit
     items: list[Record] = []
     position = 0
-    if not rest:  # the runs are the order already
+    if walk.rows is not None:  # no ties: the other keys change nothing
+        rows = walk.rows
+        items, position = rows[start:stop], len(rows)
+    elif not rest:  # the runs are the order already
         rows = [record for run in walk.groups for record in run]
         items, position = rows[start:stop], len(rows)
-    for run in walk.groups if rest else ():
+    for run in walk.groups if rest and walk.rows is None else ():
         lo, hi = max(start - position, 0), min(stop - position, len(run))
         position += len(run)
         if lo >= hi:

@@ -218,17 +218,19 @@ class IndexInfo:
 Bound = tuple[Any, bool]  # a value, and whether the range includes it
 
 
-@dataclass(frozen=True)
-class Walk:
+class Walk(NamedTuple):
     """A stretch of a sorted index's order (``sorted_walk``): runs of records
     with equal values (``groups``, each in insertion order; the records
     without the field last), the position in the whole walk of the first
     record of the first run (``first``), and how many records the whole walk
-    holds (``total``)."""
+    holds (``total``). When no two records of the stretch share a value (each
+    run would hold one record) they may come as ``rows`` instead, in the walk's
+    order, with ``groups`` empty."""
 
     groups: list[list[Record]]
     first: int
     total: int
+    rows: list[Record] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 from sys import getsizeof
 import threading
 from itertools import islice
+from operator import eq, itemgetter
 from typing import (
     Any,
     AsyncIterator,
@@ -856,6 +857,12 @@ def _deep_size(value: Any) -> int:
 MAX_WALK = 50_000
 
 
+# a sorted index entry is (rank, value, id); equal values of two ranks (1 and
+# true) only make a walk take the general way
+_ENTRY_VALUE = itemgetter(1)
+_ENTRY_ID = itemgetter(2)
+
+
 def _walk(
     table: Table,
     index: SortedIndex,
@@ -887,6 +894,19 @@ def _walk(
             a, b = stop - stretch, stop - offset
         else:
             a, b = start + offset, start + stretch
+        if end <= size and not table_order and b - a <= MAX_WALK:
+            # the stretch and one entry each side: when no two of them share a
+            # value, the stretch holds whole runs of one record each, and the
+            # index's order is the answer's (the common case, a unique field)
+            lo, hi = max(start, a - 1), min(stop, b + 1)
+            near = index.ordered[lo:hi]
+            values = list(map(_ENTRY_VALUE, near))
+            if not any(map(eq, values, islice(values, 1, None))):
+                ids = list(map(_ENTRY_ID, near[a - lo : b - lo]))
+                if descending:
+                    ids.reverse()
+                first = stop - b if descending else a - start
+                return Walk([], first, total, list(map(table.records.__getitem__, ids)))
         a = max(start, index.group_start(a))
         b = min(stop, index.group_stop(b - 1))
         if b - a > MAX_WALK:

@@ -172,12 +172,8 @@ def params_of(query: tuple[Any, ...]) -> list[tuple[str, str]]:
     return params
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_DATA)
-@given(st.lists(VALUES, max_size=24), st.lists(QUERIES, min_size=1, max_size=6))
-def test_a_sorted_index_answers_what_a_scan_answers(
-    values: list[Any], queries: list[tuple[Any, ...]]
-) -> None:
-    records = records_of(values)
+def same_answers(records: list[dict[str, Any]], queries: list[tuple[Any, ...]]) -> None:
+    """Each query answers the same with a sorted index as with none."""
 
     async def check() -> None:
         plain = await filled(records, None)
@@ -187,6 +183,14 @@ def test_a_sorted_index_answers_what_a_scan_answers(
             assert await answer(indexed, params) == await answer(plain, params), params
 
     run(check())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_DATA)
+@given(st.lists(VALUES, max_size=24), st.lists(QUERIES, min_size=1, max_size=6))
+def test_a_sorted_index_answers_what_a_scan_answers(
+    values: list[Any], queries: list[tuple[Any, ...]]
+) -> None:
+    same_answers(records_of(values), queries)
 
 
 WRITES = st.lists(
@@ -308,3 +312,46 @@ def test_a_hash_index_or_no_index_gives_no_walk() -> None:
         assert await store.sorted_walk("t", "n") is None
 
     run(check())
+
+
+def test_a_stretch_without_ties_comes_as_rows_and_one_with_a_tie_at_its_edge_does_not() -> (
+    None
+):
+    """No two values of the stretch and its neighbours alike: the walk gives the
+    records in the index's order (``rows``); a tie inside the stretch or across
+    its edge takes the general way (``groups``: whole runs, insertion order)."""
+
+    async def check() -> None:
+        unique = await filled([{"id": f"r{n}", "v": n} for n in range(6)], "sorted")
+        walk = await unique.sorted_walk("t", "v", offset=1, limit=2)
+        assert walk is not None and walk.groups == []
+        assert [r["id"] for r in walk.rows] == ["r1", "r2"] and walk.first == 1
+        walk = await unique.sorted_walk("t", "v", descending=True, offset=1, limit=2)
+        assert [r["id"] for r in walk.rows] == ["r4", "r3"] and walk.first == 1
+        # v: 0, 1, 2, 2 (ids inserted in the order r3, r0, r1, r2): the page's
+        # last place ties with the record after it
+        edge = await filled(
+            [{"id": "r3", "v": 2}, {"id": "r0", "v": 0}, {"id": "r1", "v": 1}]
+            + [{"id": "r2", "v": 2}],
+            "sorted",
+        )
+        walk = await edge.sorted_walk("t", "v", offset=1, limit=2)
+        assert walk is not None and walk.rows is None
+        assert [[r["id"] for r in run] for run in walk.groups] == [["r1"], ["r3", "r2"]]
+        assert await answer(edge, [("sort", "v"), ("offset", "1"), ("limit", "2")]) == (
+            4,
+            ["r1", "r3"],
+        )
+
+    run(check())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.just(MISSING), st.integers(0, 5)), max_size=30),
+    st.lists(QUERIES, min_size=1, max_size=6),
+)
+def test_pages_over_few_values_with_ties_at_every_edge_answer_what_a_scan_answers(
+    values: list[Any], queries: list[tuple[Any, ...]]
+) -> None:
+    same_answers(records_of(values), queries)
