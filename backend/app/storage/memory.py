@@ -302,7 +302,6 @@ class Store:
                 if old_key != new_key or type(old_key) is not type(new_key):
                     index.remove(record_id, old_key)
                     index.add(record_id, new_key)
-            table.shared.share(record, len(table.records))
             table.records[record_id] = record
             size = record_size(record)
             table.size += size - record_size(old)
@@ -671,6 +670,10 @@ class Store:
             if table is None:
                 table = self.tables[name] = Table(name)
             sizes = []
+            if len(records) > 1:  # a bulk write: its repeated strings stored once
+                held = len(table.records) + len(records)
+                for record in records:
+                    table.shared.share(record, held)
             for position, record in enumerate(records):
                 sizes.append(self._apply(table, record))
                 if secrets is not None and secrets[position] is not None:
@@ -686,14 +689,12 @@ class Store:
     def _apply(self, table: Table, record: Record) -> int:
         """Put one record in its table; its estimated size."""
         record_id = record["id"]
-        records = table.records
-        old = records.get(record_id)
-        table.shared.share(record, len(records))
+        old = table.records.get(record_id)
         for index in table.indexes.values():
             if old is not None:
                 index.remove(record_id, index.key_of(old))
             index.add(record_id, index.key_of(record))
-        records[record_id] = record
+        table.records[record_id] = record
         size = record_size(record)
         table.size += size - (record_size(old) if old else 0)
         if table.builds:

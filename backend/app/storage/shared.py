@@ -8,10 +8,13 @@ keeps, per top-level field, the values seen so far and swaps an equal string in
 a new record for the one already held: the record is equal before and after
 (only which object holds the characters changes), and records are never
 changed in place once stored, so this happens before a record is published.
+The store does it for bulk writes (an import, a seed file, a snapshot loaded
+at start, a batch insert), where large tables come from; a single write is
+stored as it came, at no cost.
 
 What it costs, and its bounds (ADR 0016):
 
-- one dict lookup per short string value of a written record;
+- one dict lookup per short string value of a record written in bulk;
 - a field whose values do not repeat (a name, an email) is given up once it
   has ``JUDGE`` distinct values found fewer times again than that, and its
   pool freed: unique fields cost one set lookup from then on;

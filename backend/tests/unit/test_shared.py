@@ -112,7 +112,10 @@ def test_sharing_changes_no_record(rows: list[dict[str, Any]]) -> None:
     assert held <= {v for r in expected for v in r.values() if isinstance(v, str)}
 
 
-def test_the_memory_store_shares_on_insert_and_on_replace() -> None:
+def test_the_memory_store_shares_in_bulk_writes_only() -> None:
+    """A batch (an import, a load, a replay of a snapshot) shares; a single
+    write (POST, PUT, PATCH) is stored as it came, at no cost."""
+
     async def go() -> None:
         store = MemoryStore(max_records=100)
         await store.open()
@@ -125,9 +128,26 @@ def test_the_memory_store_shares_on_insert_and_on_replace() -> None:
         )
         one, two = await store.read_many("notes", ["1", "2"])
         assert one["status"] is two["status"] and one["status"] == "open"
+        await store.insert("notes", [{"id": "3", "status": fresh("open")}])
         engine = store.engine
         engine.replace("notes", {"id": "2", "status": fresh("open"), "n": 1})
-        assert engine.tables["notes"].records["2"]["status"] is one["status"]
+        records = engine.tables["notes"].records
+        assert records["3"]["status"] is not one["status"]
+        assert records["2"]["status"] is not one["status"]
+        await store.load(
+            [
+                (
+                    "notes",
+                    [
+                        {"id": "4", "status": fresh("open")},
+                        {"id": "5", "status": fresh("open")},
+                    ],
+                    None,
+                )
+            ],
+            replace=False,
+        )
+        assert records["4"]["status"] is one["status"] is records["5"]["status"]
         engine.clear("notes")
         assert engine.tables["notes"].shared.entries == 0
 
