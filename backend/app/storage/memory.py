@@ -670,11 +670,11 @@ class Store:
             if table is None:
                 table = self.tables[name] = Table(name)
             sizes = []
-            if len(records) > 1:  # a bulk write: its repeated strings stored once
-                held = len(table.records) + len(records)
-                for record in records:
-                    table.shared.share(record, held)
+            # a bulk write: its repeated strings stored once (held: the bound)
+            bulk, held = len(records) > 1, len(table.records) + len(records)
             for position, record in enumerate(records):
+                if bulk:
+                    table.shared.share(record, held)
                 sizes.append(self._apply(table, record))
                 if secrets is not None and secrets[position] is not None:
                     self._set_secret(table, record["id"], secrets[position])

@@ -11,6 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.api.fastpath import query_params
+from app.api import paging
 from app.api.paging import MAX_LINK_QUERY, page_links, page_offsets
 from app.services.query import literal
 
@@ -69,6 +70,26 @@ def test_page_links_never_repeat_an_oversized_query() -> None:
     assert page_links("/p", long, limit=10, offset=0, total=100) == ""
     short = long[: MAX_LINK_QUERY // 8]
     assert page_links("/p", short, limit=10, offset=0, total=100).count("<") == 3
+
+
+def test_the_links_kept_stay_within_their_bound_and_answer_as_made() -> None:
+    """The worst case of the kept Link headers: many distinct pages and long
+    queries. At most ``_LINKS_KEPT`` are held, none for a query over the
+    limit, and a kept header is the one a fresh computation gives."""
+    paging._LINKS.clear()
+    long = [("k__ne", "2")] * (MAX_LINK_QUERY // 8 + 1)
+    for offset in range(3 * paging._LINKS_KEPT):
+        params = [("sort", "-v"), ("offset", str(offset))]
+        first = page_links("/p", params, limit=10, offset=offset, total=10_000)
+        assert len(paging._LINKS) <= paging._LINKS_KEPT
+        assert page_links("/p", params, limit=10, offset=offset, total=10_000) == first
+        assert page_links("/p", long, limit=10, offset=offset, total=100) == ""
+    assert all(len(key[1]) == 2 for key in paging._LINKS)  # no long query kept
+    kept = page_links("/p", [("offset", "5")], limit=10, offset=5, total=100)
+    assert kept == _reference_links("/p", [("offset", "5")], 10, 5, 100)
+    # the total is part of the key: a table that grew gets its own last page
+    grown = page_links("/p", [("offset", "5")], limit=10, offset=5, total=200)
+    assert grown == _reference_links("/p", [("offset", "5")], 10, 5, 200) != kept
 
 
 def _reference_literal(raw: str) -> Any:
