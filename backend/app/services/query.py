@@ -22,7 +22,8 @@ import re
 from bisect import insort
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import itemgetter, neg
+from itertools import islice
+from operator import eq, itemgetter, neg
 from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Sequence
 
 import orjson
@@ -547,6 +548,49 @@ def plain_kind(values: list[Any]) -> bool | None:
     return None
 
 
+def plain_page(
+    rows: list[Record],
+    keys: Sequence[tuple[str, bool]],
+    offset: int,
+    window: int,
+    get: Getter = resolve,
+) -> list[Record] | None:
+    """``sort_records(rows, keys)[offset:window]`` when the first key's values
+    are all present and all strings or all numbers: one sort of the rows'
+    positions by those values, the other keys applied only where the page's
+    rows tie on it. None otherwise (the caller takes the general way)."""
+    path, descending = keys[0]
+    values = values_at(rows, split_path(path), get)
+    try:  # a value of another kind, or a missing one, fails a comparison
+        order = sorted(range(len(values)), key=values.__getitem__, reverse=descending)
+    except TypeError:
+        return None
+    if not order:
+        return []
+    kind = type(values[order[0]])
+    # a sort compares every value with another: when one is a string, all are;
+    # numbers also compare with booleans, which sort apart
+    if kind is not str and (kind not in _NUMBERS or plain_kind(values) is not False):
+        return None
+    window = min(window, len(order))
+    if offset >= window:
+        return []
+    if len(keys) > 1:
+        # the page widened to whole runs of equal first values
+        low, high = offset, window
+        edge = values[order[low]]
+        while low > 0 and values[order[low - 1]] == edge:
+            low -= 1
+        edge = values[order[high - 1]]
+        while high < len(order) and values[order[high]] == edge:
+            high += 1
+        stretch = [values[i] for i in order[low:high]]
+        if any(map(eq, stretch, islice(stretch, 1, None))):
+            ties = sort_records([rows[i] for i in order[low:high]], keys, get)
+            return ties[offset - low : window - low]
+    return [rows[i] for i in order[offset:window]]
+
+
 def first_key_candidates(
     rows: list[Record], key: tuple[str, bool], window: int, get: Getter = resolve
 ) -> list[Record]:
@@ -664,6 +708,9 @@ async def sorted_page(
     window = offset + limit
     if count <= INLINE_SORT:
         work.spend(count * len(keys) * max(1, int(math.log2(count + 1))))
+        page = plain_page(rows, keys, offset, window)
+        if page is not None:
+            return page
         if 0 < window * 2 < count:
             return sort_records(first_key_candidates(rows, keys[0], window), keys)[
                 offset:window
