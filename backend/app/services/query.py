@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
@@ -576,16 +576,21 @@ def plain_page(
     if offset >= window:
         return []
     if len(keys) > 1:
-        # the page widened to whole runs of equal first values
-        low, high = offset, window
-        edge = values[order[low]]
-        while low > 0 and values[order[low - 1]] == edge:
-            low -= 1
-        edge = values[order[high - 1]]
-        while high < len(order) and values[order[high]] == edge:
-            high += 1
-        stretch = [values[i] for i in order[low:high]]
-        if any(map(eq, stretch, islice(stretch, 1, None))):
+        # the page and one row each side: with no two equal, no run of ties
+        # reaches into the page and the other keys change nothing
+        near = [values[i] for i in order[max(offset - 1, 0) : window + 1]]
+        if any(map(eq, near, islice(near, 1, None))):
+            # the page widened to whole runs of equal first values, by
+            # bisection (descending, over the positions reversed)
+            at = values.__getitem__
+            first, edge = at(order[offset]), at(order[window - 1])
+            if descending:
+                rising, size = order[::-1], len(order)
+                low = size - bisect_right(rising, first, key=at)
+                high = size - bisect_left(rising, edge, key=at)
+            else:
+                low = bisect_left(order, first, key=at)
+                high = bisect_right(order, edge, key=at)
             ties = sort_records([rows[i] for i in order[low:high]], keys, get)
             return ties[offset - low : window - low]
     return [rows[i] for i in order[offset:window]]
