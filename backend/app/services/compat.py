@@ -30,12 +30,7 @@ import re2
 from app.core.errors import DomainError
 from app.core.jsonbody import check_integers
 from app.services.imports import SINGLETON_ID, ImportService
-from app.services.query import (
-    first_key_candidates,
-    plain_page,
-    sort_key,
-    sort_records,
-)
+from app.services.query import small_page, sort_key, sort_records
 from app.services.records import RecordService
 from app.services.validation import TABLE_NAME, valid_record_id
 from app.services.work import Limits, Work
@@ -635,15 +630,12 @@ def sort_rows(
     get: Callable[[Record, tuple[str, ...]], Any],
     window: int | None = None,
 ) -> list[Record]:
-    """Stable multi-key sort; missing values last in either direction. With
-    ``window``, only the first ``window`` rows of the answer are in order (the
-    rows that cannot reach them are left out first)."""
+    """Stable multi-key sort in place; missing values last in either
+    direction. With ``window``, only the first ``window`` rows of the answer,
+    as a new list (``small_page``)."""
     plan = [(".".join(parts), descending) for parts, descending in keys]
-    if window is not None and 0 < window * 2 < len(rows):
-        page = plain_page(rows, plan, 0, window, get)
-        if page is not None:
-            return page
-        rows = first_key_candidates(rows, plan[0], window, get)
+    if window is not None:
+        return small_page(rows, plan, 0, window, get)
     return sort_records(rows, plan, get)
 
 

@@ -596,6 +596,26 @@ def plain_page(
     return [rows[i] for i in order[offset:window]]
 
 
+def small_page(
+    rows: list[Record],
+    keys: Sequence[tuple[str, bool]],
+    offset: int,
+    window: int,
+    get: Getter = resolve,
+) -> list[Record]:
+    """``sort_records(rows, keys, get)[offset:window]`` in one go (``rows``
+    itself is left as it is): the plain column's sort where it applies, else
+    only the rows that can reach the page, sorted."""
+    page = plain_page(rows, keys, offset, window, get)
+    if page is not None:
+        return page
+    if 0 < window * 2 < len(rows):
+        rows = first_key_candidates(rows, keys[0], window, get)
+    else:
+        rows = list(rows)
+    return sort_records(rows, keys, get)[offset:window]
+
+
 def first_key_candidates(
     rows: list[Record], key: tuple[str, bool], window: int, get: Getter = resolve
 ) -> list[Record]:
@@ -713,14 +733,7 @@ async def sorted_page(
     window = offset + limit
     if count <= INLINE_SORT:
         work.spend(count * len(keys) * max(1, int(math.log2(count + 1))))
-        page = plain_page(rows, keys, offset, window)
-        if page is not None:
-            return page
-        if 0 < window * 2 < count:
-            return sort_records(first_key_candidates(rows, keys[0], window), keys)[
-                offset:window
-            ]
-        return sort_records(list(rows), keys)[offset:window]
+        return small_page(rows, keys, offset, window)
     if window > SORT_WINDOW:
         raise QueryTooCostly(
             f"a sort of {count} rows without a sorted index reaches at most "

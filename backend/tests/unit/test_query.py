@@ -1326,3 +1326,24 @@ def test_the_plain_page_orders_ties_by_the_next_keys_across_its_edges() -> None:
     assert plain_page(rows, keys, 20, 25) == []
     assert plain_page([{"id": "1", "g": True}], keys, 0, 1) is None
     assert plain_page([{"id": "1"}], keys, 0, 1) is None
+
+
+def test_the_plain_page_worst_cases_at_the_inline_sort_limit() -> None:
+    """At the most rows sorted at once: every row tied on the first key (the
+    page widened to the whole table, then sorted by the next key), and a
+    column of strings with one number at its end (the sort fails late and
+    the general way answers): each the general sort's page."""
+    tied: list[Record] = [{"id": str(i), "g": 1, "n": i % 7} for i in range(2000)]
+    keys = [("g", True), ("n", False)]
+    page = plain_page(tied, keys, 100, 120)
+    assert page is not None and page == sort_records(list(tied), keys)[100:120]
+    assert [r["n"] for r in page] == [0] * 20
+    assert _run_sorted_page(tied, keys, 100, 20) == page
+    late: list[Record] = [{"id": str(i), "g": f"s{i:04d}"} for i in range(1999)]
+    late.append({"id": "1999", "g": 5})
+    assert plain_page(late, [("g", True)], 0, 3) is None
+    assert [r["id"] for r in _run_sorted_page(late, [("g", True)], 0, 3)] == [
+        "1998",
+        "1997",
+        "1996",
+    ]
