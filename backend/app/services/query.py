@@ -198,19 +198,29 @@ def _value(param: str, raw: str) -> Any:
 
 
 def _int(param: str, raw: str, *, low: int, high: int | None) -> int:
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 15:
+    if not (raw.isascii() and raw.isdigit()):
         raise _bad(param, "must be a whole number")
-    value = int(raw)
-    if value < low or (high is not None and value > high):
+    digits = raw.lstrip("0") or "0"
+    # past 15 digits it is out of range: said without reading it as a number
+    value = int(digits) if len(digits) <= 15 else None
+    if value is None or value < low or (high is not None and value > high):
         bound = f"{low} to {high}" if high is not None else f"at least {low}"
+        if high is None and value is None:
+            bound = "a whole number of at most 15 digits"
         raise _bad(param, f"must be {bound}")
     return value
 
 
 def _items(param: str, raw: str, most: int) -> list[str]:
-    items = [s for s in (s.strip() for s in raw.split(",")) if s]
+    """The comma-separated items of ``raw`` (none when it is blank); an empty
+    item (``a,,b``, a trailing comma) is refused."""
+    if not raw.strip():
+        return []
+    items = [s.strip() for s in raw.split(",")]
     if len(items) > most:
         raise _bad(param, f"at most {most} comma-separated items")
+    if not all(items):
+        raise _bad(param, "an item between commas is empty")
     return items
 
 
@@ -220,8 +230,9 @@ def _sort_keys(raw: str, hidden: frozenset[str]) -> tuple[tuple[str, bool], ...]
     again (a refusal is not kept: it is raised each time)."""
     keys = []
     for item in _items("sort", raw, MAX_SORT_KEYS):
-        path = _path("sort", item.lstrip("-+"))
-        keys.append((_visible("sort", path, hidden), item.startswith("-")))
+        sign = item[0] if item[0] in "-+" else ""  # one sign at most
+        path = _path("sort", item[len(sign) :])
+        keys.append((_visible("sort", path, hidden), sign == "-"))
     return tuple(keys)
 
 
@@ -292,8 +303,8 @@ def _filter(param: str, raw: str) -> Filter:
     if legacy:  # json-server 0.17: field_gte=value
         field, op = legacy.groups()
         raise _bad(param, f"write {field}__{op}={raw} (field__op=value)")
-    path, _, op = param.partition("__")
-    op = op or "eq"
+    path, split, op = param.partition("__")
+    op = op if split else "eq"
     if op not in OPERATORS:
         raise _bad(
             param, f"unknown operator {op!r}; use one of {', '.join(sorted(OPERATORS))}"
@@ -726,15 +737,18 @@ async def sorted_page(
     offset: int,
     limit: int,
     work: Work,
+    *,
+    deepest: int | None = None,
 ) -> list[Record]:
     """``sort_records(rows, keys)[offset:offset + limit]``; over ``INLINE_SORT``
-    rows, the page is selected in slices, keeping only the best rows so far."""
+    rows, the page is selected in slices, keeping only the best rows so far, at
+    most ``deepest`` rows deep."""
     count = len(rows)
     window = offset + limit
     if count <= INLINE_SORT:
         work.spend(count * len(keys) * max(1, int(math.log2(count + 1))))
         return small_page(rows, keys, offset, window)
-    if window > SORT_WINDOW:
+    if window > (SORT_WINDOW if deepest is None else deepest):
         raise QueryTooCostly(
             f"a sort of {count} rows without a sorted index reaches at most "
             f"{SORT_WINDOW} rows deep (offset + limit); filter first",
@@ -996,7 +1010,9 @@ async def walked_page(walk: Walk, query: Query, work: Work) -> Page:
         if lo >= hi:
             continue
         if len(run) > 1:
-            items += await sorted_page(run, rest, lo, hi - lo, work)
+            # a run is as long as the store lets a walk be (``MAX_WALK``): any
+            # depth of it may be asked
+            items += await sorted_page(run, rest, lo, hi - lo, work, deepest=len(run))
         else:
             items += run[lo:hi]
     work.spend(position)

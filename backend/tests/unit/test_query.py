@@ -603,7 +603,8 @@ def bad_request(params: list[tuple[str, str]]) -> BadRequest:
 
 
 @pytest.mark.parametrize(
-    "param", ["age__foo", "a.b__between", "age__EQ", "name__regex", "a__eq__eq"]
+    "param",
+    ["age__foo", "a.b__between", "age__EQ", "name__regex", "a__eq__eq", "age__"],
 )
 def test_an_unknown_operator_is_400_naming_the_parameter(param: str) -> None:
     error = bad_request([(param, "1")])
@@ -637,6 +638,52 @@ def test_a_bad_limit_or_offset_is_400_naming_the_parameter(
     error = bad_request([(param, raw)])
     assert error.details[0]["loc"] == [param]
     assert repr(param) in error.message
+
+
+@pytest.mark.parametrize(
+    ("param", "raw", "said"),
+    [
+        ("offset", "99999999999999999999", "must be 0 to 1000000000"),
+        ("offset", "0" * 30 + "1000000001", "must be 0 to 1000000000"),
+        ("limit", "1" * 16, "must be 0 to 1000"),
+        ("limit", "1.5", "must be a whole number"),
+    ],
+)
+def test_a_limit_or_offset_out_of_range_says_its_range_however_long(
+    param: str, raw: str, said: str
+) -> None:
+    assert said in bad_request([(param, raw)]).message
+
+
+def test_leading_zeros_of_a_limit_or_offset_are_read_past() -> None:
+    query = parse_query([("limit", "0" * 20 + "1"), ("offset", "007")])
+    assert (query.limit, query.offset) == (1, 7)
+
+
+@pytest.mark.parametrize(
+    ("param", "raw"),
+    [
+        ("sort", "+-a"),
+        ("sort", "--a"),
+        ("sort", "-+a"),
+        ("sort", "a,,b"),
+        ("sort", ","),
+        ("sort", "a,"),
+        ("fields", "a,,b"),
+        ("fields", ",a"),
+    ],
+)
+def test_a_sort_key_has_one_sign_at_most_and_no_item_is_empty(
+    param: str, raw: str
+) -> None:
+    error = bad_request([(param, raw)])
+    assert error.details[0]["loc"] == [param]
+
+
+def test_a_blank_sort_or_fields_asks_for_nothing() -> None:
+    query = parse_query([("sort", ""), ("fields", " ")])
+    assert query.sort == [] and query.fields == []
+    assert parse_query([("sort", "+a, -b")]).sort == [("a", False), ("b", True)]
 
 
 def test_limit_and_offset_bounds_are_accepted() -> None:

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.core.errors import QueryTooCostly
+from app.services import query as query_module
 from app.services.query import QueryService, range_bounds
 from app.storage import memory
 from app.storage.index import HashIndex, SortedIndex, make_index
@@ -301,6 +303,35 @@ def test_a_run_too_long_to_order_under_the_lock_is_scanned_instead(
         plain = await filled(records, None)
         for params in ([("sort", "v")], [("v__gte", "1")], [("sort", "-v,n")]):
             assert await answer(store, params) == await answer(plain, params)
+
+    run(check())
+
+
+def test_a_page_deep_into_one_long_run_is_answered_through_the_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run of equal values (or of records without the field) longer than an
+    unindexed sort may reach into is ordered by the other keys at any depth:
+    the walk bounds it (``MAX_WALK``), not the unindexed sort's window."""
+    monkeypatch.setattr(query_module, "INLINE_SORT", 50)
+    monkeypatch.setattr(query_module, "SORT_WINDOW", 100)
+    tied = [{"id": f"t{n:03d}", "v": 1, "n": (n * 7) % 600} for n in range(600)]
+    absent = [{"id": f"a{n:03d}", "n": (n * 7) % 600} for n in range(600)]
+
+    async def check() -> None:
+        for records in (tied, absent):
+            by_n = [r["id"] for r in sorted(records, key=lambda r: r["n"])]
+            store = await filled(records, "sorted")
+            for sort, offset, expected in (
+                ("v,n", 550, by_n[550:560]),
+                ("-v,-n", 590, by_n[::-1][590:600]),
+                ("v,-n", 95, by_n[::-1][95:105]),
+            ):
+                params = [("sort", sort), ("offset", str(offset)), ("limit", "10")]
+                assert await answer(store, params) == (600, expected)
+            plain = await filled(records, None)  # no index: the window holds
+            with pytest.raises(QueryTooCostly):
+                await answer(plain, [("sort", "v,n"), ("offset", "550")])
 
     run(check())
 
