@@ -17,6 +17,7 @@ are scanned, sorted and projected in slices that give the event loop back.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from bisect import bisect_left, bisect_right, insort
@@ -748,7 +749,9 @@ async def sorted_page(
     if count <= INLINE_SORT:
         work.spend(count * len(keys) * max(1, int(math.log2(count + 1))))
         return small_page(rows, keys, offset, window)
-    if window > (SORT_WINDOW if deepest is None else deepest):
+    if deepest is not None and window > SORT_WINDOW:
+        return await deep_page(rows, keys, offset, min(window, deepest), work)
+    if window > SORT_WINDOW:
         raise QueryTooCostly(
             f"a sort of {count} rows without a sorted index reaches at most "
             f"{SORT_WINDOW} rows deep (offset + limit); filter first",
@@ -791,6 +794,48 @@ async def sorted_page(
         work.spend((position - start) * cost + (merged >> 2))
         await work.pause()
     return [rows[i] for _, i in best[offset:window]]
+
+
+# the most rows a step of ``deep_page`` sorts or merges between two pauses
+DEEP_STEP = 2048
+
+
+async def deep_page(
+    rows: list[Record],
+    keys: Sequence[tuple[str, bool]],
+    offset: int,
+    window: int,
+    work: Work,
+) -> list[Record]:
+    """``sort_records(rows, keys)[offset:window]`` for a window deeper than
+    ``SORT_WINDOW`` into rows that are few enough to keep a key each (a run of
+    a sorted index, at most ``MAX_WALK``): sorted in pieces of ``DEEP_STEP``
+    rows, then merged only as far as the window, a piece at a time, so that
+    no step holds the event loop for longer than one piece takes."""
+    if window <= offset:
+        return []
+    key = sort_key(keys, work.extra)
+    cost = 1 + len(keys)
+    pieces = []
+    for start in range(0, len(rows), DEEP_STEP):
+        stop = min(len(rows), start + DEEP_STEP)
+        pieces.append(sorted([(key(rows[i]), i) for i in range(start, stop)]))
+        work.spend((stop - start) * cost * max(1, int(math.log2(stop - start + 1))))
+        await work.pause()
+    merged = heapq.merge(*pieces)
+    step_cost = cost * max(1, int(math.log2(len(pieces) + 1)))
+    page: list[Record] = []
+    taken = 0
+    while taken < window:
+        step = list(islice(merged, min(DEEP_STEP, window - taken)))
+        if not step:
+            break
+        if taken + len(step) > offset:
+            page += [rows[i] for _, i in step[max(0, offset - taken) :]]
+        taken += len(step)
+        work.spend(len(step) * step_cost)
+        await work.pause()
+    return page
 
 
 async def project_all(

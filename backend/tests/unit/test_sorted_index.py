@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from app.core.errors import QueryTooCostly
 from app.services import query as query_module
 from app.services.query import QueryService, range_bounds
+from app.services.work import SLICE, Limits
 from app.storage import memory
 from app.storage.index import HashIndex, SortedIndex, make_index
 from app.storage.keys import MISSING, json_key, sort_value
@@ -120,7 +121,7 @@ def run(coro: Any) -> Any:
 
 
 async def filled(records: list[dict[str, Any]], kind: str | None) -> MemoryStore:
-    store = MemoryStore(max_records=10_000)
+    store = MemoryStore(max_records=max(10_000, len(records)))
     await store.insert("t", [dict(r) for r in records])
     if kind is not None:
         await store.create_index("t", "v", unique=False, kind=kind)
@@ -332,6 +333,35 @@ def test_a_page_deep_into_one_long_run_is_answered_through_the_index(
             plain = await filled(records, None)  # no index: the window holds
             with pytest.raises(QueryTooCostly):
                 await answer(plain, [("sort", "v,n"), ("offset", "550")])
+
+    run(check())
+
+
+def test_the_longest_run_a_walk_orders_is_paged_at_its_deepest_in_slices() -> None:
+    """The worst page of a run: ``MAX_WALK`` records tied on the indexed field,
+    the last page of their order by another key. It is answered, counted in
+    the query's budget (a smaller budget refuses it) and sorted in slices that
+    give the event loop back."""
+    count = memory.MAX_WALK
+    records = [
+        {"id": f"t{n:05d}", "v": 1, "n": (n * 7919) % count} for n in range(count)
+    ]
+    by_n = [r["id"] for r in sorted(records, key=lambda r: r["n"])]
+    params = [("sort", "v,n"), ("offset", str(count - 10)), ("limit", "10")]
+
+    async def check() -> None:
+        store = await filled(records, "sorted")
+        service = QueryService(store)
+        with service.limits.work() as work:
+            walk = await store.sorted_walk("t", "v", offset=count - 10, limit=10)
+            assert walk is not None
+            page = await query_module.walked_page(walk, service.parse(params), work)
+            assert [r["id"] for r in page.items] == by_n[-10:]
+            # past one slice of work it gave the loop back (and took a heavy place)
+            assert work.heavy and work.spent > 2 * SLICE
+        small = QueryService(store, Limits(budget=count, max_heavy=4))
+        with pytest.raises(QueryTooCostly):
+            await small.list_records("t", small.parse(params))
 
     run(check())
 
