@@ -1269,6 +1269,16 @@ AB_KEYS = st.lists(
 )
 
 
+def ab_rows(data: st.DataObject, column: Any, most: int) -> list[Record]:
+    """Rows ``r0``, ``r1``... each with or without ``a`` and ``b`` drawn from
+    ``column``."""
+    optional = {"a": column, "b": column}
+    drawn = data.draw(
+        st.lists(st.fixed_dictionaries({}, optional=optional), max_size=most)
+    )
+    return [{"id": f"r{i}", **r} for i, r in enumerate(drawn)]
+
+
 def reference_sort(rows: list[Record], keys: list[tuple[str, bool]]) -> list[Record]:
     """Stable passes from the last key to the first, by ``sort_value``;
     records without the field after the others in either direction."""
@@ -1334,17 +1344,7 @@ def test_the_plain_page_is_the_sorted_page_or_declines(
         st.sampled_from([0, 1, 1.0, -0.0, 2.5]), st.sampled_from(["", "a", "b"])
     )
     column = data.draw(st.sampled_from([few, st.one_of(few, st.booleans())]))
-    rows: list[Record] = [
-        {"id": f"r{i}", **r}
-        for i, r in enumerate(
-            data.draw(
-                st.lists(
-                    st.fixed_dictionaries({}, optional={"a": column, "b": column}),
-                    max_size=60,
-                )
-            )
-        )
-    ]
+    rows = ab_rows(data, column, 60)
     first = keys[0][0]
     kinds = {
         str if isinstance(r[first], str) else type(r[first]) is bool
@@ -1383,17 +1383,7 @@ def test_the_deep_page_in_pieces_is_the_sorted_page(
     column = st.one_of(
         st.sampled_from([0, 1, 1.0, 2.5, None, True]), st.sampled_from(["", "a"])
     )
-    rows: list[Record] = [
-        {"id": f"r{i}", **r}
-        for i, r in enumerate(
-            data.draw(
-                st.lists(
-                    st.fixed_dictionaries({}, optional={"a": column, "b": column}),
-                    max_size=120,
-                )
-            )
-        )
-    ]
+    rows = ab_rows(data, column, 120)
     expected = reference_sort(list(rows), keys)[offset : offset + limit]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(query_module, "DEEP_STEP", step)
