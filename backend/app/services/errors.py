@@ -111,7 +111,7 @@ def translate(
         )
     if isinstance(exc, TooManyFields):
         return ValidationFailed(
-            "the record would have more than 256 fields",
+            "the record, or an object in it, would have more than 256 fields",
             details=[field_error(where, "more than 256 fields", "too_many_fields")],
         )
     if isinstance(exc, Unavailable):

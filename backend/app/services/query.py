@@ -284,13 +284,24 @@ JSON_SERVER = {
     "_embed": "GET /api/v1/join/{left}/{right}/{key}",
     "_expand": "GET /api/v1/join/{left}/{right}/{key}",
     "_where": "filters: field=value or field__op=value",
+    "_dependent": "a DELETE of each record that names this one, first",
 }
 
 
-def _not_memdb(param: str) -> BadRequest:
+def refuse_json_server_params(params: Iterable[tuple[str, str]]) -> None:
+    """400 for the first json-server parameter (``_sort``, ``_dependent``...):
+    on any route of the data, it would otherwise be silently ignored."""
+    for param, _ in params:
+        if param.startswith("_"):
+            raise _not_memdb(param, "no such parameter: this route takes none")
+
+
+def _not_memdb(
+    param: str, default: str = "filters (field__op=value), q, sort, limit, offset"
+) -> BadRequest:
     """A json-server parameter: 400 naming memdb's equivalent."""
     name = param.split(":", 1)[0]
-    instead = JSON_SERVER.get(name, "filters (field__op=value), q, sort, limit, offset")
+    instead = JSON_SERVER.get(name, default)
     return _bad(param, f"a parameter starting with _ is json-server's; use {instead}")
 
 

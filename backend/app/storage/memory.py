@@ -64,7 +64,7 @@ from app.storage.base import (
 from app.storage.changes import Feed
 from app.storage.index import HashIndex, SortedIndex, index_spec, make_index
 from app.storage.keys import MISSING, json_key, resolve
-from app.storage.merge import merge_fields
+from app.storage.merge import grown_past, merge_fields
 from app.storage.shared import Shared
 
 Journal = Callable[[dict[str, Any]], None]
@@ -629,7 +629,9 @@ class Store:
             fields = merge_fields(
                 old, change.fields, patch=change.patch, replace=change.replace
             )
-            if len(fields) > MAX_FIELDS:
+            if len(fields) > MAX_FIELDS or (
+                change.patch and grown_past(fields, change.fields, MAX_FIELDS)
+            ):
                 raise TooManyFields(record_id)
             new = {
                 "id": record_id,

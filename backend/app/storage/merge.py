@@ -39,6 +39,22 @@ def merge_fields(
     return {**current, **fields}
 
 
+def grown_past(merged: Any, patch: Any, most: int) -> bool:
+    """Whether an object a merge patch merged into (the record itself, or one
+    nested in it) now holds more than ``most`` fields: a patch adds to objects
+    it does not send whole, so its own size does not bound theirs. Walks the
+    patch, not the record."""
+    stack = [(merged, patch)]
+    while stack:
+        value, change = stack.pop()
+        if not (isinstance(value, dict) and isinstance(change, dict)):
+            continue
+        if len(value) > most:
+            return True
+        stack += [(value[k], sub) for k, sub in change.items() if k in value]
+    return False
+
+
 def merged_record(
     record: Record,
     fields: dict[str, Any],

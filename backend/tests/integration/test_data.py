@@ -409,6 +409,38 @@ def test_patch_is_a_json_merge_patch(client: TestClient) -> None:
     assert client.get(url).json() == patched
 
 
+@pytest.mark.parametrize("path", [["o"], ["o", "p"]])
+def test_patch_cannot_grow_an_object_past_256_fields(
+    client: TestClient, path: list[str]
+) -> None:
+    """A merge patch adds to an object it does not send whole: the object it
+    makes is held to the same 256 fields as one sent whole, at any depth, and
+    the record is left as it was."""
+
+    def nested(fields: dict[str, int]) -> dict[str, object]:
+        value: dict[str, object] = dict(fields)
+        for name in reversed(path):
+            value = {name: value}
+        return value
+
+    record = create(client, "wide", nested({f"f{i}": i for i in range(200)}))
+    url = f"{API}/data/wide/{record['id']}"
+    with store_unchanged(client):
+        response = client.patch(
+            url, json={"data": nested({f"g{i}": i for i in range(57)})}
+        )
+        assert_error(response, 422, "validation_error")
+        assert "256 fields" in response.json()["error"]["message"]
+    # up to 256 it is taken, and a null removes as well as it adds
+    fitting = {f"g{i}": i for i in range(56)} | {"f0": None}
+    response = client.patch(url, json={"data": nested(fitting)})
+    assert response.status_code == 200, response.text
+    inner = response.json()
+    for name in path:
+        inner = inner[name]
+    assert len(inner) == 255 and "f0" not in inner and inner["g55"] == 55
+
+
 def test_patch_with_the_merge_patch_media_type_takes_the_patch_itself(
     client: TestClient,
 ) -> None:

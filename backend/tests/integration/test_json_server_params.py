@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.integration.helpers import API, assert_error, create_many
+from tests.integration.helpers import API, assert_error, create_many, store_unchanged
 
 DOORS = pytest.mark.parametrize(
     "door",
@@ -46,6 +46,39 @@ def test_a_json_server_parameter_is_400_naming_the_memdb_way(
     error = assert_error(response, 400, "bad_request")
     assert named in error["message"], error
     assert error["details"][0]["loc"][0] == "query"
+
+
+@DOORS
+@pytest.mark.parametrize(
+    ("method", "path", "query", "named"),
+    [
+        ("DELETE", "/posts/p1", "_dependent=comments", "a DELETE of each record"),
+        ("GET", "/posts/p1", "_embed=comments", "GET /api/v1/join/"),
+        ("POST", "/posts", "_x=1", "this route takes none"),
+        ("PUT", "/posts/p1", "_x=1", "this route takes none"),
+        ("PATCH", "/posts/p1", "_x=1", "this route takes none"),
+        ("DELETE", "/posts", "_x=1", "this route takes none"),
+    ],
+)
+def test_a_json_server_parameter_on_any_route_of_the_data_is_400_and_changes_nothing(
+    client: TestClient,
+    door: dict[str, str],
+    method: str,
+    path: str,
+    query: str,
+    named: str,
+) -> None:
+    """Not ignored: a DELETE with ``_dependent`` would leave the records that
+    name the deleted one, where json-server would have deleted them."""
+    create_many(client, "posts", [{"id": "p1", "views": 1}])
+    body = {"data": {"views": 2}} if method in ("POST", "PUT", "PATCH") else None
+    with store_unchanged(client):
+        response = client.request(
+            method, f"{API}/data{path}?{query}", json=body, headers=door
+        )
+        error = assert_error(response, 400, "bad_request")
+    assert named in error["message"], error
+    assert error["details"][0]["loc"] == ["query", query.split("=")[0]]
 
 
 def test_the_memdb_equivalents_answer(client: TestClient) -> None:

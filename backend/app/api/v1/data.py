@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
@@ -24,7 +24,13 @@ from app.api.responses import errors, json_body
 from app.core.etags import expected_versions
 from app.core.http import read_json
 from app.core.jsonbody import MERGE_PATCH, media_type
-from app.services.query import MAX_OFFSET, MAX_VALUE_CHARS, RESERVED, SYNTAX
+from app.services.query import (
+    MAX_OFFSET,
+    MAX_VALUE_CHARS,
+    RESERVED,
+    SYNTAX,
+    refuse_json_server_params,
+)
 from app.services.records import RecordService
 from app.schemas.records import (
     USER_EXAMPLE,
@@ -35,7 +41,15 @@ from app.schemas.records import (
     RecordUpdate,
 )
 
+
+def _no_json_server_params(request: Request) -> None:
+    refuse_json_server_params(request.query_params.multi_items())
+
+
 router = APIRouter(prefix=DATA, tags=["records"])
+# the routes of one record, and create and drop, take no query parameters: a
+# json-server one (``_dependent``...) is refused rather than silently ignored
+NO_PARAMS = [Depends(_no_json_server_params)]
 
 IfMatch = Annotated[str | None, Header(description="Only write if the ETag matches")]
 IfNoneMatch = Annotated[str | None, Header(description="304 if the ETag matches")]
@@ -43,6 +57,7 @@ IfNoneMatch = Annotated[str | None, Header(description="304 if the ETag matches"
 
 @router.post(
     TABLE_ROUTE,
+    dependencies=NO_PARAMS,
     status_code=201,
     summary="Create a record, or several at once",
     response_model=None,
@@ -139,6 +154,7 @@ async def list_records(
 
 @router.get(
     RECORD_ROUTE,
+    dependencies=NO_PARAMS,
     summary="Read a record",
     response_model=None,
     responses={
@@ -160,6 +176,7 @@ async def read_record(
 
 @router.put(
     RECORD_ROUTE,
+    dependencies=NO_PARAMS,
     summary="Update a record (merge the given fields)",
     response_model=None,
     responses={
@@ -204,6 +221,7 @@ async def _update(
 
 @router.patch(
     RECORD_ROUTE,
+    dependencies=NO_PARAMS,
     summary="Patch a record (JSON merge patch)",
     response_model=None,
     responses={
@@ -239,6 +257,7 @@ async def patch_record(
 
 @router.delete(
     RECORD_ROUTE,
+    dependencies=NO_PARAMS,
     status_code=204,
     summary="Delete a record",
     response_class=Response,
@@ -257,6 +276,7 @@ async def delete_record(
 
 @router.delete(
     TABLE_ROUTE,
+    dependencies=NO_PARAMS,
     status_code=204,
     summary="Drop a table",
     response_class=Response,

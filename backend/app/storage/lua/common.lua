@@ -148,6 +148,9 @@ end
 
 -- RFC 7396 on JSON texts: objects merge, null removes, anything else replaces;
 -- a member already there keeps its place, a new one comes last
+-- set when an object a merge patch merged into holds more than merge_most
+-- fields afterwards (a patch adds to objects it does not send whole)
+local merge_most, merge_grown = math.huge, false
 local merge_patch
 merge_patch = function(target, patch)
   if not is_object(patch) then return patch end
@@ -168,6 +171,9 @@ merge_patch = function(target, patch)
       values[m[1]] = merge_patch(old, m[2])
     end
   end
+  local count = 0
+  for _, key in ipairs(order) do if values[key] then count = count + 1 end end
+  if count > merge_most then merge_grown = true end
   return build(order, values)
 end
 

@@ -17,6 +17,7 @@ local iv, id, expected, how = arg(), arg(), arg(), arg()
 local patch = how == '1'
 local given, updated_at, secret = arg(), arg(), arg()
 local max_fields = tonumber(arg())
+merge_most = max_fields
 local nf = tonumber(arg())
 local fields, keys = {}, {}
 for i = 1, nf do fields[i] = arg() end
@@ -65,7 +66,7 @@ for _, m in ipairs(members(given)) do
 end
 local count = 0
 for _, key in ipairs(order) do if values[key] then count = count + 1 end end
-if count > max_fields then return {'too_many_fields'} end
+if count > max_fields or merge_grown then return {'too_many_fields'} end
 local body = build(order, values)
 json = '{"id":' .. rid .. (body == '{}' and '' or (',' .. string.sub(body, 2, -2)))
   .. ',"created_at":' .. created_at .. ',"updated_at":' .. updated_at .. '}'
