@@ -61,8 +61,20 @@ async def parse_json_off_loop(content_type: str, body: bytes) -> Any:
     return parse_json(content_type, body)
 
 
+# RFC 6902's patch format: JSON, but not a document this API takes
+JSON_PATCH = "application/json-patch+json"
+# the patch formats PATCH takes (RFC 5789's Accept-Patch)
+ACCEPT_PATCH = ("accept-patch", f"application/json, {MERGE_PATCH}")
+
+
 def check_json_type(content_type: str) -> None:
     """415 unless the media type is JSON: checked before the body is read."""
+    if media_type(content_type) == JSON_PATCH:
+        raise UnsupportedMediaType(
+            "JSON Patch (RFC 6902) is not taken: send a JSON merge patch "
+            f'(Content-Type: {MERGE_PATCH}) or {{"data": ...}} as application/json',
+            headers=[ACCEPT_PATCH],
+        )
     if not _is_json(content_type):
         raise UnsupportedMediaType(
             "the request body must be JSON (Content-Type: application/json)"

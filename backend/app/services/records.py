@@ -402,7 +402,15 @@ def _change_errors(
     for name, value in fields.items():
         if patch and value is None:
             info = model.model_fields.get(name)
-            if info is not None and info.is_required():
+            if info is None:  # removing a field the schema has no place for
+                errors.append(
+                    field_error(
+                        [*loc, name],
+                        "Extra inputs are not permitted",
+                        "extra_forbidden",
+                    )
+                )
+            elif info.is_required():
                 errors.append(field_error([*loc, name], "Field required", "missing"))
             continue
         # a patch of a field that holds no object merges into nothing

@@ -467,6 +467,46 @@ def test_patch_that_removes_a_required_field_is_422(client: TestClient) -> None:
     assert ["body", "data", "full_name"] in locs(details)
 
 
+def test_patch_cannot_name_a_field_a_built_in_table_has_no_place_for(
+    client: TestClient,
+) -> None:
+    """Even to remove it (``null``): the patch is refused as PUT refuses it,
+    and the record, its ETag and its ``updated_at`` stay as they were."""
+    user = create_user(client)
+    url = f"{API}/data/users/{user['id']}"
+    for method in ("PATCH", "PUT"):
+        with store_unchanged(client):
+            details = assert_validation_error(
+                client.request(method, url, json={"data": {"extra": None}})
+            )
+        assert [d["type"] for d in details] == ["extra_forbidden"]
+        assert locs(details) == [["body", "data", "extra"]]
+
+
+@pytest.mark.parametrize("door", [{}, {"Origin": "http://elsewhere.example"}])
+def test_a_json_patch_document_is_415_with_the_patch_formats_taken(
+    client: TestClient, door: dict[str, str]
+) -> None:
+    """RFC 5789: a patch format the server does not take is 415, and
+    ``Accept-Patch`` names those it does; nothing is applied, even a body that
+    would have been a valid envelope."""
+    record = create(client, "things", {"v": 1})
+    url = f"{API}/data/things/{record['id']}"
+    for body in (
+        b'[{"op": "replace", "path": "/v", "value": 3}]',
+        b'{"data": {"v": 3}}',
+    ):
+        with store_unchanged(client):
+            response = client.patch(
+                url,
+                content=body,
+                headers={"Content-Type": "application/json-patch+json", **door},
+            )
+            assert_error(response, 415, "unsupported_media_type")
+        accepted = response.headers["accept-patch"]
+        assert accepted == "application/json, application/merge-patch+json"
+
+
 def test_patch_removes_an_optional_field_of_a_user(client: TestClient) -> None:
     user = create_user(client)
     response = client.patch(
