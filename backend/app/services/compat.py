@@ -19,6 +19,7 @@ import math
 import operator
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import anyio.to_thread
@@ -786,7 +787,9 @@ class CompatService:
         data; tables it does not hold are dropped)."""
         # checked in worker threads: a large file would hold the event loop
         tables, views = await anyio.to_thread.run_sync(self.plan, document)
-        plan = await anyio.to_thread.run_sync(self.imports.plan, tables)
+        plan = await anyio.to_thread.run_sync(
+            partial(self.imports.plan, exact_times=True), tables
+        )
         counts = await self.imports.apply(plan, mode="replace" if replace else "merge")
         if replace:
             for info in await self.store.describe():

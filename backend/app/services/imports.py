@@ -37,8 +37,10 @@ class ImportService:
         self.store = store
         self.records = records
 
-    def plan(self, payload: Any) -> ImportPlan:
+    def plan(self, payload: Any, *, exact_times: bool = False) -> ImportPlan:
         """Check every table and record; raise one 422 listing what is wrong.
+        ``exact_times``: timestamps are kept as written (a db.json's are its
+        own), not written in UTC as the service writes them.
 
         A table is a list of records, or an object: json-server's singular
         resource, stored as a table of one record whose id is ``SINGLETON_ID``
@@ -90,7 +92,12 @@ class ImportService:
             passwords: list[str | None] = []
             for position, item in enumerate(rows):
                 record, password, found = self.records.prepare_record(
-                    name, item, loc if single else [*loc, position], now, imported=True
+                    name,
+                    item,
+                    loc if single else [*loc, position],
+                    now,
+                    imported=True,
+                    exact_times=exact_times,
                 )
                 errors.extend(found)
                 records.append(record)

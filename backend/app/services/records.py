@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import anyio.to_thread
@@ -49,15 +49,30 @@ _RFC3339 = re.compile(
 )
 
 
-def _timestamp(value: Any, loc: Loc, errors: list[dict[str, Any]]) -> str:
-    """An imported RFC 3339 timestamp, kept exactly as given."""
+# how the service writes a time, and a dump gives it back
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+def _timestamp(
+    value: Any, loc: Loc, errors: list[dict[str, Any]], exact: bool = False
+) -> str:
+    """An imported RFC 3339 timestamp, written as the service writes times
+    (UTC, microseconds, ``Z``: the order of the text is the order of the
+    times); one already so, as a dump gives it, is kept as it is, and so is
+    any (valid) one when ``exact``."""
     if isinstance(value, str) and _RFC3339.fullmatch(value):
         try:
-            datetime.fromisoformat(value)
-        except ValueError:
+            when = datetime.fromisoformat(value.upper())
+            utc = when.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
             pass
         else:
-            return value
+            if exact or _CANONICAL.fullmatch(value):
+                return value
+            return (
+                f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:"
+                f"{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}Z"
+            )
     errors.append(
         field_error(loc, "an RFC 3339 timestamp with a time zone", "datetime")
     )
@@ -156,7 +171,14 @@ class RecordService:
             )
 
     def prepare_record(
-        self, table: str, item: Any, loc: Loc, now: str, *, imported: bool = False
+        self,
+        table: str,
+        item: Any,
+        loc: Loc,
+        now: str,
+        *,
+        imported: bool = False,
+        exact_times: bool = False,
     ) -> tuple[Record, str | None, list[dict[str, Any]]]:
         """A new record from client input: its id, checked fields, timestamps.
 
@@ -181,10 +203,13 @@ class RecordService:
         created, updated = now, now
         if imported:
             created = _timestamp(
-                fields.pop("created_at", now), [*loc, "created_at"], errors
+                fields.pop("created_at", now), [*loc, "created_at"], errors, exact_times
             )
             updated = _timestamp(
-                fields.pop("updated_at", created), [*loc, "updated_at"], errors
+                fields.pop("updated_at", created),
+                [*loc, "updated_at"],
+                errors,
+                exact_times,
             )
         errors.extend(field_errors(fields, loc))
         if errors:

@@ -26,7 +26,7 @@ from tests.integration.helpers import (
 
 URL = f"{API}/import"
 STAMP = "2021-03-04T05:06:07.123456Z"
-LATER = "2022-01-02T03:04:05Z"
+LATER = "2022-01-02T03:04:05.000000Z"
 
 USERS = [
     {"id": "u1", "email": "ada@example.com", "full_name": "Ada Lovelace", "age": 36},
@@ -330,6 +330,8 @@ def test_a_json_server_db_json_with_numeric_ids_loads(client: TestClient) -> Non
 
 
 def test_imported_timestamps_are_kept_exactly(client: TestClient) -> None:
+    """A time written as the service writes them (a dump's) loads back as it
+    is; any other RFC 3339 form is written that way: UTC, microseconds, Z."""
     imported(
         client,
         {
@@ -343,8 +345,28 @@ def test_imported_timestamps_are_kept_exactly(client: TestClient) -> None:
     assert (first["created_at"], first["updated_at"]) == (STAMP, LATER)
     assert list(first) == ["id", "text", "created_at", "updated_at"]
     second = read(client, "notes", "n2")
-    assert second["created_at"] == "2020-01-01T00:00:00+02:00"
+    assert second["created_at"] == "2019-12-31T22:00:00.000000Z"
     assert second["updated_at"] == second["created_at"]
+
+
+def test_imported_times_in_other_forms_are_written_in_utc_and_sort_by_time(
+    client: TestClient,
+) -> None:
+    forms = {
+        "a": ("2020-01-01T05:00:00+05:00", "2020-01-01T00:00:00.000000Z"),
+        "b": ("2020-01-01 00:00:00.5Z", "2020-01-01T00:00:00.500000Z"),
+        "c": ("2020-01-01t00:00:00.25z", "2020-01-01T00:00:00.250000Z"),
+        "d": ("2020-01-01T00:00:00.123456789-00:00", "2020-01-01T00:00:00.123456Z"),
+        "e": ("2019-12-31T23:59:59Z", "2019-12-31T23:59:59.000000Z"),
+    }
+    imported(
+        client,
+        {"notes": [{"id": k, "created_at": given} for k, (given, _) in forms.items()]},
+    )
+    for key, (_, written) in forms.items():
+        assert read(client, "notes", key)["created_at"] == written
+    response = client.get(f"{API}/data/notes", params={"sort": "created_at"})
+    assert [r["id"] for r in response.json()["items"]] == ["e", "a", "d", "c", "b"]
 
 
 def test_records_imported_without_timestamps_get_them(client: TestClient) -> None:

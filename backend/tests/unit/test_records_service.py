@@ -340,6 +340,8 @@ NOW = "2030-01-01T00:00:00.000000Z"
 
 
 def test_an_imported_record_keeps_its_timestamps(records: RecordService) -> None:
+    """Kept as the service writes them (UTC, microseconds, Z), so that their
+    text sorts in time order; a db.json's (``exact_times``) as they are."""
     item = {
         "id": "a",
         "n": 1,
@@ -353,9 +355,16 @@ def test_an_imported_record_keeps_its_timestamps(records: RecordService) -> None
     assert record == {
         "id": "a",
         "n": 1,
-        "created_at": "2020-01-01T00:00:00Z",
-        "updated_at": "2021-06-01T12:30:00.5+02:00",
+        "created_at": "2020-01-01T00:00:00.000000Z",
+        "updated_at": "2021-06-01T10:30:00.500000Z",
     }
+    exact, _, errors = records.prepare_record(
+        "notes", item, ["notes", 0], NOW, imported=True, exact_times=True
+    )
+    assert errors == [] and exact == item
+    same = {**item, "created_at": NOW, "updated_at": NOW}
+    kept, _, _ = records.prepare_record("notes", same, [], NOW, imported=True)
+    assert (kept["created_at"], kept["updated_at"]) == (NOW, NOW)
 
 
 def test_imported_timestamps_default_to_now_and_to_each_other(
@@ -363,7 +372,7 @@ def test_imported_timestamps_default_to_now_and_to_each_other(
 ) -> None:
     plain, _, _ = records.prepare_record("notes", {"id": "a"}, [], NOW, imported=True)
     assert (plain["created_at"], plain["updated_at"]) == (NOW, NOW)
-    created = "2020-01-01T00:00:00Z"
+    created = "2020-01-01T00:00:00.000000Z"
     only, _, _ = records.prepare_record(
         "notes", {"created_at": created}, [], NOW, imported=True
     )
