@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app.api.paging import list_body, list_headers
 from app.api.streaming import answer
-from app.core.errors import ValidationFailed, field_error
+from app.core.errors import PreconditionFailed, ValidationFailed, field_error
 from app.core.etags import etag_matches, etag_of
 from app.services.query import Page
 from app.services.work import Work
@@ -46,10 +46,15 @@ def envelope_data(body: Any) -> Any:
     return body["data"]
 
 
-def read_answer(record: dict[str, Any], if_none_match: str | None) -> Answer:
-    """200 with the record and its ETag, or 304 when ``If-None-Match`` has it."""
+def read_answer(
+    record: dict[str, Any], if_none_match: str | None, if_match: str | None = None
+) -> Answer:
+    """200 with the record and its ETag, 412 when ``If-Match`` does not name
+    it, or 304 when ``If-None-Match`` does (RFC 9110 section 13.2.2)."""
     body = orjson.dumps(record)
     etag = etag_of(body)
+    if if_match is not None and not etag_matches(if_match, etag, weak=False):
+        raise PreconditionFailed("the record does not match If-Match")
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return 304, b"", [(b"etag", etag.encode())]
     return 200, body, [JSON, (b"etag", etag.encode())]

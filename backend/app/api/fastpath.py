@@ -50,7 +50,7 @@ from app.core.encoding import (
     body_reader,
 )
 from app.core.errors import DomainError
-from app.core.etags import expected_versions
+from app.core.etags import joined
 from app.core.handlers import error_answer, persistence_error
 from app.core.http import send_body
 from app.core.jsonbody import (
@@ -91,6 +91,19 @@ class Call:
         self.runtime = runtime
         self.table = table
         self.key = key
+
+    def conditions(self) -> tuple[str | None, str | None]:
+        """``If-Match`` and ``If-None-Match``, each line of either joined."""
+        if b"if-match" not in self.headers and b"if-none-match" not in self.headers:
+            return None, None
+        matches: list[str] = []
+        none_match: list[str] = []
+        for key, value in self.scope["headers"]:
+            if key == b"if-match":
+                matches.append(value.decode("latin-1"))
+            elif key == b"if-none-match":
+                none_match.append(value.decode("latin-1"))
+        return joined(matches), joined(none_match)
 
     def header(self, name: bytes) -> str | None:
         """The first value of a request header, as the routes read it."""
@@ -187,7 +200,8 @@ async def serve(app: Any, scope: Scope, receive: Receive, send: Send) -> bool:
 
 async def _read(call: Call) -> Answer:
     record = await call.services.records.read_record(call.table, call.key)
-    return read_answer(record, call.header(b"if-none-match"))
+    if_match, if_none_match = call.conditions()
+    return read_answer(record, if_none_match, if_match)
 
 
 async def _list(call: Call) -> Result:
@@ -235,12 +249,13 @@ async def _update(call: Call) -> Answer:
     raw = await _body(body_reader(call.receive, call.headers, limit))
     body = await parse_json_off_loop(content_type, raw)
     bare = patch and media_type(content_type) == MERGE_PATCH
-    record = await call.services.records.update_record(
+    records = call.services.records
+    record = await records.update_record(
         call.table,
         call.key,
         body if bare else envelope_data(body),
         patch=patch,
-        expected=expected_versions(call.header(b"if-match")),
+        expected=await records.expected_for(call.table, call.key, *call.conditions()),
         loc=() if bare else ("data",),
     )
     return record_answer(record)

@@ -38,6 +38,12 @@ def etag_matches(header: str, etag: str, *, weak: bool = True) -> bool:
     return False
 
 
+def joined(values: list[str]) -> str | None:
+    """A header sent on several lines as the one comma-separated list they
+    make (RFC 9110 section 5.3); ``None`` when it was not sent."""
+    return ", ".join(values) if values else None
+
+
 def expected_versions(if_match: str | None) -> frozenset[str] | None:
     """The versions an ``If-Match`` header allows: ``None`` for any (no header,
     or ``*``); strong comparison, so ``W/`` tags allow nothing."""

@@ -16,7 +16,14 @@ from typing import Any, Sequence
 import anyio.to_thread
 
 from app.core.clock import RFC3339
-from app.core.errors import Conflict, NotFound, ValidationFailed, field_error
+from app.core.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+    field_error,
+)
+from app.core.etags import etag_matches, expected_versions
 from app.core.jsonbody import LARGE_BODY
 from app.schemas.builtin import BUILTIN, Schemas
 from app.services.errors import store_errors, translate
@@ -32,7 +39,7 @@ from app.services.validation import (
     valid_record_id,
 )
 from app.services.work import Limits
-from app.storage.base import Change, Record, StoreBackend, StoreError
+from app.storage.base import Change, Record, StoreBackend, StoreError, record_version
 from app.storage.keys import MISSING
 from app.storage.merge import merge_patch
 
@@ -362,6 +369,25 @@ class RecordService:
         return secret
 
     # -- delete ------------------------------------------------------------
+
+    async def expected_for(
+        self,
+        table: str,
+        record_id: str,
+        if_match: str | None,
+        if_none_match: str | None,
+    ) -> frozenset[str] | None:
+        """The versions a conditional write may change (RFC 9110 section 13):
+        those ``If-Match`` names (any: ``None``); with ``If-None-Match``, 412
+        when it names the record's version (or is ``*``), else only that
+        version, so that the write happens on the record it was judged on."""
+        expected = expected_versions(if_match)
+        if if_none_match is None:
+            return expected
+        version = record_version(await self.read_record(table, record_id))
+        if etag_matches(if_none_match, f'"{version}"'):
+            raise PreconditionFailed("the record matches If-None-Match")
+        return frozenset({version}) if expected is None else expected & {version}
 
     async def delete_record(
         self, table: str, record_id: str, *, expected: frozenset[str] | None = None

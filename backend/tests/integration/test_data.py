@@ -566,6 +566,73 @@ def test_if_match_with_the_current_etag_writes_and_the_etag_moves_on(
     assert_error(client.get(url), 404, "not_found")
 
 
+WRITES = pytest.mark.parametrize(
+    ("method", "body"),
+    [("PUT", {"data": {"n": 2}}), ("PATCH", {"data": {"n": 2}}), ("DELETE", None)],
+)
+DOORS = pytest.mark.parametrize(
+    "door", [{}, {"Origin": "http://elsewhere.example"}], ids=["fast", "full"]
+)
+
+
+@DOORS
+@WRITES
+def test_if_none_match_on_a_write_is_412_when_it_names_the_record(
+    client: TestClient, door: dict[str, str], method: str, body: object
+) -> None:
+    """RFC 9110 section 13.1.2: ``*`` names any current record, a list names
+    it when one of its tags (weakly) is the record's; then nothing is written."""
+    created = client.post(f"{API}/data/things", json={"data": {"n": 1}})
+    url, etag = created.headers["location"], created.headers["etag"]
+    for tag in ("*", etag, f'"other", W/{etag}'):
+        with store_unchanged(client):
+            response = client.request(
+                method, url, json=body, headers={"If-None-Match": tag, **door}
+            )
+            assert_error(response, 412, "precondition_failed")
+    response = client.request(
+        method, url, json=body, headers={"If-None-Match": '"other"', **door}
+    )
+    assert response.status_code in (200, 204), response.text
+    missing = f"{API}/data/things/missing"
+    with store_unchanged(client):
+        response = client.request(
+            method, missing, json=body, headers={"If-None-Match": "*", **door}
+        )
+        assert_error(response, 404, "not_found")
+
+
+@DOORS
+def test_if_match_on_a_read_is_412_unless_it_names_the_record(
+    client: TestClient, door: dict[str, str]
+) -> None:
+    """RFC 9110 section 13.1.1, strong comparison; checked before
+    ``If-None-Match`` (section 13.2.2)."""
+    created = client.post(f"{API}/data/things", json={"data": {"n": 1}})
+    url, etag = created.headers["location"], created.headers["etag"]
+    for tag in ('"zzz"', f"W/{etag}"):
+        response = client.get(url, headers={"If-Match": tag, **door})
+        assert_error(response, 412, "precondition_failed")
+    for tag in ("*", etag, f'"zzz", {etag}'):
+        response = client.get(url, headers={"If-Match": tag, **door})
+        assert response.status_code == 200 and response.json()["n"] == 1
+    both = {"If-Match": etag, "If-None-Match": etag, **door}
+    assert client.get(url, headers=both).status_code == 304
+
+
+@DOORS
+@WRITES
+def test_if_match_sent_on_two_lines_is_one_list(
+    client: TestClient, door: dict[str, str], method: str, body: object
+) -> None:
+    """RFC 9110 section 5.3: the lines of a repeated header make one list."""
+    created = client.post(f"{API}/data/things", json={"data": {"n": 1}})
+    url, etag = created.headers["location"], created.headers["etag"]
+    lines = [("If-Match", '"zzz"'), ("If-Match", etag), *door.items()]
+    response = client.request(method, url, json=body, headers=lines)
+    assert response.status_code in (200, 204), response.text
+
+
 def test_if_match_star_matches_an_existing_record(client: TestClient) -> None:
     record = create(client, "things", {"n": 1})
     url = f"{API}/data/things/{record['id']}"

@@ -21,7 +21,7 @@ from app.api.answers import (
 )
 from app.api.deps import QueriesDep, RecordId, RecordsDep, TableName
 from app.api.responses import errors, json_body
-from app.core.etags import expected_versions
+from app.core.etags import joined
 from app.core.http import read_json
 from app.core.jsonbody import MERGE_PATCH, media_type
 from app.services.query import (
@@ -51,8 +51,19 @@ router = APIRouter(prefix=DATA, tags=["records"])
 # json-server one (``_dependent``...) is refused rather than silently ignored
 NO_PARAMS = [Depends(_no_json_server_params)]
 
-IfMatch = Annotated[str | None, Header(description="Only write if the ETag matches")]
-IfNoneMatch = Annotated[str | None, Header(description="304 if the ETag matches")]
+IfMatch = Annotated[
+    str | None, Header(description="Only if the ETag matches (else 412)")
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(description="A read: 304 if the ETag matches; a write: 412 if it does"),
+]
+
+
+def conditions(request: Request) -> tuple[str | None, str | None]:
+    """``If-Match`` and ``If-None-Match``, each sent on one line or several."""
+    headers = request.headers
+    return joined(headers.getlist("if-match")), joined(headers.getlist("if-none-match"))
 
 
 @router.post(
@@ -160,18 +171,21 @@ async def list_records(
     responses={
         200: {"model": RecordOut, "description": "The record, with its ETag"},
         304: {"description": "Not modified (If-None-Match)"},
-        **errors(404, 422),
+        **errors(404, 412, 422),
     },
 )
 async def read_record(
     table: TableName,
     record_id: RecordId,
+    request: Request,
     records: RecordsDep,
     if_none_match: IfNoneMatch = None,
+    if_match: IfMatch = None,
 ) -> Response:
     """One record by id. Send ``If-None-Match`` with its ETag to get 304 when unchanged."""
     record = await records.read_record(table, record_id)
-    return as_response(read_answer(record, if_none_match))
+    matches, none_match = conditions(request)
+    return as_response(read_answer(record, none_match, matches))
 
 
 @router.put(
@@ -191,10 +205,11 @@ async def update_record(
     request: Request,
     records: RecordsDep,
     if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Merge the given fields into the record; the result is validated whole."""
     data = envelope_data(await read_json(request))
-    return await _update(records, table, record_id, data, False, if_match)
+    return await _update(records, table, record_id, data, False, request)
 
 
 async def _update(
@@ -203,18 +218,14 @@ async def _update(
     record_id: str,
     data: Any,
     patch: bool,
-    if_match: str | None,
+    request: Request,
     loc: tuple[str, ...] = ("data",),
 ) -> Response:
     """PUT and PATCH after their bodies are read: the write and its answer
     (``loc``: where the fields are in the body)."""
+    expected = await records.expected_for(table, record_id, *conditions(request))
     record = await records.update_record(
-        table,
-        record_id,
-        data,
-        patch=patch,
-        expected=expected_versions(if_match),
-        loc=loc,
+        table, record_id, data, patch=patch, expected=expected, loc=loc
     )
     return as_response(record_answer(record))
 
@@ -245,14 +256,15 @@ async def patch_record(
     request: Request,
     records: RecordsDep,
     if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """RFC 7396 merge patch: nested objects merge, ``null`` removes a field.
     The body is ``{"data": patch}``, or with ``Content-Type:
     application/merge-patch+json`` the patch itself."""
     body = await read_json(request)
     if media_type(request.headers.get("content-type", "")) == MERGE_PATCH:
-        return await _update(records, table, record_id, body, True, if_match, ())
-    return await _update(records, table, record_id, envelope_data(body), True, if_match)
+        return await _update(records, table, record_id, body, True, request, ())
+    return await _update(records, table, record_id, envelope_data(body), True, request)
 
 
 @router.delete(
@@ -266,11 +278,14 @@ async def patch_record(
 async def delete_record(
     table: TableName,
     record_id: RecordId,
+    request: Request,
     records: RecordsDep,
     if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Delete one record. A user who still has orders cannot be deleted (409)."""
-    await records.delete_record(table, record_id, expected=expected_versions(if_match))
+    expected = await records.expected_for(table, record_id, *conditions(request))
+    await records.delete_record(table, record_id, expected=expected)
     return Response(status_code=204)
 
 
