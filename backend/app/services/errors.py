@@ -15,6 +15,7 @@ from app.core.errors import (
     StoreUnavailable,
     ValidationFailed,
     field_error,
+    param_error,
 )
 from app.storage.base import (
     CapacityExceeded,
@@ -105,9 +106,20 @@ def translate(
             else f"records of {ref.table} still name records of {ref.target} "
             f"({ref.table}.{ref.field}); empty {ref.table} first"
         )
+        named = f"named by {ref.table}.{ref.field}"
+        # an import's tables are in its body; a delete or a drop names the
+        # record or the table in its path
         return Conflict(
             message,
-            details=[field_error([ref.table, ref.field], "referenced", "reference")],
+            details=[
+                (
+                    field_error([ref.table, ref.field], "referenced", "reference")
+                    if by_table
+                    else param_error(
+                        "record_id" if record_id else "table", named, "reference"
+                    )
+                )
+            ],
         )
     if isinstance(exc, TooManyFields):
         return ValidationFailed(

@@ -427,7 +427,10 @@ def test_a_user_with_orders_cannot_be_deleted(client: TestClient) -> None:
     url = f"{API}/data/users/{user['id']}"
 
     with store_unchanged(client):
-        assert_error(client.delete(url), 409, "conflict")
+        error = assert_error(client.delete(url), 409, "conflict")
+    # what the request names is the record, in its path: there is no body
+    assert [d["loc"] for d in error["details"]] == [["path", "record_id"]]
+    assert "orders.user_id" in error["details"][0]["msg"]
 
     assert client.delete(f"{API}/data/orders/{order['id']}").status_code == 204
     assert client.delete(url).status_code == 204
@@ -439,7 +442,8 @@ def test_users_cannot_be_dropped_while_orders_exist(client: TestClient) -> None:
     create_order(client, user["id"])
 
     with store_unchanged(client):
-        assert_error(client.delete(f"{API}/data/users"), 409, "conflict")
+        error = assert_error(client.delete(f"{API}/data/users"), 409, "conflict")
+    assert [d["loc"] for d in error["details"]] == [["path", "table"]]
 
     assert client.delete(f"{API}/data/orders").status_code == 204
     assert client.delete(f"{API}/data/users").status_code == 204
