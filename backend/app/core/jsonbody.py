@@ -88,6 +88,17 @@ def parse_json(content_type: str, body: bytes) -> Any:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "infinity" in exc.msg.lower():  # valid JSON, past what a double holds
+            raise ValidationFailed(
+                "a number is too large for a 64-bit float",
+                details=[
+                    {
+                        "loc": ["body"],
+                        "msg": "numbers must lie within about 1.8e308",
+                        "type": "float_too_large",
+                    }
+                ],
+            ) from None
         too_deep = "recursion" in exc.msg.lower() or "depth" in exc.msg.lower()
         if too_deep and _balanced(body):
             raise ValidationFailed(

@@ -317,6 +317,21 @@ def test_an_integer_beyond_64_bits_is_refused_or_kept_exactly(
         assert response.json()["error"]["code"] in ("invalid_json", "validation_error")
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e999", "123e456"])
+def test_a_number_past_a_double_is_422_and_changes_nothing(
+    fresh: Harness, number: str
+) -> None:
+    """Valid JSON (RFC 8259 lets a reader bound its numbers): refused as too
+    large, like an integer past 64 bits, not as a body that does not parse."""
+    body = b'{"data": {"id": "big", "a": ' + number.encode() + b"}}"
+    response = fresh.client.post(f"{API}/data/notes", content=body, headers=JSON)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert [d["type"] for d in error["details"]] == ["float_too_large"]
+    refused(fresh, response, 422, "validation_error")
+
+
 # -- valid JSON that breaks the limits: 422 -----------------------------------------
 
 BIG = 64 * 1024
