@@ -52,7 +52,7 @@ _ERRORS: dict[int, tuple[str, str, str, str]] = {
         "The change-feed cursor is older than the changes kept: reload, then "
         "follow from the reload's X-Changes-Cursor (details[0].oldest: the "
         "oldest cursor kept)",
-        "cursor_gone",
+        "gone",
         "the cursor is older than the changes kept; reload, then follow from "
         "the cursor of the reload (the oldest cursor kept is 1796000000000-41)",
     ),

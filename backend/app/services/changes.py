@@ -68,7 +68,7 @@ class Gone(DomainError):
     """The cursor is older than the retained changes: reload, then follow."""
 
     status_code = 410
-    code = "cursor_gone"
+    code = "gone"
 
 
 def document(event: ChangeEvent) -> dict[str, Any]:

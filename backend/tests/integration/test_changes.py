@@ -195,7 +195,7 @@ def test_a_cursor_this_feed_never_gave_is_gone(client: TestClient) -> None:
     for cursor in (f"{head}-{int(count) + 1000}", f"{int(head) + 10**12}-0"):
         answer = client.get("/api/v1/changes", params={"since": cursor})
         assert answer.status_code == 410, cursor
-        assert answer.json()["error"]["code"] == "cursor_gone"
+        assert answer.json()["error"]["code"] == "gone"
 
 
 def test_a_cursor_beyond_the_retention_is_410_with_the_oldest(
@@ -208,7 +208,7 @@ def test_a_cursor_beyond_the_retention_is_410_with_the_oldest(
     gone = client.get("/api/v1/changes", params={"since": start})
     assert gone.status_code == 410
     error = gone.json()["error"]
-    assert error["code"] == "cursor_gone"
+    assert error["code"] == "gone"
     oldest = error["details"][0]["oldest"]
     assert gone.headers["x-changes-oldest"] == oldest
     events, _ = feed(client, since=oldest)
@@ -414,6 +414,17 @@ def test_a_stream_sends_each_change_as_an_event_with_its_cursor_as_id(
     assert service is not None and service.changes.followers == 0
 
 
+def test_a_media_type_asked_in_another_case_is_still_a_stream(
+    client: TestClient,
+) -> None:
+    """Media types are case-insensitive (RFC 9110 section 8.3.1)."""
+    stream = Stream(client, "since=now", accept="Text/Event-Stream").start()
+    stream.wait_for(lambda: "retry: " in stream.text())
+    headers = dict(stream.sent[0]["headers"])
+    assert headers[b"content-type"].startswith(b"text/event-stream")
+    stream.hang_up()
+
+
 def test_a_stream_resumes_from_last_event_id(client: TestClient) -> None:
     start = now(client)
     for n in range(4):
@@ -475,7 +486,7 @@ def test_a_gone_cursor_is_410_before_the_stream_begins(
         headers={"Accept": "text/event-stream"},
     )
     assert answer.status_code == 410
-    assert answer.json()["error"]["code"] == "cursor_gone"
+    assert answer.json()["error"]["code"] == "gone"
 
 
 def test_streams_end_with_a_resume_event_when_the_service_stops(

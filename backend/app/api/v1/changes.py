@@ -96,7 +96,7 @@ async def follow_changes(
     A cursor older than the changes kept is 410 with the oldest cursor kept:
     reload, then follow from the reload's cursor."""
     only = parse_tables(tables)
-    if accept is not None and EVENT_STREAM in accept:
+    if accept is not None and EVENT_STREAM in accept.lower():
         # a stream with no cursor follows from the newest change
         start = await changes.start(last_event_id or since or "now")
         follower = changes.follower()
