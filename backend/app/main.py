@@ -294,9 +294,12 @@ async def load_json_server_file(
     return True
 
 
-async def _reload(compat: CompatService, raw: bytes, suffix: str) -> None:
+async def _reload(compat: CompatService, raw: bytes, suffix: str) -> bool:
+    """The file, edited by someone, loaded again; True when records without an
+    id were given one (then saved, so that they keep it)."""
     document = await anyio.to_thread.run_sync(parse_document, raw, suffix)
     await compat.load(document, replace=True)
+    return compat.completed
 
 
 def _progress(done: int, total: int) -> None:

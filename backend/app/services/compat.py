@@ -596,6 +596,8 @@ def _window(query: ListQuery, total: int) -> int | None:
     """How many of the sorted rows the answer shows at most (from the start);
     None when it may show any of them."""
     if query.page is not None:
+        if query.dialect != "1" and query.per_page < 1:
+            return None  # 0.17 slices a page of a negative size from the end
         per_page = max(query.per_page, 1)
         page = query.page
         if query.dialect == "1":
@@ -608,9 +610,9 @@ def _window(query: ListQuery, total: int) -> int | None:
         return None
     if query.end is not None:
         return query.end if query.end >= 0 else None
-    if query.limit is not None:
+    if query.limit is not None and query.limit >= 0:
         return start + query.limit
-    return None
+    return None  # a negative limit counts from the end
 
 
 def _key(
@@ -767,6 +769,12 @@ class CompatService:
             for item in value:
                 if isinstance(item, dict):
                     given = item.get("id")
+                    if given == SINGLETON_ID:
+                        raise CompatError(
+                            400,
+                            f"a record of {name!r} has the id {SINGLETON_ID!r}, "
+                            "which is reserved (it holds an object resource)",
+                        )
                     if given is None:
                         self.completed = True
                         highest += 1

@@ -32,7 +32,9 @@ log = structlog.get_logger("memdb.dbfile")
 Fsync = Literal["always", "everysec", "no"]
 State = list[tuple[str, list[Record]]]
 Encode = Callable[[Sequence[tuple[str, list[Record]]]], Iterable[bytes]]
-Reload = Callable[[bytes], Awaitable[None]]
+# a reload of the file's text; True when the store then holds what the file
+# does not (ids given to records that had none), to be saved
+Reload = Callable[[bytes], Awaitable[bool]]
 # the journal entries a reload makes: the file holds them already
 _RELOAD_OPS = frozenset({"load", "drop", "clear", "create_table"})
 # the background saves (everysec, no): one a second while changes come, and a
@@ -191,11 +193,13 @@ class DbFile:
                 continue
             self._absorbing = True
             try:
-                await self.reload(raw)
+                completed = await self.reload(raw)
             except Exception as exc:  # the file is kept as it is; so is the store
                 log.warning("dbfile.reload_failed", error=str(exc)[:300])
             else:
                 log.info("dbfile.reloaded", file=self.path.name)
+                if completed:  # the file is out of date: the next save writes it
+                    self.changed += 1
             finally:
                 self._absorbing = False
 

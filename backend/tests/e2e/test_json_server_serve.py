@@ -232,6 +232,38 @@ def test_watch_reloads_an_edited_file(tmp_path: Path, db: Path) -> None:
         served.terminate()
 
 
+def test_ids_given_on_a_reload_are_written_to_the_file(
+    tmp_path: Path, db: Path
+) -> None:
+    """A record an edit adds without an id gets one, and the file is saved
+    with it: after a restart the record still answers to the same id."""
+    served = serve(tmp_path, db, "--watch")
+    try:
+        with httpx.Client(base_url=served.url) as client:
+            document = json.loads(db.read_text())
+            document["notes"] = [{"text": "no id yet"}]
+            db.write_text(json.dumps(document, indent=2))
+            deadline = time.monotonic() + 10
+            while (
+                client.get("/notes").status_code != 200
+                or not client.get("/notes").json()
+            ):
+                assert time.monotonic() < deadline, served.logs()
+                time.sleep(0.1)
+            given = client.get("/notes").json()[0]["id"]
+            while json.loads(db.read_text())["notes"][0].get("id") != given:
+                assert time.monotonic() < deadline, served.logs()
+                time.sleep(0.1)
+    finally:
+        served.terminate()
+    again = serve(tmp_path, db)
+    try:
+        with httpx.Client(base_url=again.url) as client:
+            assert client.get(f"/notes/{given}").json()["text"] == "no id yet"
+    finally:
+        again.terminate()
+
+
 def test_a_file_that_cannot_be_served_stops_it(tmp_path: Path) -> None:
     bad = tmp_path / "db.json"
     bad.write_text('{"posts": "nope"}')

@@ -658,11 +658,24 @@ def test_the_reserved_id_is_not_taken(serve: Serve) -> None:
     assert isinstance(client.get("/posts").json(), list)
 
 
+def test_a_file_whose_list_holds_the_reserved_id_does_not_load(serve: Serve) -> None:
+    """It would turn the list into an object resource, and be saved so."""
+    document = {"posts": [{"id": "1", "t": "a"}, {"id": "_singleton", "t": "s"}]}
+    client, path = serve(document)
+    error = client.get("/ready").json()["error"]["message"]
+    assert "'_singleton'" in error and "reserved" in error
+    assert orjson.loads(path.read_bytes()) == document
+
+
 def test_slices_017_follow_lodash(serve: Serve) -> None:
     client, _ = serve(DB_017, dialect="0.17")
     ids = lambda q: [p["id"] for p in client.get(f"/posts?{q}").json()]  # noqa: E731
     assert ids("_start=-2&_end=-1") == [2]
     assert ids("_limit=-1") == [1, 2]
+    # sorted first, then sliced the same way (views 10, 50, 300)
+    assert ids("_sort=views&_limit=-1") == [1, 3]
+    assert ids("_sort=views&_order=desc&_limit=-2") == [2]
+    assert len(ids("_sort=views&_page=1&_limit=-2")) == len(ids("_page=1&_limit=-2"))
 
 
 def test_a_missing_parent_is_left_out(serve: Serve) -> None:
