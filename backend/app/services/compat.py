@@ -152,9 +152,12 @@ class Piece:
 class View:
     """How the json-server routes show one table's records."""
 
-    int_ids: bool = False  # ids made of digits are JSON integers
+    int_ids: bool = False  # the ids it makes are integers (0.17)
     stamps: bool = False  # the records show created_at/updated_at
     next_id: int = 1  # 0.17: the next integer id
+    # the ids that are JSON integers, each record's as it was given or made
+    # (a table may hold both kinds: "1" stays a string, 1 an integer)
+    ints: set[str] = field(default_factory=set)
 
 
 def is_int(value: Any) -> bool:
@@ -163,9 +166,7 @@ def is_int(value: Any) -> bool:
 
 def id_value(view: View, record_id: str) -> Any:
     """A stored id as the table's records show it."""
-    if view.int_ids and _digits(record_id):
-        return int(record_id)
-    return record_id
+    return int(record_id) if record_id in view.ints else record_id
 
 
 def show(view: View, record: Record) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def show(view: View, record: Record) -> dict[str, Any]:
     if not view.stamps:
         out.pop("created_at", None)
         out.pop("updated_at", None)
-    if view.int_ids:
+    if view.ints:
         out["id"] = id_value(view, record["id"])
     return out
 
@@ -190,10 +191,9 @@ def encoded_line(view: View, record: Record) -> bytes:
         cut = raw.rfind(_STAMPS_AT)
         if cut > 0:
             raw = raw[:cut] + b"}"
-    if view.int_ids:
-        record_id = record["id"]
-        if _digits(record_id):
-            raw = b'{"id":' + record_id.encode() + raw[8 + len(record_id) :]
+    record_id = record["id"]
+    if record_id in view.ints:
+        raw = b'{"id":' + record_id.encode() + raw[8 + len(record_id) :]
     return raw
 
 
@@ -766,6 +766,7 @@ class CompatService:
             ]
             int_ids = all(is_int(i) for i in ids) if ids else self.dialect == "0.17"
             highest: int = max((i for i in ids if is_int(i)), default=0)
+            ints: set[str] = set()
             for item in value:
                 if isinstance(item, dict):
                     given = item.get("id")
@@ -780,13 +781,18 @@ class CompatService:
                         highest += 1
                         made = str(highest) if int_ids else new_string_id()
                         item = {**item, "id": made}
+                        if int_ids:
+                            ints.add(made)
                     elif is_int(given):
                         item = {**item, "id": str(given)}
+                        ints.add(item["id"])
                 rows.append(item)
             stamps = any(
                 isinstance(i, dict) and any(s in i for s in STAMPS) for i in value
             )
-            views[name] = View(int_ids=int_ids, stamps=stamps, next_id=highest + 1)
+            views[name] = View(
+                int_ids=int_ids, stamps=stamps, next_id=highest + 1, ints=ints
+            )
             tables[name] = rows
         return tables, views
 
@@ -1129,14 +1135,20 @@ class CompatService:
             if self.dialect == "1":
                 raise not_found()
             return await self.set_object(name, fields, replace=True)
-        given = self._stored_id(view, fields.pop("id", None))
+        raw_id = fields.pop("id", None)
+        given = self._stored_id(view, raw_id)
+        integer = is_int(raw_id) if given else self.dialect == "0.17" and view.int_ids
         for _ in range(3):
             record_id = given or self._new_id(view)
+            # its kind is known before the write: a save under "always" runs in it
+            known = record_id in view.ints
+            _mark(view.ints, record_id, integer)
             try:
                 made = await self.records.create_records(
                     name, [{"id": record_id, **fields}], bulk=False
                 )
             except DomainError as exc:
+                _mark(view.ints, record_id, known)
                 if given is None and exc.status_code == 409 and view.int_ids:
                     view.next_id = await self._highest(name) + 1
                     continue
@@ -1255,10 +1267,18 @@ class CompatService:
         """``POST /{parent}/{id}/{child}``: the body with ``{parent}Id`` set."""
         fields = dict(self._fields(body))
         value: Any = parent_id
-        if self.view(parent).int_ids and _digits(parent_id):
+        if parent_id in self.view(parent).ints:
             value = int(parent_id)
         fields[self.parent_key(parent)] = value
         return await self.create(child, fields)
+
+
+def _mark(ints: set[str], record_id: str, integer: bool) -> None:
+    """Note whether a record's id is a JSON integer."""
+    if integer:
+        ints.add(record_id)
+    else:
+        ints.discard(record_id)
 
 
 def _chunks(records: list[Record], work: Work) -> list[list[Record]]:
@@ -1283,7 +1303,7 @@ def _singleton(records: list[Record]) -> Record | None:
 
 
 def _shown(view: View, record: Record) -> dict[str, Any]:
-    return show(view, record) if (view.int_ids or not view.stamps) else record
+    return show(view, record) if (view.ints or not view.stamps) else record
 
 
 def _getter(view: View) -> Callable[[Record, tuple[str, ...]], Any]:

@@ -7,6 +7,7 @@ run on the memory store (the file is its persistence; Redis is refused)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -656,6 +657,29 @@ def test_the_reserved_id_is_not_taken(serve: Serve) -> None:
     refused = client.post("/posts", json={"id": "_singleton", "n": 1})
     assert refused.status_code == 400
     assert isinstance(client.get("/posts").json(), list)
+
+
+@pytest.mark.parametrize("dialect", ["1", "0.17"])
+def test_each_id_keeps_its_json_type_in_a_table_of_both(
+    serve: Serve, dialect: str
+) -> None:
+    """Integer ids stay integers and string ids strings, in the answers and
+    in the file, after writes and after the file is loaded again."""
+    document = {"posts": [{"id": 1, "t": "a"}, {"id": "2", "t": "b"}]}
+    client, path = serve(document, dialect=dialect)
+    assert client.post("/posts", json={"id": "20", "t": "c"}).json()["id"] == "20"
+    assert client.post("/posts", json={"id": 21, "t": "d"}).json()["id"] == 21
+    made = client.post("/posts", json={"t": "e"}).json()["id"]
+    expected = [1, "2", "20", 21, made]
+    assert [p["id"] for p in client.get("/posts").json()] == expected
+    deadline = time.monotonic() + 10
+    while [p["id"] for p in on_disk(path)["posts"]] != expected:
+        assert time.monotonic() < deadline, on_disk(path)
+        time.sleep(0.05)
+    again, _ = serve(on_disk(path), dialect=dialect)
+    assert [p["id"] for p in again.get("/posts").json()] == expected
+    assert again.get("/posts/1").json()["id"] == 1
+    assert again.get("/posts/2").json()["id"] == "2"
 
 
 def test_a_file_whose_list_holds_the_reserved_id_does_not_load(serve: Serve) -> None:
