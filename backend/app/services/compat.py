@@ -1179,7 +1179,10 @@ class CompatService:
         merged in) ``/{name}/{id}``; the id stays the path's."""
         fields = dict(self._fields(body))
         fields.pop("id", None)
-        await self._item(name, record_id)
+        current = await self._item(name, record_id)
+        for stamp in STAMPS:  # a record read and sent back as it was: no change
+            if stamp in fields and fields[stamp] == current.get(stamp):
+                del fields[stamp]
         record = await self.records.update_record(
             name, record_id, fields, patch=False, replace=replace, loc=()
         )

@@ -507,6 +507,22 @@ def test_timestamps_of_the_file_are_kept(serve: Serve) -> None:
     assert on_disk(path)["notes"][0]["created_at"] == stamp
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_a_record_read_and_sent_back_whole_is_taken(serve: Serve, method: str) -> None:
+    """As an edit form does (react-admin's json-server provider sends the
+    record it read): the timestamps it sends unchanged are no change; a
+    different one is still refused."""
+    stamp = "2024-01-01T00:00:00Z"
+    client, _ = serve({"items": [{"id": 1, "t": "a", "created_at": stamp}]})
+    record = client.get("/items/1").json()
+    answer = client.request(method, "/items/1", json={**record, "t": "b"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["t"] == "b" and answer.json()["created_at"] == stamp
+    moved = {**record, "created_at": "2025-01-01T00:00:00Z"}
+    assert client.request(method, "/items/1", json=moved).status_code == 422
+    assert client.get("/items/1").json()["created_at"] == stamp
+
+
 # -- beside the service's own routes ------------------------------------------------------
 
 
