@@ -22,6 +22,7 @@ import atexit
 import logging
 import sys
 import threading
+from contextvars import ContextVar
 from typing import Any, Iterable
 
 import orjson
@@ -136,10 +137,19 @@ class AccessLog:
         )
 
 
+# A response the service leaves unfinished on purpose (a change-feed stream
+# whose client stopped reading is let go: its last write could not be made).
+LEFT_UNFINISHED: ContextVar[bool] = ContextVar("memdb_left_unfinished", default=False)
+_UNFINISHED = "ASGI callable returned without completing response."
+
+
 class _Handler(logging.Handler):
-    """The standard library's records (uvicorn's) on the same writer."""
+    """The standard library's records (uvicorn's) on the same writer; uvicorn's
+    error line for a response left unfinished on purpose is not an error."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if LEFT_UNFINISHED.get() and record.msg == _UNFINISHED:
+            return
         try:
             OUTPUT.urgent(self.format(record))
         except Exception:  # pragma: no cover - the logging module's own convention

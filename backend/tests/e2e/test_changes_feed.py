@@ -292,6 +292,10 @@ def test_stalled_followers_are_let_go_and_memory_stays_bounded(
             f"10 stalled followers under writes: RSS +{(peak - before) / 1024:.1f} MiB"
         )
         assert peak - before < 40 * 1024
+        # let go without a word: no error line for a client that stopped reading
+        time.sleep(1.5)  # past the second the last message is given
+        errors = [e for e in server.events() if e.get("level") == "error"]
+        assert errors == [], errors
     finally:
         for sock in stalled:
             sock.close()

@@ -12,6 +12,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api.paging import CURSOR_HEADER
 from app.api.responses import errors
+from app.core.logging import LEFT_UNFINISHED
 from app.services.changes import (
     ChangeService,
     Cut,
@@ -222,9 +223,11 @@ class EventStream(Response):
             await until_gone(
                 receive, self.changes.follow(self.since, self.tables, deliver)
             )
-            with anyio.move_on_after(1):  # a client that stalled gets no more
+            with anyio.move_on_after(1) as waited:  # a stalled client gets no more
                 end: Message = {"type": "http.response.body", "body": b""}
                 await send(end)
+            if waited.cancelled_caught:  # let go: not an error of the service
+                LEFT_UNFINISHED.set(True)
         except OSError:  # the client went while a write was under way
             pass
         finally:
