@@ -113,15 +113,18 @@ def _clean_details(errors: Any) -> list[dict[str, Any]]:
 async def _validation_error(request: Request, exc: Exception) -> JSONBytes:
     assert isinstance(exc, RequestValidationError)
     details = _clean_details(exc.errors())
-    if details and all(d["loc"][:1] == ["query"] for d in details):
-        names = ", ".join(str(d["loc"][1]) for d in details if len(d["loc"]) > 1)
-        return error_response(
-            request,
-            status=400,
-            code="bad_request",
-            message=f"bad query parameter: {names}",
-            details=details,
-        )
+    for where, what in (("query", "query parameter"), ("header", "header")):
+        # a parameter of the request, not its body: 400, as a bad cursor in
+        # the query and the same cursor in Last-Event-ID are
+        if details and all(d["loc"][:1] == [where] for d in details):
+            names = ", ".join(str(d["loc"][1]) for d in details if len(d["loc"]) > 1)
+            return error_response(
+                request,
+                status=400,
+                code="bad_request",
+                message=f"bad {what}: {names}",
+                details=details,
+            )
     return error_response(
         request,
         status=422,

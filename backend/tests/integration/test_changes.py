@@ -187,6 +187,20 @@ def test_bad_parameters_are_refused(client: TestClient, params: dict[str, str]) 
     assert answer.json()["error"]["code"] in ("bad_request", "validation_failed")
 
 
+@pytest.mark.parametrize("cursor", ["nonsense", "1-2-3", "1" * 65])
+def test_a_bad_cursor_is_400_in_the_query_and_in_last_event_id(
+    client: TestClient, cursor: str
+) -> None:
+    """A parameter of the request either way, not its body: the same 400."""
+    for params, headers in (
+        ({"since": cursor}, {}),
+        ({}, {"Accept": "text/event-stream", "Last-Event-ID": cursor}),
+    ):
+        answer = client.get("/api/v1/changes", params=params, headers=headers)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == "bad_request"
+
+
 def test_a_cursor_this_feed_never_gave_is_gone(client: TestClient) -> None:
     """Ahead of the newest change (a store that was emptied and restarted), or
     of another feed: the client must reload."""
