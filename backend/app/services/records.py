@@ -138,6 +138,8 @@ class RecordService:
                 )
         else:
             records, passwords = self._prepare_all(table, items, bulk)
+        if bulk:
+            _refuse_repeated_ids(table, records, loc)
         with store_errors(table=table, loc=loc, bulk=bulk):
             secrets = None
             if any(passwords):
@@ -467,6 +469,22 @@ def _change_errors(
         # a patch of a field that holds no object merges into nothing
         values[name] = merge_patch(None, value) if patch else value
     return errors + schema_errors_of(table, values, loc, schemas)
+
+
+def _refuse_repeated_ids(table: str, records: list[Record], loc: Loc) -> None:
+    """409 naming the items of one bulk create that give the same id (the
+    store would refuse them as taken, naming neither)."""
+    first: dict[str, int] = {}
+    for position, record in enumerate(records):
+        seen = first.setdefault(record["id"], position)
+        if seen != position:
+            raise Conflict(
+                f"records {seen} and {position} of the request both have the id "
+                f"{record['id']!r}; nothing was written to {table}",
+                details=[
+                    field_error([*loc, position, "id"], "repeats an id", "unique")
+                ],
+            )
 
 
 def is_valid_path_id(record_id: str) -> bool:

@@ -192,10 +192,13 @@ def test_bulk_create_refuses_a_duplicate_id_within_the_batch(
 ) -> None:
     items = [{"id": "same", "n": 1}, {"n": 2}, {"id": "same", "n": 3}]
     with store_unchanged(client):
-        assert_error(
+        error = assert_error(
             client.post(f"{API}/data/things", json={"data": items}), 409, "conflict"
         )
     assert_error(client.get(f"{API}/data/things/same"), 404, "not_found")
+    # the items named: the table does not hold the id, the request does twice
+    assert "records 0 and 2 of the request" in error["message"]
+    assert [d["loc"] for d in error["details"]] == [["body", "data", 2, "id"]]
 
 
 def test_bulk_create_refuses_an_id_already_stored(client: TestClient) -> None:
