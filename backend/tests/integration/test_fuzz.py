@@ -276,6 +276,15 @@ def test_stateful_links() -> None:
         def setup(self) -> None:
             _empty_the_store()
 
+        def before_call(self, case: Case) -> None:
+            # a chain follows records by their links; conditional headers of
+            # random tags would only stop it at 412 (their answers are checked
+            # where the operations are fuzzed one at a time, and by their tests)
+            super().before_call(case)
+            for name in ("If-Match", "If-None-Match"):
+                if case.headers:
+                    case.headers.pop(name, None)
+
         def after_call(self, response: Any, case: Case) -> None:
             super().after_call(response, case)
             answers[(case.method, case.operation.path, response.status_code)] += 1
