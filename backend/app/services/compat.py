@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import heapq
 import math
 import operator
 import random
@@ -31,7 +30,7 @@ import re2
 from app.core.errors import DomainError
 from app.core.jsonbody import check_integers
 from app.services.imports import SINGLETON_ID, ImportService
-from app.services.query import small_page, sort_key, sort_records
+from app.services.query import in_sorted_pieces, small_page, sort_key, sort_records
 from app.services.records import RecordService
 from app.services.validation import TABLE_NAME, valid_record_id
 from app.services.work import Limits, Work
@@ -651,19 +650,17 @@ async def sort_in_slices(
     """``sort_rows`` for many rows without holding the event loop: keys made
     and runs of ``INLINE`` rows sorted one at a time, then merged, with the
     loop given back between slices (a stable merge: ties keep their order)."""
-    key = _key(keys, get, work.extra)
-    runs: list[list[tuple[tuple[Any, ...], int, Record]]] = []
-    for start in range(0, len(rows), INLINE):
-        run = [
-            (key(r), start + i, r) for i, r in enumerate(rows[start : start + INLINE])
-        ]
+
+    async def sorted_run(size: int) -> None:
         work.spend(0)  # what the descending texts cost, counted
-        run.sort()
-        runs.append(run)
         await asyncio.sleep(0)
+
+    order = await in_sorted_pieces(
+        rows, _key(keys, get, work.extra), INLINE, sorted_run
+    )
     merged: list[Record] = []
-    for position, (_, _, record) in enumerate(heapq.merge(*runs), 1):
-        merged.append(record)
+    for position, (_, index) in enumerate(order, 1):
+        merged.append(rows[index])
         if position % INLINE == 0:
             await asyncio.sleep(0)
     return merged

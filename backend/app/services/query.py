@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 from operator import eq, itemgetter, neg
-from typing import Any, AsyncIterator, Callable, Hashable, Iterable, Sequence
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 
 import orjson
 
@@ -811,6 +820,24 @@ async def sorted_page(
 DEEP_STEP = 2048
 
 
+async def in_sorted_pieces(
+    rows: Sequence[Record],
+    key: Callable[[Record], Any],
+    size: int,
+    after_piece: Callable[[int], Awaitable[None]],
+) -> Iterator[tuple[Any, int]]:
+    """``(key, position)`` of each row in key order, ties in the rows' order:
+    pieces of ``size`` rows each sorted on its own, ``after_piece(rows)``
+    awaited after each (to count it and give the loop back), then merged
+    lazily, so that a caller takes only as many as it needs."""
+    pieces = []
+    for start in range(0, len(rows), size):
+        stop = min(len(rows), start + size)
+        pieces.append(sorted([(key(rows[i]), i) for i in range(start, stop)]))
+        await after_piece(stop - start)
+    return heapq.merge(*pieces)
+
+
 async def deep_page(
     rows: list[Record],
     keys: Sequence[tuple[str, bool]],
@@ -825,16 +852,17 @@ async def deep_page(
     no step holds the event loop for longer than one piece takes."""
     if window <= offset:
         return []
-    key = sort_key(keys, work.extra)
     cost = 1 + len(keys)
-    pieces = []
-    for start in range(0, len(rows), DEEP_STEP):
-        stop = min(len(rows), start + DEEP_STEP)
-        pieces.append(sorted([(key(rows[i]), i) for i in range(start, stop)]))
-        work.spend((stop - start) * cost * max(1, int(math.log2(stop - start + 1))))
+
+    async def sorted_piece(size: int) -> None:
+        work.spend(size * cost * max(1, int(math.log2(size + 1))))
         await work.pause()
-    merged = heapq.merge(*pieces)
-    step_cost = cost * max(1, int(math.log2(len(pieces) + 1)))
+
+    merged = await in_sorted_pieces(
+        rows, sort_key(keys, work.extra), DEEP_STEP, sorted_piece
+    )
+    pieces = -(-len(rows) // DEEP_STEP)
+    step_cost = cost * max(1, int(math.log2(pieces + 1)))
     page: list[Record] = []
     taken = 0
     while taken < window:
