@@ -328,6 +328,15 @@ class _FeedReader:
             pass
 
 
+def expected_arg(expected: frozenset[str] | None) -> str:
+    """The versions a write may change, as the scripts read them: "" for any
+    version, else "=" and the versions separated by commas ("=" alone allows
+    none: an ``If-Match`` of weak or malformed tags matches no record)."""
+    if expected is None:
+        return ""
+    return "=" + ",".join(sorted(v for v in expected if v and "," not in v))
+
+
 class RedisStore(StoreBackend):
     """The store interface over Redis or Valkey (see the module docstring)."""
 
@@ -988,11 +997,7 @@ class RedisStore(StoreBackend):
                 table,
                 record_id,
                 catalog,
-                expected=(
-                    ",".join(sorted(change.expected))
-                    if change.expected is not None
-                    else ""
-                ),
+                expected=expected_arg(change.expected),
                 how="1" if change.patch else "0",
                 given=orjson.dumps(change.fields),
                 change=change,
@@ -1045,7 +1050,7 @@ class RedisStore(StoreBackend):
             table,
             record_id,
             catalog,
-            expected=current_version,
+            expected=expected_arg(frozenset({current_version})),
             how="2",
             given=orjson.dumps(new),
             change=change,
@@ -1169,7 +1174,7 @@ class RedisStore(StoreBackend):
         sources = self.rules.references_to(table)
         args: list[Any] = [
             record_id,
-            ",".join(sorted(expected)) if expected is not None else "",
+            expected_arg(expected),
             table,
             self.changes_retain,
             len(sources),

@@ -35,10 +35,11 @@ end
 local function version(json) return string.sub(redis.sha1hex(json), 1, 16) end
 
 local function allowed(json, expected)
-  -- expected: "" for any version, else versions separated by commas
+  -- expected: "" for any version, else "=" and the versions separated by
+  -- commas ("=" alone: none)
   if expected == '' then return true end
   local v = version(json)
-  for e in string.gmatch(expected, '[^,]+') do
+  for e in string.gmatch(string.sub(expected, 2), '[^,]+') do
     if e == v then return true end
   end
   return false

@@ -2,7 +2,7 @@
 -- another table name it. KEYS[1]: the base; KEYS[2]: the total counter (the base
 -- again in a Cluster); KEYS[3]: the change feed (the base again: none);
 -- KEYS[4..]: the base of each table whose records may name it.
--- ARGV: id, expected versions ("" any), the table's name, retain (the changes
+-- ARGV: id, expected versions ("" any, "=v1,v2" those), the table's name, retain (the changes
 -- the feed keeps), R, R times (field, key of the id).
 local base = KEYS[1]
 local total_key = KEYS[2] ~= base and KEYS[2] or ''

@@ -1,6 +1,6 @@
 -- Merge fields into a record, in one step: the version check (If-Match), the
 -- merge (RFC 7396 or top-level), the field limit, unique indexes, references,
--- the write-only values. ARGV: iv, id, expected versions ("" any), how ("1" a
+-- the write-only values. ARGV: iv, id, expected versions ("" any, "=v1,v2" those), how ("1" a
 -- merge patch, "0" top-level fields, "2" the whole new record given), fields
 -- (a JSON object: the fields, or the new record), updated_at (JSON text),
 -- secret ("-" leave, "" remove, else JSON), max_fields, F, F fields, F index
