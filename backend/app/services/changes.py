@@ -30,13 +30,15 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 import orjson
 
 from app.core.clock import RFC3339
-from app.core.errors import BadRequest, Busy, DomainError
+from app.core.errors import BadRequest, Busy, DomainError, StoreUnavailable
+from app.services.errors import store_errors
 from app.storage.base import (
     BadCursor,
     ChangeEvent,
     CursorGone,
     FeedUnsupported,
     StoreBackend,
+    Unavailable,
     record_version,
 )
 
@@ -279,7 +281,8 @@ class ChangeService:
 
     async def cursor(self) -> str:
         try:
-            return await self.store.cursor()
+            with store_errors():  # a store that cannot be reached: 503
+                return await self.store.cursor()
         except FeedUnsupported as exc:
             raise FeedUnavailable(str(exc)) from None
 
@@ -287,7 +290,8 @@ class ChangeService:
         self, since: str | None, tables: frozenset[str] | None, limit: int
     ) -> tuple[list[ChangeEvent], str]:
         try:
-            return await self.store.changes(since, tables=tables, limit=limit)
+            with store_errors():
+                return await self.store.changes(since, tables=tables, limit=limit)
         except CursorGone as exc:
             raise Gone(
                 f"the cursor is older than the changes kept; reload, then follow "
@@ -328,7 +332,8 @@ class ChangeService:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                await self.store.wait_changes(cursor, min(left, 1.0))
+                with store_errors():
+                    await self.store.wait_changes(cursor, min(left, 1.0))
                 events, cursor = await self.read(cursor, tables, limit)
                 await asyncio.sleep(0)  # a filter that matches nothing scans on
         return events, cursor
@@ -369,6 +374,10 @@ class ChangeService:
                 reason = "the changes after the cursor are no longer kept: reload"
                 await self._deliver(send, Cut(oldest, reason, gone=True))
                 return
+            except StoreUnavailable:
+                reason = "the store cannot be reached: follow again shortly"
+                await self._deliver(send, Cut(cursor, reason))
+                return
             caught_up = after == cursor or len(events) < PAGE
             if events:
                 if not await self._deliver(send, events):
@@ -407,7 +416,10 @@ class ChangeService:
         """Wait for a change after ``cursor``, for ``seconds`` at most (and a
         second at most between two looks at ``stopping``); True when the
         service goes on."""
-        await self.store.wait_changes(cursor, min(seconds, STOP_CHECK_S))
+        try:
+            await self.store.wait_changes(cursor, min(seconds, STOP_CHECK_S))
+        except Unavailable:  # the next read says so to the follower
+            pass
         return not self.stopping.is_set()
 
     async def _deliver(

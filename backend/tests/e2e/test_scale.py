@@ -235,6 +235,24 @@ def _write_until(
             n += 1
 
 
+class _Follower(threading.Thread):
+    """A Server-Sent Events follower from now, keeping the lines it is sent
+    (keep-alives and events' ids and data left out) until the stream ends."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        headers = {"Accept": "text/event-stream"}
+        with httpx.Client(base_url=self.server.url, timeout=DEADLINE_S) as client:
+            with client.stream("GET", f"{API}/changes", headers=headers) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith(("event:", "data:")):
+                        self.lines.append(line)
+
+
 def test_redis_killed_and_restarted_under_write_load_loses_no_acknowledged_write(
     server_factory: Factory, tmp_path: Path
 ) -> None:
@@ -257,13 +275,26 @@ def test_redis_killed_and_restarted_under_write_load_loses_no_acknowledged_write
             target=_write_until, args=(server, stop, acked, statuses)
         )
         writer.start()
+        follower = _Follower(server)
+        follower.start()
         time.sleep(1.0)
         redis.kill()
         time.sleep(1.5)
+        follower.join(timeout=DEADLINE_S)
+        # a follower when the store went: told where to resume, and let go
+        assert follower.lines[-2:-1] == ["event: resume"], follower.lines[-4:]
+        assert "cannot be reached" in follower.lines[-1]
         with server.client() as client:
             down = client.get(f"{API}/data/log/w00000")
             assert down.status_code == 503
             assert down.json()["error"]["code"] == "store_unavailable"
+            for changes in (
+                client.get(f"{API}/changes", params={"since": "now"}),
+                client.get(f"{API}/changes", params={"since": "1-0", "wait": "1"}),
+                client.get(f"{API}/changes", headers={"Accept": "text/event-stream"}),
+            ):
+                assert changes.status_code == 503, changes.text
+                assert changes.json()["error"]["code"] == "store_unavailable"
             assert client.get("/health").status_code == 200
             ready = client.get("/ready")
             assert ready.status_code == 503
