@@ -53,7 +53,7 @@ from app.services.stats import StatsService
 from app.services.tables import TableService
 from app.services.work import Limits
 from app.storage.aof import AppendOnlyLog, CorruptLog
-from app.storage.base import JournalError, StoreBackend, Unavailable
+from app.storage.base import JournalError, StoreBackend, StoreError, Unavailable
 from app.storage.dbfile import DbFile
 from app.storage.memory import MemoryStore
 from app.storage.redis import RedisStore
@@ -172,7 +172,11 @@ async def load_store(app: MemDB, service: ServiceState) -> None:
     if problem is not None:
         _fatal(app, service, problem)
         return
-    await _open(service)
+    try:
+        await _open(service)
+    except StoreError as exc:  # the store's own data breaks a rule (a unique index)
+        _fatal(app, service, f"the store cannot be opened: {exc}")
+        return
     fresh = True
     if settings.persistence == "aof" and isinstance(backend, MemoryStore):
         store = backend.engine

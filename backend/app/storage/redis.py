@@ -42,6 +42,7 @@ from importlib.resources import files
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 import orjson
+import structlog
 from redis import exceptions as redis_errors
 
 from app.storage.base import (
@@ -78,6 +79,8 @@ from app.storage.keys import MISSING, json_key, resolve, split_path
 from app.storage.links import ClusterLink, Link, WireLink, pairs, scored
 from app.storage.wire import Command, Wire
 from app.storage.merge import merged_record
+
+log = structlog.get_logger("memdb.redis")
 
 T = TypeVar("T")
 MAX_INDEXES = 32
@@ -371,6 +374,7 @@ class RedisStore(StoreBackend):
         self._links: dict[int, Link] = {}
         self._sources = {name: _script(name) for name in SCRIPTS}
         self.catalogs: dict[str, Catalog] = {}
+        self._restoring = False  # the built-in tables are being made
         self.groups = self._groups(self.rules)
         # the change feed's reader of each event loop (started by a follower)
         self._readers: dict[int, _FeedReader] = {}
@@ -490,21 +494,36 @@ class RedisStore(StoreBackend):
             catalog.unique[name] = bool(spec["unique"])
             catalog.ready[name] = bool(spec["ready"])
         self.catalogs[table] = catalog
+        lost = [f for t, f, _ in self.rules.indexes if t == table]
+        if fresh and not self._restoring and not set(lost) <= set(catalog.fields):
+            # Redis lost the table's built-in indexes (a FLUSHALL, a restart
+            # without persistence): made again before any write goes on
+            log.warning("store.builtins_restored", table=table, indexes=lost)
+            await self._builtins()
+            return await self.catalog(table, fresh=True)
         return catalog
 
     async def open(self) -> None:
         await self._guarded(self.link.prepare)
-        for name in self.rules.tables:
-            if not await self.has_table(name):
-                await self._write("insert", [(name, [], None)])
-        for table, field_name, unique in self.rules.indexes:
-            catalog = await self.catalog(table, fresh=True)
-            if field_name not in catalog.fields:
-                try:
-                    await self.create_index(table, field_name, unique=unique)
-                except DuplicateKey as exc:
-                    if exc.field != "index":  # another worker made it meanwhile
-                        raise
+        await self._builtins()
+
+    async def _builtins(self) -> None:
+        """Make the built-in tables and their indexes where they are missing."""
+        self._restoring = True
+        try:
+            for name in self.rules.tables:
+                if not await self.has_table(name):
+                    await self._write("insert", [(name, [], None)])
+            for table, field_name, unique in self.rules.indexes:
+                catalog = await self.catalog(table, fresh=True)
+                if field_name not in catalog.fields:
+                    try:
+                        await self.create_index(table, field_name, unique=unique)
+                    except DuplicateKey as exc:
+                        if exc.field != "index":  # another worker made it meanwhile
+                            raise
+        finally:
+            self._restoring = False
 
     async def close(self) -> None:
         loop = id(asyncio.get_running_loop())

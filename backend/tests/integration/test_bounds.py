@@ -20,6 +20,8 @@ from app.api.state import service_of
 from app.main import create_app
 from app.services.passwords import PasswordHasher
 from app.storage.aof import frame
+from app.storage.base import DuplicateKey
+from app.storage.memory import MemoryStore
 from tests.conftest import USER, make_settings
 from tests.integration.helpers import (
     API,
@@ -540,6 +542,26 @@ def test_two_stored_users_of_one_mailbox_stop_the_start(tmp_path: Path) -> None:
         error = assert_error(loaded(client), 503, "not_ready")
         assert "'u0' and 'u1'" in error["message"]
         assert "same email" in error["message"]
+        service = service_of(client.app)
+        assert service is not None and service.fatal is True
+
+
+@pytest.mark.memory_only
+def test_a_store_whose_data_breaks_a_rule_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store that cannot make a built-in index on open (Redis holding two
+    users of one email) stops the start with the reason, where the service
+    used to stay "still loading" without a word (the same code serves every
+    store: the memory store stands in for Redis here)."""
+
+    async def refuse(store: MemoryStore) -> None:
+        raise DuplicateKey("users", "email", "twice@example.com")
+
+    monkeypatch.setattr(MemoryStore, "open", refuse)
+    with TestClient(create_app(make_settings())) as client:
+        error = assert_error(loaded(client), 503, "not_ready")
+        assert "users.email already holds 'twice@example.com'" in error["message"]
         service = service_of(client.app)
         assert service is not None and service.fatal is True
 

@@ -458,3 +458,32 @@ def test_a_user_may_keep_its_own_email_in_another_case(client: TestClient) -> No
     )
     assert response.status_code == 200, response.text
     assert response.json()["email"] == "john.doe@example.com"
+
+
+@pytest.mark.backends("redis")
+def test_built_in_rules_hold_after_redis_loses_the_data(client: TestClient) -> None:
+    """A FLUSHALL, or a restart without persistence, takes the built-in tables'
+    indexes with the data: the next write makes them again before it goes on,
+    so that emails stay unique and a user with orders stays."""
+    import redis
+
+    settings = _service(client).settings
+    flushed = redis.Redis.from_url(settings.redis_url)
+    try:
+        create_user(client, id="u1", email="first@example.com")
+        for key in flushed.scan_iter(match=f"{settings.redis_prefix}:*"):
+            flushed.delete(key)
+    finally:
+        flushed.close()
+
+    create_user(client, id="u2", email="same@example.com")
+    second = client.post(
+        f"{API}/data/users",
+        json={"data": {**USER, "id": "u3", "email": "same@example.com"}},
+    )
+    assert_error(second, 409, "conflict")
+    create_order(client, "u2", id="o1")
+    assert_error(client.delete(f"{API}/data/users/u2"), 409, "conflict")
+    tables = {t["name"]: t for t in client.get(f"{API}/tables").json()}
+    assert {i["field"] for i in tables["users"]["indexes"]} >= {"email"}
+    assert {i["field"] for i in tables["orders"]["indexes"]} >= {"user_id"}
