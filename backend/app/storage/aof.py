@@ -17,6 +17,8 @@ any moment therefore leaves a loadable state that holds every logged change.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import os
 import re
 import threading
@@ -39,6 +41,8 @@ _SNAPSHOT = re.compile(r"snapshot\.(\d+)\.db")
 _LOG = re.compile(r"appendonly\.(\d+)\.aof")
 _CHUNK = 1000
 CRASH_ENV = "MEMDB_CRASH_AT"
+# held (flock) by the service that has the directory open
+LOCK_FILE = "memdb.lock"
 
 
 class CorruptLog(Exception):
@@ -270,6 +274,7 @@ class AppendOnlyLog:
         self._syncing: asyncio.Future[None] | None = None
         self._compacting = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._lock: int | None = None
 
     # -- startup -----------------------------------------------------------
 
@@ -284,6 +289,16 @@ class AppendOnlyLog:
         Returns the number of entries replayed.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_directory()
+        try:
+            return self._recover(store, progress)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _recover(
+        self, store: Store, progress: Callable[[int, int], None] | None
+    ) -> int:
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink()
         plan = recovery_plan(self.directory)
@@ -325,6 +340,32 @@ class AppendOnlyLog:
             # files older than the snapshot are no longer needed
             self._remove_older(plan.base)
         return replayed
+
+    def _lock_directory(self) -> None:
+        """Hold the directory's lock for as long as the log is open: a second
+        service on the same directory would interleave its changes with ours,
+        and a compaction of either would drop the other's."""
+        if self._lock is not None:
+            return
+        path = self.directory / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            try:  # a read-only directory: the log takes no write there anyway
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(
+                errno.EBUSY,
+                "in use by another memdb service (stop it, or give this one "
+                "a MEMDB_DATA_DIR of its own)",
+                str(self.directory),
+            ) from None
+        self._lock = fd
 
     def open(self, store: Store) -> None:
         """Start appending to the current generation's log and journal ``store``."""
@@ -522,6 +563,12 @@ class AppendOnlyLog:
         if self.store is not None:
             self.store.journal = None
             self.store.durable = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # the lock goes with its descriptor
+            self._lock = None
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:

@@ -386,6 +386,28 @@ def test_a_logged_change_that_cannot_be_replayed_stops_the_service(
     assert len(refused) == 1 and "appendonly.0.aof" in refused[0]["message"]
 
 
+def test_a_second_service_on_the_same_directory_is_refused(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    """Two services appending to one log would interleave their changes, and a
+    compaction of either would drop the other's acknowledged writes: the
+    directory is locked for as long as a service has it open."""
+    data = tmp_path / "data"
+    first = server_factory(**aof_env(data))
+    post_records(first, "kept", ["k0"])
+    second = server_factory(wait=False, **aof_env(data))
+    assert wait_ready_or_exit(second) == "exited"
+    assert second.process.returncode == 1
+    (refused,) = events_named(second, "service.cannot_start")
+    assert "in use by another memdb service" in refused["message"]
+    post_records(first, "kept", ["k1"])  # the first goes on
+    assert first.terminate() == 0
+    third = server_factory(**aof_env(data))  # free again once it stopped
+    with third.client() as client:
+        kept = client.get("/api/v1/dump").json()["kept"]
+        assert [r["id"] for r in kept] == ["k0", "k1"]
+
+
 # -- 2. SIGKILL under write load ---------------------------------------------------
 
 
@@ -812,7 +834,7 @@ def test_a_read_only_data_directory_serves_reads_and_refuses_writes(
         if server is not None:
             server.stop()
         subprocess.run(["umount", str(data)], check=True, timeout=30)
-    assert file_names(data) == ["appendonly.0.aof"]
+    assert file_names(data) == ["appendonly.0.aof", "memdb.lock"]
 
 
 # -- 6. SIGTERM flushes ------------------------------------------------------------------
