@@ -473,6 +473,11 @@ class RedisStore(StoreBackend):
         except redis_errors.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE):
                 raise Unavailable(_describe(exc)) from None
+            if "OOM command not allowed" in str(exc):  # maxmemory, no eviction
+                raise CapacityExceeded(
+                    "Redis is full (its maxmemory is reached): the write was "
+                    "refused; free records, or give Redis more memory"
+                ) from None
             raise
 
     async def catalog(self, table: str, *, fresh: bool = False) -> Catalog:

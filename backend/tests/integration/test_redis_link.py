@@ -564,3 +564,42 @@ def test_a_scan_of_a_table_dropped_meanwhile_ends(
     assert seen[:16] == [f"n{i:04d}" for i in range(16)]
     assert len(seen) == len(set(seen)) < 100
     assert not {f"n{i:04d}" for i in range(500, 505)} & set(seen)
+
+
+def test_a_redis_at_its_maxmemory_refuses_writes_with_507(
+    tmp_path: Path, client_factory: Any
+) -> None:
+    """``maxmemory`` with ``noeviction`` is the hard bound README suggests:
+    reaching it is 507 ``insufficient_storage`` saying so (it was a 500), and
+    reads and deletes go on."""
+    full = started(
+        lambda: RedisServer(
+            free_port(),
+            tmp_path / "full",
+            extra=["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"],
+        ).start()
+    )
+    try:
+        client = client_factory(
+            store="redis", redis_url=full.url, redis_prefix=f"f{uuid.uuid4().hex[:8]}"
+        )
+        assert (
+            client.post("/api/v1/data/fill", json={"data": {"id": "r0"}}).status_code
+            == 201
+        )
+        refused = None
+        for n in range(1, 400):
+            body = {"data": {"id": f"r{n}", "b": "x" * 30_000}}
+            answer = client.post("/api/v1/data/fill", json=body)
+            if answer.status_code != 201:
+                refused = answer
+                break
+        assert refused is not None, "Redis never filled up"
+        assert refused.status_code == 507, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "insufficient_storage"
+        assert "maxmemory" in error["message"]
+        assert client.get("/api/v1/data/fill/r0").status_code == 200
+        assert client.delete("/api/v1/data/fill/r1").status_code == 204
+    finally:
+        full.stop()
