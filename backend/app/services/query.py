@@ -305,6 +305,17 @@ def refuse_json_server_params(params: Iterable[tuple[str, str]]) -> None:
             raise _not_memdb(param, "no such parameter: this route takes none")
 
 
+def refuse_unknown_params(
+    params: Iterable[tuple[str, str]], known: Sequence[str]
+) -> None:
+    """400 for the first parameter a route does not take (a json-server one
+    named as such): an unknown one would otherwise be silently ignored."""
+    refuse_json_server_params(params)
+    for param, _ in params:
+        if param not in known:
+            raise _bad(param, f"no such parameter: this route takes {', '.join(known)}")
+
+
 def _not_memdb(
     param: str, default: str = "filters (field__op=value), q, sort, limit, offset"
 ) -> BadRequest:

@@ -508,3 +508,29 @@ def test_a_large_result_is_whole_valid_json(
     right_ids = Counter(i["right"]["id"] for i in body["items"] if i["right"])
     assert len(right_ids) == (4500 if how == "full" else expected)
     assert max(right_ids.values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("_limit=1", "use limit"),
+        ("_sort=id", "json-server's"),
+        ("fields=id", "no such parameter"),
+        ("sort=-id", "no such parameter"),
+        ("email=x", "no such parameter"),
+    ],
+)
+def test_a_parameter_the_join_does_not_take_is_400(
+    client: TestClient, query: str, says: str
+) -> None:
+    """A filter, sort or projection (or json-server's ``_limit``) was ignored,
+    and a join of a million rows answered where ten were asked for."""
+    create_user(client, id="u1")
+    response = client.get(f"{API}/join/users/orders/user_id?{query}")
+    error = assert_error(response, 400, "bad_request")
+    assert says in error["message"], error["message"]
+    name = query.split("=")[0]
+    assert error["details"][0]["loc"] == ["query", name]
+    answered = client.get(f"{API}/join/users/orders/user_id?how=left&limit=1")
+    assert answered.status_code == 200
+    assert answered.json()["count"] == 1

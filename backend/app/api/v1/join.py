@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import WithJsonSchema
 
@@ -14,7 +14,7 @@ from app.api.responses import errors
 from app.api.streaming import answer, json_object, rows_json
 from app.schemas.records import JoinOut
 from app.services.joins import How, Pair
-from app.services.query import SYNTAX
+from app.services.query import SYNTAX, refuse_unknown_params
 
 router = APIRouter(prefix="/api/v1/join", tags=["joins"])
 
@@ -32,12 +32,21 @@ def _schema(pattern: str, example: str | None = None) -> WithJsonSchema:
 Column = Annotated[str, _schema(SYNTAX["path"])]
 
 
+PARAMS = ("how", "left_on", "right_on", "limit", "offset")
+
+
+def _known_params(request: Request) -> None:
+    """A filter, a sort or a projection is not a join's: refused, not ignored."""
+    refuse_unknown_params(request.query_params.multi_items(), PARAMS)
+
+
 def _row(pair: Pair) -> dict[str, Any]:
     return {"left": pair[0], "right": pair[1]}
 
 
 @router.get(
     "/{left}/{right}/{key}",
+    dependencies=[Depends(_known_params)],
     summary="Join two tables",
     response_model=None,
     responses={
