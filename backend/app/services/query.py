@@ -33,6 +33,7 @@ from typing import (
     Hashable,
     Iterable,
     Iterator,
+    NamedTuple,
     Sequence,
 )
 
@@ -133,8 +134,9 @@ class Query:
     fields: list[str] | None = None
 
 
-@dataclass(frozen=True)
-class Page:
+class Page(NamedTuple):
+    """One page of a list answer (a named tuple: one is made a request)."""
+
     items: list[Record]
     total: int
     limit: int
@@ -956,7 +958,13 @@ class QueryService:
                 if query.fields is not None:
                     items = await project_all(items, query.fields, work)
                 return Page(items, total, query.limit, query.offset)
-            narrowed = await self._narrowed(table, query, work)
+            narrowed: Page | tuple[list[Record] | Scan, list[Filter]] | None
+            if query.filters:
+                narrowed = await self._narrowed(table, query, work)
+            else:  # nothing to look up: a sorted index may walk the sort
+                narrowed = await self._ordered(table, query, work)
+                if narrowed is None:
+                    narrowed = await self.store.scan(table), []
             if isinstance(narrowed, Page):
                 return narrowed
             rows, rest = narrowed
