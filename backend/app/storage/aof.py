@@ -174,7 +174,8 @@ def check(directory: Path) -> list[str]:
         try:
             found = scan(path, last=position == len(paths) - 1)
         except CorruptLog as exc:
-            findings.append(f"{exc} of {path.stat().st_size} bytes")
+            # the bytes from the bad record to the end: what repair would cut off
+            findings.append(f"{exc} of {path.stat().st_size - exc.offset} bytes")
             continue
         if found.torn:
             findings.append(

@@ -636,6 +636,8 @@ def test_a_damaged_middle_record_refuses_to_start_until_repaired(
     assert checked.returncode == 1
     report = flat(checked.stderr + checked.stdout)
     assert "appendonly.0.aof" in report and f"offset {offset}" in report
+    # what repair would cut off: from the bad record to the end of the log
+    assert f".corrupt file of {len(content) - offset} bytes" in report, report
     declined = cli("repair", str(data))  # no terminal to ask on: refused
     assert declined.returncode == 1
     said = (declined.stderr + declined.stdout).strip()

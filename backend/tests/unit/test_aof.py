@@ -686,7 +686,8 @@ def test_check_reports_and_repair_cuts_at_a_damaged_middle_record(
     assert len(findings) == 1
     assert "appendonly.0.aof" in findings[0]
     assert f"offset {offsets[2]}" in findings[0]
-    assert f"of {size} bytes" in findings[0]
+    # the bytes repair would cut off: from the bad record to the end
+    assert f"in a .corrupt file of {size - offsets[2]} bytes" in findings[0]
     original = path.read_bytes()
     assert repair(tmp_path) == [
         f"appendonly.0.aof: truncated to {offsets[2]} bytes "
