@@ -11,12 +11,16 @@ memdb serve db.json                              # json-server's routes on a db.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
+import secrets
+import stat
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, BinaryIO, Iterator, Sequence
 
 import orjson
 from rich.console import Console
@@ -32,6 +36,13 @@ from rich.progress import (
 from app.storage import aof
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# `load` keeps each request's JSON body under this many bytes by default: half the
+# service's default MEMDB_MAX_BODY_BYTES (1 MiB), so a batch is never a 413 there.
+DEFAULT_BATCH_BYTES = 512 * 1024
+DESCRIPTION = (
+    "memdb's command line: export, import and load against a running service "
+    "(--url), check and repair a data directory offline, serve a db.json."
+)
 console = Console(stderr=True)
 
 
@@ -42,6 +53,13 @@ class CliError(Exception):
 def _request(
     args: argparse.Namespace, method: str, path: str, body: bytes | None = None
 ) -> urllib.request.Request:
+    try:
+        parts = urllib.parse.urlsplit(args.url)
+        parts.port  # a port that is not a number in range is a ValueError
+    except ValueError:
+        parts = urllib.parse.urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"--url {args.url}: not a valid http:// or https:// URL")
     headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -53,21 +71,66 @@ def _request(
     )
 
 
-def _send(request: urllib.request.Request) -> Any:
+TOO_LARGE_HINT = "send a large file in batches with `load`"
+
+
+def _open(
+    request: urllib.request.Request, too_large: str = TOO_LARGE_HINT
+) -> http.client.HTTPResponse:
+    """The answer to ``request``; an HTTP error or no answer is a CliError."""
     try:
-        with urllib.request.urlopen(request, timeout=600) as response:
-            return orjson.loads(response.read())
+        response: http.client.HTTPResponse = urllib.request.urlopen(
+            request, timeout=600
+        )
+        return response
     except urllib.error.HTTPError as exc:
-        raise CliError(_error_text(exc)) from None
+        text = _error_text(exc)
+        raise CliError(f"{text}; {too_large}" if exc.code == 413 else text) from None
     except urllib.error.URLError as exc:
         closed = (BrokenPipeError, ConnectionResetError)
         if request.data is not None and isinstance(exc.reason, closed):
             raise CliError(
                 "the server closed the connection before reading the whole body: "
                 "it refuses bodies over MEMDB_MAX_BODY_BYTES (413, payload too large); "
-                "send a large file in batches with `load`"
+                f"{too_large}"
             ) from None
         raise CliError(f"cannot reach {request.full_url}: {exc.reason}") from None
+    except (http.client.HTTPException, OSError) as exc:
+        raise CliError(
+            f"{request.full_url}: no valid HTTP answer ({_reason(exc)})"
+        ) from None
+    except ValueError:  # a header value http.client refuses: not echoed, a secret
+        raise CliError(
+            f"{request.full_url}: cannot send the request: the API key holds "
+            "characters a header cannot"
+        ) from None
+
+
+def _send(request: urllib.request.Request, too_large: str = TOO_LARGE_HINT) -> Any:
+    """The JSON answer to ``request``."""
+    with _open(request, too_large) as response:
+        try:
+            body = response.read()
+        except (http.client.HTTPException, OSError) as exc:
+            raise CliError(
+                f"{request.full_url}: the answer broke off ({_reason(exc)})"
+            ) from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        kind = response.headers.get("Content-Type") or "no Content-Type"
+        raise CliError(
+            f"{request.full_url}: the answer is not JSON (HTTP {response.status}, "
+            f"{kind}); is --url the memdb service?"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the connection closed before the end of the answer"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -85,31 +148,109 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = f"/api/v1/dump/{args.table}" if args.table else "/api/v1/dump"
+    """Download the dump beside FILE, then rename it over FILE once it is whole:
+    a failure leaves FILE as it was."""
+    if args.ndjson and not args.table:
+        raise CliError(
+            "--ndjson needs --table: one table's dump comes one record a line, "
+            "the whole store is one JSON object"
+        )
+    target = Path(args.file)
+    if target.is_dir():
+        raise CliError(f"{target}: is a directory")
+    table = urllib.parse.quote(args.table or "", safe="")
+    path = f"/api/v1/dump/{table}" if table else "/api/v1/dump"
     request = _request(args, "GET", path)
     if args.ndjson:
         request.add_header("Accept", "application/x-ndjson")
+    temporary, out = _temporary_beside(target)
     try:
-        response = urllib.request.urlopen(request, timeout=600)
-    except urllib.error.HTTPError as exc:
-        raise CliError(_error_text(exc)) from None
-    except urllib.error.URLError as exc:
-        raise CliError(f"cannot reach {request.full_url}: {exc.reason}") from None
-    written = 0
-    with response, Path(args.file).open("wb") as out, _bytes_progress() as progress:
-        task = progress.add_task("export", total=None)
-        while chunk := response.read(1 << 16):
-            out.write(chunk)
-            written += len(chunk)
-            progress.update(task, advance=len(chunk))
+        with out:
+            written = _download(request, out, target)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise CliError(f"{target}: {_reason(exc)}") from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
     console.print(f"wrote {written} bytes to {args.file}")
     return 0
 
 
+def _temporary_beside(target: Path) -> tuple[Path, BinaryIO]:
+    """A new file in FILE's directory (so that the rename is atomic), with
+    FILE's permissions when FILE exists."""
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise CliError(f"{target}: {_reason(exc)}") from None
+    while True:
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise CliError(f"{target}: {_reason(exc)}") from None
+        if mode is not None:
+            os.fchmod(descriptor, mode)
+        return temporary, os.fdopen(descriptor, "wb")
+
+
+def _download(request: urllib.request.Request, out: BinaryIO, target: Path) -> int:
+    """Copy the answer's body into ``out``; a body cut short is a CliError (by its
+    Content-Length, or by its chunked framing)."""
+    written = 0
+    with _open(request) as response, _bytes_progress() as progress:
+        declared = response.headers.get("Content-Length")
+        expected = int(declared) if declared and declared.isdigit() else None
+        task = progress.add_task("export", total=expected)
+        while True:
+            try:
+                chunk = response.read(1 << 16)
+            except (http.client.HTTPException, OSError) as exc:
+                raise CliError(
+                    f"{request.full_url}: the answer broke off after {written} "
+                    f"bytes ({_reason(exc)}); {target} is left as it was"
+                ) from None
+            if not chunk:
+                break
+            out.write(chunk)
+            written += len(chunk)
+            progress.update(task, advance=len(chunk))
+    if expected is not None and written != expected:
+        raise CliError(
+            f"{request.full_url}: the answer broke off after {written} of its "
+            f"{expected} bytes; {target} is left as it was"
+        )
+    return written
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     body = Path(args.file).read_bytes()
-    result = _send(_request(args, "POST", f"/api/v1/import?mode={args.mode}", body))
-    for table, count in result["counts"].items():
+    request = _request(args, "POST", f"/api/v1/import?mode={args.mode}", body)
+    result = _send(request)
+    counts = result.get("counts") if isinstance(result, dict) else None
+    if not isinstance(counts, dict) or "total" not in result:
+        raise CliError(
+            f"{request.full_url}: not the answer of an import; is --url the "
+            "memdb service?"
+        )
+    for table, count in counts.items():
         console.print(f"{table}: {count}")
     console.print(f"imported {result['total']} records ({args.mode})")
     return 0
@@ -133,18 +274,26 @@ def _sources(
             raise CliError("a JSON list of records needs --table")
         return {table: document}
     if isinstance(document, dict):
+        kept = (list, dict)  # a dict: json-server's object resource
+        if table is not None:
+            if table not in document:
+                present = [n for n in document if n != "$schema"]
+                raise CliError(
+                    f"{path}: no table {table} in the file "
+                    f"(it has: {', '.join(present) or 'none'})"
+                )
+            if not isinstance(document[table], kept):
+                raise CliError(f"{path}: {table} is not a list of records")
+            return {table: document[table]}
         # users before orders, as the service's own import does
         names = sorted(document, key=lambda n: {"users": 0, "orders": 1}.get(n, 2))
-        kept = (list, dict)  # a dict: json-server's object resource
         skipped = [
             n for n in names if not isinstance(document[n], kept) and n != "$schema"
         ]
         if skipped:
             console.print(f"skipped (not lists of records): {', '.join(skipped)}")
         return {
-            name: document[name]
-            for name in names
-            if isinstance(document[name], kept) and table in (None, name)
+            name: document[name] for name in names if isinstance(document[name], kept)
         }
     raise CliError("the file holds neither a list of records nor tables")
 
@@ -159,20 +308,32 @@ def _ndjson(path: Path) -> Iterator[Any]:
                     raise CliError(f"{path}:{number}: not valid JSON") from None
 
 
-def _batches(items: Iterator[Any] | Sequence[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
+def _bodies(
+    table: str, rows: Iterator[Any] | Sequence[Any], size: int, max_bytes: int
+) -> Iterator[tuple[bytes, int]]:
+    """``{"<table>": [...]}`` import bodies of at most ``size`` records and, but for
+    a record that is larger alone, at most ``max_bytes`` bytes; with their counts."""
+    head, tail = b"{" + orjson.dumps(table) + b":[", b"]}"
+    batch: list[bytes] = []
+    length = len(head) + len(tail)
+    for row in rows:
+        encoded = orjson.dumps(row)
+        if batch and (len(batch) >= size or length + 1 + len(encoded) > max_bytes):
+            yield head + b",".join(batch) + tail, len(batch)
+            batch, length = [], len(head) + len(tail)
+        length += len(encoded) + (1 if batch else 0)
+        batch.append(encoded)
     if batch:
-        yield batch
+        yield head + b",".join(batch) + tail, len(batch)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     """Import large files in batches through ``/import`` (each batch all or nothing)."""
     loaded = 0
+    too_large = (
+        "lower --batch-bytes below the server's MEMDB_MAX_BODY_BYTES "
+        f"(--batch-bytes {args.batch_bytes})"
+    )
     with _count_progress() as progress:
         for table, rows in _sources(Path(args.file), args.table).items():
             if isinstance(rows, dict):  # an object resource: one record
@@ -182,20 +343,36 @@ def cmd_load(args: argparse.Namespace) -> int:
                 continue
             total = len(rows) if isinstance(rows, list) else None
             task = progress.add_task(table, total=total)
-            for batch in _batches(rows, args.batch):
-                body = orjson.dumps({table: batch})
-                _send(_request(args, "POST", "/api/v1/import?mode=merge", body))
-                loaded += len(batch)
-                progress.update(task, advance=len(batch))
+            done = 0
+            for body, count in _bodies(table, rows, args.batch, args.batch_bytes):
+                request = _request(args, "POST", "/api/v1/import?mode=merge", body)
+                try:
+                    _send(request, too_large)
+                except CliError as exc:
+                    if count == 1 and len(body) > args.batch_bytes:
+                        raise CliError(
+                            f"{table} record {done + 1} of {args.file} alone is "
+                            f"{len(body)} bytes of JSON, over --batch-bytes "
+                            f"{args.batch_bytes}, and the server refused it: {exc}"
+                        ) from None
+                    raise
+                loaded += count
+                done += count
+                progress.update(task, advance=count)
     console.print(f"loaded {loaded} records")
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    """Check the append-only log and snapshots of a data directory (offline)."""
+def _data_directory(args: argparse.Namespace) -> Path:
     directory = Path(args.data_dir)
     if not directory.is_dir():
         raise CliError(f"{directory} is not a directory")
+    return directory
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the append-only log and snapshots of a data directory (offline)."""
+    directory = _data_directory(args)
     findings = aof.check(directory)
     for line in findings:
         console.print(line)
@@ -205,8 +382,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     """Truncate damaged logs at their first bad record (what follows it is lost)."""
-    directory = Path(args.data_dir)
-    findings = aof.check(directory) if directory.is_dir() else []
+    directory = _data_directory(args)
+    findings = aof.check(directory)
     if not findings:
         console.print("nothing to repair")
         return 0
@@ -237,6 +414,7 @@ def _bytes_progress() -> Progress:
         DownloadColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # no bar, and no blank line, in a script
     )
 
 
@@ -248,11 +426,12 @@ def _count_progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="memdb", description=__doc__.split("\n")[0])
+    root = argparse.ArgumentParser(prog="memdb", description=DESCRIPTION)
     root.add_argument("--url", default=os.environ.get("MEMDB_URL", DEFAULT_URL))
     root.add_argument("--api-key", default=None, help="or MEMDB_API_KEY")
     commands = root.add_subparsers(dest="command", required=True)
@@ -260,7 +439,9 @@ def parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write GET /api/v1/dump to a file")
     export.add_argument("file")
     export.add_argument("--table", help="one table only")
-    export.add_argument("--ndjson", action="store_true", help="one record a line")
+    export.add_argument(
+        "--ndjson", action="store_true", help="one record a line (needs --table)"
+    )
     export.set_defaults(run=cmd_export)
 
     load_all = commands.add_parser(
@@ -275,7 +456,16 @@ def parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file")
     load.add_argument("--table", help="target table (needed for NDJSON and JSON lists)")
-    load.add_argument("--batch", type=int, default=1000)
+    load.add_argument(
+        "--batch", type=_positive, default=1000, help="at most this many records"
+    )
+    load.add_argument(
+        "--batch-bytes",
+        type=_positive,
+        default=DEFAULT_BATCH_BYTES,
+        help="and at most this many bytes of JSON a request (keep it under the "
+        "server's MEMDB_MAX_BODY_BYTES)",
+    )
     load.set_defaults(run=cmd_load)
 
     data_dir = os.environ.get("MEMDB_DATA_DIR", "data")
@@ -315,9 +505,21 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``memdb serve FILE``: the service with json-server's routes on FILE."""
     path = Path(args.file)
+    if path.is_dir():
+        raise CliError(f"{args.file}: is a directory, not a db.json file")
     if not path.is_file():
         raise CliError(f"{args.file}: no such file")
     os.environ.update(
@@ -339,11 +541,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except CliError as exc:
-        console.print(f"error: {exc}")
+        _fail(str(exc))
         return 1
     except OSError as exc:
-        console.print(f"error: {exc.strerror or exc}")
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
         return 1
+
+
+def _fail(message: str) -> None:
+    """The one line of a failure: not wrapped at the console's width, and not
+    read as console markup (a path or a server's message may hold brackets)."""
+    console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -360,3 +360,23 @@ def test_import_of_a_file_over_the_body_limit_says_so(
     assert code == 0, text
     with server.client() as client:
         assert len(client.get(f"{API}/dump/notes").json()["items"]) == 40000
+
+
+def test_load_keeps_each_batch_under_the_default_body_limit(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1,000 records of 1.5 KB are 1.5 MB: one batch of --batch records would be
+    # over the service's default MEMDB_MAX_BODY_BYTES (1 MiB), a 413.
+    source = tmp_path / "events.json"
+    rows = [{"id": f"e{i:04d}", "text": "x" * 1500} for i in range(1200)]
+    source.write_bytes(orjson.dumps(rows))
+    code, text = run_cli(
+        capsys, "--url", server.url, "load", str(source), "--table", "events"
+    )
+    assert code == 0, text
+    assert "loaded 1200 records" in text
+    with server.client() as client:
+        records = client.get(f"{API}/dump/events").json()["items"]
+    assert [r["id"] for r in records] == [r["id"] for r in rows]
+    imports = [e for e in server.access_lines() if e.get("route") == f"{API}/import"]
+    assert [e.get("status") for e in imports] == [200] * 4
