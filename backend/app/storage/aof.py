@@ -351,15 +351,16 @@ class AppendOnlyLog:
         path = self.directory / LOCK_FILE
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            try:  # a read-only directory: the log takes no write there anyway
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                return
+        except OSError:  # a read-only directory: the log takes no write there
+            return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # a POSIX lock is the process's: another process is refused, and
+            # it goes with the process, however that ends
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             raise OSError(
                 errno.EBUSY,
                 "in use by another memdb service (stop it, or give this one "
