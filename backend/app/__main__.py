@@ -25,7 +25,7 @@ from uvicorn.supervisors import Multiprocess
 from app.api.state import service_of
 from app.core.config import Settings, refusal
 from app.core.logging import OUTPUT, configure_logging
-from app.core.protocol import HttpProtocol
+from app.core.protocol import HttpProtocol, ServerConfig
 from app.main import BATCHED_LOGS_ENV, WORKER_METRICS_ENV
 from app.main import app as asgi
 
@@ -35,12 +35,12 @@ def _ignore(signum: int, frame: object) -> None:
     stopped it once it is done, and this turns that into a normal exit."""
 
 
-def build_config(argv: Sequence[str] | None = None) -> uvicorn.Config:
+def build_config(argv: Sequence[str] | None = None) -> ServerConfig:
     parser = argparse.ArgumentParser(prog="python -m app", description="Serve memdb.")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8000"))
     args = parser.parse_args(argv)
-    return uvicorn.Config(
+    return ServerConfig(
         "app.main:app",
         host=args.host,
         port=args.port,
@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         structlog.get_logger("memdb").error("service.cannot_start", message=problem)
         OUTPUT.flush()
         return 2
+    config.header_timeout = settings.header_timeout_s
+    config.body_timeout = settings.body_timeout_s
     os.environ[BATCHED_LOGS_ENV] = "1"
     if settings.workers > 1:
         return serve_workers(config, settings.workers)

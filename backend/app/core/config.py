@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     max_passwords: int = Field(default=100, ge=1)
     max_heavy_requests: int = Field(default=4, ge=1)
     metrics_max_tables: int = Field(default=50, ge=1)
+    # Slow clients (README, "Limits"): the seconds a request's head may take
+    # from its first byte, and a body may pause between two pieces, before
+    # the client is answered 408 and the connection closed.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(default=20.0, gt=0, le=3600)
     seed_file: str | None = None
     # the built-in tables (users, orders) with their schemas and rules; off,
     # every table is schemaless (memdb serve's default)

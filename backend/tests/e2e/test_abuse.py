@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -502,3 +503,143 @@ def test_13_the_heavy_cap(server: Server) -> None:
         in_threads(12, scan)
         assert attack.statuses[200] >= 4
         assert retry_after <= {"1"}
+
+
+# -- slow clients (slowloris) ---------------------------------------------------
+
+
+@dataclass
+class SlowClient:
+    """A raw connection that sends ``first`` and then ``then`` every ``every``
+    seconds, reading whatever the server answers, until the server closes it."""
+
+    name: str
+    port: int
+    first: bytes
+    then: bytes = b""
+    every: float = 2.0
+    received: bytes = b""
+    closed_after: float | None = None
+
+    def __post_init__(self) -> None:
+        self.sock = socket.create_connection((HOST, self.port))
+        self.opened = time.monotonic()
+        self.next_at = self.opened + self.every
+        if self.first:
+            self.sock.sendall(self.first)
+
+    def step(self, now: float) -> None:
+        """Read what came; send the next piece when it is time."""
+        if self.closed_after is not None:
+            return
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if readable:
+                data = self.sock.recv(65536)
+                self.received += data
+                if not data:
+                    self.closed_after = now - self.opened
+            elif self.then and now >= self.next_at:
+                self.sock.sendall(self.then)
+                self.next_at += self.every
+        except OSError:  # reset: closed as well
+            self.closed_after = now - self.opened
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        head, _, body = self.received.partition(b"\r\n\r\n")
+        return int(head.split()[1]), orjson.loads(body)
+
+
+def test_14_slow_clients_are_let_go(
+    server_factory: Callable[..., Server],
+) -> None:
+    """The review's slowloris connections (headers a line every 2 s, a head cut
+    off, a body of a byte every 2 s), a connection that sends nothing and one
+    that sends only line ends after an answer: each is closed once its timeout
+    (1 s here) has passed, with a 408 envelope when a request had begun, while
+    other clients are served."""
+    slow_server = server_factory(MEMDB_HEADER_TIMEOUT_S="1", MEMDB_BODY_TIMEOUT_S="1")
+    port = int(slow_server.url.rsplit(":", 1)[1])
+    with watched(slow_server, "slow_clients") as attack, client(slow_server) as http:
+        clients = [
+            SlowClient(
+                "header_lines",
+                port,
+                b"GET /health HTTP/1.1\r\nX-Request-Id: slow-1\r\nHost: x\r\n",
+                b"X-a: b\r\n",
+            ),
+            SlowClient("cut_head", port, b"GET /hea"),
+            SlowClient(
+                "slow_body",
+                port,
+                f"POST {API}/data/notes HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{".encode(),
+                b" ",
+            ),
+            SlowClient("silent", port, b""),
+        ]
+        after_answer = SlowClient(
+            "line_ends", port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        time.sleep(0.2)
+        after_answer.step(time.monotonic())
+        assert after_answer.received.startswith(b"HTTP/1.1 200 ")
+        after_answer.sock.sendall(b"\r\n")  # stops uvicorn's keep-alive timer
+        after_answer.opened = time.monotonic()
+        after_answer.received = b""
+        clients.append(after_answer)
+        deadline = time.monotonic() + 8.0
+        served = 0
+        while time.monotonic() < deadline and any(
+            c.closed_after is None for c in clients
+        ):
+            for slow in clients:
+                slow.step(time.monotonic())
+            created = attack.saw(
+                http.post(f"{API}/data/notes", json={"data": {"n": served}})
+            )
+            assert created.status_code == 201
+            served += 1
+            time.sleep(0.05)
+        attack.notes["served_meanwhile"] = served
+        attack.notes["closed_after_s"] = {
+            c.name: None if c.closed_after is None else round(c.closed_after, 2)
+            for c in clients
+        }
+        for slow in clients:
+            slow.sock.close()
+    for slow in clients:
+        assert slow.closed_after is not None, (slow.name, attack.notes)
+        assert 0.9 <= slow.closed_after <= 3.0, (slow.name, attack.notes)
+    by_name = {c.name: c for c in clients}
+    for name, message in [
+        ("header_lines", "headers"),
+        ("cut_head", "headers"),
+        ("slow_body", "body"),
+    ]:
+        status, body = by_name[name].answer()
+        assert status == 408, name
+        assert body["error"]["code"] == "request_timeout", body
+        assert message in body["error"]["message"]
+        assert set(body["error"]) == {"code", "message", "details", "request_id"}
+    assert by_name["header_lines"].answer()[1]["error"]["request_id"] == "slow-1"
+    # nothing is answered where no request had begun
+    assert by_name["silent"].received == b""
+    assert by_name["line_ends"].received == b""
+    assert served >= 5
+    # the request whose body stopped saw a disconnect: logged as aborted (499)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        aborted = [
+            e
+            for e in slow_server.access_lines()
+            if e["status"] == 499 and e.get("method") == "POST"
+        ]
+        timeouts = [
+            e for e in slow_server.events() if e.get("event") == "request.timeout"
+        ]
+        if aborted and len(timeouts) == 5:
+            break
+        time.sleep(0.1)
+    assert aborted, slow_server.logs()[-2000:]
+    assert sorted(e["waited_for"] for e in timeouts) == ["body"] + ["head"] * 4

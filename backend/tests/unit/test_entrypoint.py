@@ -10,7 +10,8 @@ import pytest
 import uvicorn
 
 import app.__main__ as entry
-from app.core.protocol import HttpProtocol
+from app.core.config import Settings
+from app.core.protocol import HttpProtocol, ServerConfig
 
 
 @pytest.fixture
@@ -123,6 +124,34 @@ def test_main_configures_logging_then_serves_and_returns_0(
     assert (config.host, config.port, config.workers) == ("127.0.0.1", 8765, 1)
     assert (config.loop, config.http) == ("uvloop", HttpProtocol)
     assert config.proxy_headers is False
+
+
+@pytest.mark.usefixtures("saved_signals", "no_address_env")
+def test_main_gives_the_server_its_bounds_on_slow_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[uvicorn.Config] = []
+    monkeypatch.setenv("MEMDB_HEADER_TIMEOUT_S", "3.5")
+    monkeypatch.setenv("MEMDB_BODY_TIMEOUT_S", "7")
+    monkeypatch.setattr(entry, "configure_logging", lambda **kwargs: None)
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: seen.append(self.config)
+    )
+    assert entry.main([]) == 0
+    config = seen[0]
+    assert isinstance(config, ServerConfig)
+    assert (config.header_timeout, config.body_timeout) == (3.5, 7.0)
+
+
+def test_the_bounds_on_slow_clients_default_to_10_and_20_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MEMDB_HEADER_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("MEMDB_BODY_TIMEOUT_S", raising=False)
+    config = entry.build_config([])
+    assert (config.header_timeout, config.body_timeout) == (10.0, 20.0)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.header_timeout_s, settings.body_timeout_s) == (10.0, 20.0)
 
 
 @pytest.mark.usefixtures("saved_signals", "no_address_env")

@@ -1,15 +1,25 @@
 """app.core.protocol: uvicorn's httptools protocol writing each answer in one
-system call: the same bytes in the same order, in fewer writes."""
+system call: the same bytes in the same order, in fewer writes; and its bounds
+on slow clients, the sweep driven by hand."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import orjson
 import uvicorn
 from uvicorn.server import ServerState
 
-from app.core.protocol import JOIN_BYTES, HttpProtocol, OneWrite
+from app.core.protocol import (
+    JOIN_BYTES,
+    SWEEP_S,
+    SWEEPERS,
+    HttpProtocol,
+    OneWrite,
+    ServerConfig,
+    Sweeper,
+)
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
@@ -157,3 +167,180 @@ def test_uvicorn_answers_a_head_with_its_head_alone() -> None:
     assert len(writes) == 1
     assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert writes[0].endswith(b"content-length: 11\r\n\r\n")
+
+
+# -- the bounds on slow clients ------------------------------------------------
+
+
+async def reader(scope: Any, receive: Any, send: Any) -> None:
+    """Reads the whole body, then answers; records what ``receive`` gave."""
+    if scope["type"] != "http":
+        return
+    while True:
+        message = await receive()
+        READ.append(message["type"])
+        if message["type"] == "http.disconnect" or not message["more_body"]:
+            break
+    if READ[-1] == "http.disconnect":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"2")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+READ: list[str] = []
+
+
+class Connection:
+    """One connection of a server with 1 s bounds, looked at by hand: ``look(t)``
+    is the sweep at time ``t``."""
+
+    def __init__(self, app: Any = reader) -> None:
+        self.wire = Wire()
+        config = ServerConfig(
+            app, http=HttpProtocol, log_config=None, header_timeout=1, body_timeout=1
+        )
+        config.load()
+        state = ServerState()
+        self.protocol = HttpProtocol(config, state, {}, asyncio.get_running_loop())
+        self.protocol.connection_made(self.wire)  # type: ignore[arg-type]
+        self.sweeper = SWEEPERS[state]
+
+    def send(self, data: bytes) -> None:
+        self.protocol.data_received(data)
+
+    def look(self, now: float) -> bool:
+        """The sweep at ``now``: whether the connection is still open."""
+        self.protocol.look(now, self.sweeper)
+        if self.wire.closed:
+            self.protocol.connection_lost(None)
+        return not self.wire.closed
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        head, _, body = b"".join(self.wire.writes).partition(b"\r\n\r\n")
+        assert b"connection: close" in head
+        return int(head.split()[1]), orjson.loads(body)
+
+
+async def turns(count: int = 20) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def on_loop(test: Any) -> None:
+    asyncio.run(test())
+
+
+def test_the_sweep_runs_at_most_every_half_second_and_at_a_quarter_timeout() -> None:
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        assert Sweeper(loop, set(), 10, 20).every == SWEEP_S == 0.5
+        assert Sweeper(loop, set(), 1, 20).every == 0.25
+        assert Sweeper(loop, set(), 10, 0.4).every == 0.1
+
+    on_loop(test)
+
+
+def test_a_head_must_arrive_within_its_timeout_of_its_first_byte() -> None:
+    async def test() -> None:
+        c = Connection()
+        c.send(b"GET /x HTTP/1.1\r\nX-Request-Id: mine\r\n")
+        assert c.look(10.0)
+        c.send(b"Host: t\r\n")  # more of the head does not restart the clock
+        assert c.look(10.9)
+        assert not c.look(11.0)
+        status, body = c.answer()
+        assert status == 408
+        assert body["error"]["code"] == "request_timeout"
+        assert body["error"]["request_id"] == "mine"
+
+    on_loop(test)
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer() -> None:
+    async def test() -> None:
+        c = Connection()
+        assert c.look(0.0) and c.look(0.99)
+        assert not c.look(1.0)
+        assert c.wire.writes == []
+
+    on_loop(test)
+
+
+def test_a_body_may_pause_no_longer_than_its_timeout() -> None:
+    async def test() -> None:
+        READ.clear()
+        c = Connection()
+        c.send(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab")
+        await turns()
+        assert c.look(0.0)
+        c.send(b"cd")  # a piece restarts the clock
+        await turns()
+        assert c.look(1.0) and c.look(1.75)
+        assert not c.look(2.0)
+        await turns()
+        status, body = c.answer()
+        assert status == 408 and body["error"]["code"] == "request_timeout"
+        assert READ[-1] == "http.disconnect"  # the request task saw it and ended
+
+    on_loop(test)
+
+
+def test_a_body_read_in_time_is_answered() -> None:
+    async def test() -> None:
+        READ.clear()
+        c = Connection()
+        c.send(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab")
+        await turns()
+        assert c.look(0.0)
+        c.send(b"cd")
+        await turns()
+        assert c.wire.writes[-1].endswith(b"\r\n\r\nok")
+        # answered: uvicorn's keep-alive timer runs, the sweep waits for nothing
+        assert c.look(5.0) and c.look(50.0)
+        c.protocol.connection_lost(None)
+
+    on_loop(test)
+
+
+async def waits_without_reading(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "http":
+        await asyncio.sleep(3600)
+
+
+def test_no_clock_runs_while_the_app_has_not_asked_for_the_body() -> None:
+    """A client waiting for ``100 Continue`` waits for the app, not the reverse."""
+
+    async def test() -> None:
+        c = Connection(waits_without_reading)
+        c.send(
+            b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        await turns()
+        assert c.look(0.0) and c.look(5.0)
+        c.protocol.connection_lost(None)
+
+    on_loop(test)
+
+
+def test_line_ends_after_an_answer_do_not_hold_the_connection() -> None:
+    """They stop uvicorn's keep-alive timer; the header timeout closes it."""
+
+    async def test() -> None:
+        c = Connection(small)
+        c.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        await turns()
+        c.send(b"\r\n")
+        assert c.protocol.timeout_keep_alive_task is None
+        written = len(c.wire.writes)
+        assert c.look(0.0) and c.look(0.5)
+        assert not c.look(1.0)
+        assert len(c.wire.writes) == written  # nothing more written
+
+    on_loop(test)
