@@ -25,7 +25,8 @@ router = APIRouter(tags=["health"])
 )
 async def health(request: Request) -> Response:
     """200 while the process serves requests, loaded or not."""
-    started: float = getattr(request.app.state, "started", time.monotonic())
+    service = service_of(request.app)
+    started = time.monotonic() if service is None else service.started
     return json_response(
         {
             "status": "ok",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from html.parser import HTMLParser
 from typing import Any
 
@@ -122,6 +123,15 @@ def test_health_is_ok(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+def test_health_counts_the_uptime_from_the_start(client: TestClient) -> None:
+    first = client.get("/health").json()["uptime_s"]
+    time.sleep(0.05)
+    second = client.get("/health").json()["uptime_s"]
+    assert 0 < first < second  # it was 0.0 at every request
+    stats = client.get(f"{API}/stats").json()["uptime_s"]
+    assert abs(stats - second) < 5
 
 
 def test_ready_is_200_once_loaded(client: TestClient) -> None:

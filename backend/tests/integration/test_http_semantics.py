@@ -134,6 +134,31 @@ def test_a_cors_preflight_is_still_answered_by_cors(
     assert response.headers["access-control-allow-origin"] == "http://app.example"
 
 
+@pytest.mark.parametrize(
+    ("asked", "names"),
+    [
+        ({"Origin": "http://elsewhere.example"}, "origin"),
+        ({"Access-Control-Request-Method": "TRACE"}, "method"),
+        ({"Access-Control-Request-Headers": "X-Secret"}, "headers"),
+    ],
+)
+def test_a_refused_cors_preflight_is_in_the_error_envelope(
+    client_factory: Callable[..., TestClient], asked: dict[str, str], names: str
+) -> None:
+    """It was 400 in plain text ("Disallowed CORS origin")."""
+    client = client_factory(cors_origins="http://app.example")
+    headers = {
+        "Origin": "http://app.example",
+        "Access-Control-Request-Method": "POST",
+        "X-Request-ID": "preflight-1",
+        **asked,
+    }
+    response = client.options(f"{API}/data/things", headers=headers)
+    error = assert_error(response, 400, "bad_request")
+    assert names in error["message"] and "MEMDB_CORS_ORIGINS" in error["message"]
+    assert error["request_id"] == "preflight-1"
+
+
 # -- compression out ---------------------------------------------------------
 
 
