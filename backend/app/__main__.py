@@ -20,10 +20,11 @@ from typing import Sequence
 
 import structlog
 import uvicorn
+from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from app.api.state import service_of
-from app.core.config import Settings, refusal
+from app.core.config import Settings, refusal, setting_errors
 from app.core.logging import OUTPUT, configure_logging
 from app.core.protocol import HttpProtocol, ServerConfig
 from app.main import BATCHED_LOGS_ENV, WORKER_METRICS_ENV
@@ -59,7 +60,14 @@ def build_config(argv: Sequence[str] | None = None) -> ServerConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = build_config(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        configure_logging(level="info", fmt="json", batched=False)
+        refused = "; ".join(setting_errors(exc))
+        structlog.get_logger("memdb").error("service.cannot_start", message=refused)
+        OUTPUT.flush()
+        return 2
     configure_logging(level=settings.log_level, fmt=settings.log_format, batched=True)
     problem = refusal(settings)
     if problem is not None:

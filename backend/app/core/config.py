@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -105,3 +105,15 @@ def refusal(settings: Settings) -> str | None:
             "MEMDB_PERSISTENCE must be none with it"
         )
     return None
+
+
+def setting_errors(exc: ValidationError) -> list[str]:
+    """Each refused setting as its variable, the reason and the value given
+    (``MEMDB_PERSISTENCE: input should be 'none' or 'aof' (given 'aoff')``)."""
+    lines = []
+    for error in exc.errors():
+        name = "MEMDB_" + "_".join(str(p) for p in error["loc"]).upper()
+        given = f" (given {error['input']!r})" if "input" in error else ""
+        message = str(error["msg"])
+        lines.append(f"{name}: {message[:1].lower()}{message[1:]}{given}")
+    return lines

@@ -8,6 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 import uvicorn
+from structlog.testing import capture_logs
 
 import app.__main__ as entry
 from app.core.config import Settings
@@ -194,3 +195,28 @@ def test_a_signal_re_raised_after_the_server_stops_is_a_clean_exit(
     monkeypatch.setattr(uvicorn.Server, "run", run)
 
     assert entry.main([]) == 0
+
+
+@pytest.mark.usefixtures("no_address_env")
+def test_a_bad_setting_stops_the_start_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One log line naming each variable, its reason and the value given;
+    exit status 2 (it was a pydantic traceback naming the field)."""
+    served: list[Any] = []
+    monkeypatch.setenv("MEMDB_PERSISTENCE", "aoff")
+    monkeypatch.setenv("MEMDB_MAX_RECORDS", "many")
+    monkeypatch.setattr(entry, "configure_logging", lambda **kwargs: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: served.append(a))
+
+    with capture_logs() as logs:
+        assert entry.main(["--port", "8765"]) == 2
+
+    assert served == []
+    (refused,) = [e for e in logs if e["event"] == "service.cannot_start"]
+    message = refused["message"]
+    assert (
+        "MEMDB_PERSISTENCE: input should be 'none' or 'aof' (given 'aoff')" in message
+    )
+    assert "MEMDB_MAX_RECORDS: input should be a valid integer" in message
+    assert "(given 'many')" in message
