@@ -11,7 +11,7 @@ import orjson
 from app.core.errors import ValidationFailed, field_error
 from app.core.jsonbody import LARGE_BODY, check_integers
 from app.services.errors import store_errors
-from app.services.records import RecordService, now_iso
+from app.services.records import RecordService, now_iso, refuse_repeated_ids
 from app.services.validation import TABLE_NAME
 from app.storage.base import Record, StoreBackend
 
@@ -111,6 +111,8 @@ class ImportService:
             raise ValidationFailed(
                 "the import is not valid; nothing was written", details=errors
             )
+        for name, records, _ in tables:
+            refuse_repeated_ids(name, records, [name])
         return ImportPlan(tables)
 
     def plan_bytes(self, raw: bytes) -> ImportPlan:

@@ -86,6 +86,42 @@ def _timestamp(
     return ""
 
 
+_ABSENT = object()  # a timestamp the imported record does not give
+
+
+def _imported_times(
+    created_at: Any,
+    updated_at: Any,
+    now: str,
+    loc: Loc,
+    errors: list[dict[str, Any]],
+    exact: bool,
+) -> tuple[str, str]:
+    """An imported record's ``created_at`` and ``updated_at``: as given (see
+    ``_timestamp``); ``updated_at`` is ``created_at`` when not given, and
+    ``created_at`` the given ``updated_at`` (else now) when not given. An
+    update before the creation is refused, except as ``memdb serve`` reads a
+    db.json (``exact``: kept as written)."""
+    updated = None
+    if updated_at is not _ABSENT:
+        updated = _timestamp(updated_at, [*loc, "updated_at"], errors, exact)
+    if created_at is _ABSENT:
+        created = updated or now
+    else:
+        created = _timestamp(created_at, [*loc, "created_at"], errors, exact)
+    if updated is None:
+        updated = created
+    if created and updated and not exact and updated < created:
+        errors.append(
+            field_error(
+                [*loc, "updated_at"],
+                f"earlier than created_at ({created})",
+                "timestamp_order",
+            )
+        )
+    return created, updated
+
+
 class RecordService:
     """The rules of records; the only writer of the store's records."""
 
@@ -139,7 +175,7 @@ class RecordService:
         else:
             records, passwords = self._prepare_all(table, items, bulk)
         if bulk:
-            _refuse_repeated_ids(table, records, loc)
+            refuse_repeated_ids(table, records, loc)
         with store_errors(table=table, loc=loc, bulk=bulk):
             secrets = None
             if any(passwords):
@@ -211,12 +247,11 @@ class RecordService:
                 record_id = ""
         created, updated = now, now
         if imported:
-            created = _timestamp(
-                fields.pop("created_at", now), [*loc, "created_at"], errors, exact_times
-            )
-            updated = _timestamp(
-                fields.pop("updated_at", created),
-                [*loc, "updated_at"],
+            created, updated = _imported_times(
+                fields.pop("created_at", _ABSENT),
+                fields.pop("updated_at", _ABSENT),
+                now,
+                loc,
                 errors,
                 exact_times,
             )
@@ -471,9 +506,9 @@ def _change_errors(
     return errors + schema_errors_of(table, values, loc, schemas)
 
 
-def _refuse_repeated_ids(table: str, records: list[Record], loc: Loc) -> None:
-    """409 naming the items of one bulk create that give the same id (the
-    store would refuse them as taken, naming neither)."""
+def refuse_repeated_ids(table: str, records: list[Record], loc: Loc) -> None:
+    """409 naming the items of one bulk create or one table of an import that
+    give the same id (the store would refuse them as taken, naming neither)."""
     first: dict[str, int] = {}
     for position, record in enumerate(records):
         seen = first.setdefault(record["id"], position)

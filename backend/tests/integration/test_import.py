@@ -387,6 +387,45 @@ def test_a_bad_timestamp_is_422(client: TestClient, stamp: Any) -> None:
     assert ["body", "notes", 0, "created_at"] in locs(details)
 
 
+def test_only_a_bad_created_at_is_named(client: TestClient) -> None:
+    """``updated_at`` was not sent: it is not reported as bad too."""
+    with store_unchanged(client):
+        details = assert_validation_error(
+            post_import(
+                client, {"ca": [{"id": "c", "created_at": "2020-13-01T00:00:00Z"}]}
+            )
+        )
+    assert locs(details) == [["body", "ca", 0, "created_at"]]
+
+
+def test_an_update_before_the_creation_is_422(client: TestClient) -> None:
+    earlier = {"id": "b", "created_at": LATER, "updated_at": STAMP}
+    with store_unchanged(client):
+        details = assert_validation_error(post_import(client, {"ub": [earlier]}))
+    assert locs(details) == [["body", "ub", 0, "updated_at"]]
+    assert "earlier than created_at" in details[0]["msg"]
+
+
+def test_a_record_given_only_its_update_time_was_created_then(
+    client: TestClient,
+) -> None:
+    """It was stored created now, updated years before."""
+    imported(client, {"ub": [{"id": "b", "updated_at": STAMP}]})
+    record = read(client, "ub", "b")
+    assert (record["created_at"], record["updated_at"]) == (STAMP, STAMP)
+
+
+def test_ids_repeated_in_one_table_of_an_import_are_named(client: TestClient) -> None:
+    """It was 409 saying the table already held the id, which it did not."""
+    with store_unchanged(client):
+        response = post_import(
+            client, {"books": [{"id": "9"}, {"id": "8"}, {"id": "9"}]}
+        )
+        error = assert_error(response, 409, "conflict")
+    assert "records 0 and 2" in error["message"]
+    assert ["body", "books", 2, "id"] in locs(error["details"])
+
+
 def test_imported_users_are_checked_and_their_passwords_hashed(
     client: TestClient,
 ) -> None:
