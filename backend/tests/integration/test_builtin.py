@@ -487,3 +487,15 @@ def test_built_in_rules_hold_after_redis_loses_the_data(client: TestClient) -> N
     tables = {t["name"]: t for t in client.get(f"{API}/tables").json()}
     assert {i["field"] for i in tables["users"]["indexes"]} >= {"email"}
     assert {i["field"] for i in tables["orders"]["indexes"]} >= {"user_id"}
+
+
+def test_a_merge_import_of_a_user_keeps_its_password_hash(client: TestClient) -> None:
+    """A dump carries no password hashes: importing it back over the same
+    users (``merge``) must not take their hashes away."""
+    create_user(client, id="u1")
+    before = _stored_hash(client, "u1")
+    assert before is not None
+    dumped = dump(client)
+    response = client.post(f"{API}/import", json={"users": dumped["users"]})
+    assert response.status_code == 200, response.text
+    assert _stored_hash(client, "u1") == before
