@@ -42,7 +42,8 @@ def conflict_from(exc: DuplicateKey, loc: Loc) -> Conflict:
     else:
         message = f"{exc.table}.{exc.field} must be unique; the value is already taken"
         if exc.ids is not None:
-            message += f" (records {exc.ids[0]!r} and {exc.ids[1]!r})"
+            held, refused = exc.ids
+            message += f" (by record {held!r}; refused for record {refused!r})"
     return Conflict(
         message,
         details=[field_error([*loc, exc.field], "already taken", "unique")],
