@@ -3,8 +3,8 @@
 python -m app.cli export dump.json              # GET /api/v1/dump into a file
 python -m app.cli import dump.json --mode merge # POST /api/v1/import from a file
 python -m app.cli load big.ndjson --table events  # bulk-create in batches
-python -m app.cli check data                    # check the append-only log (offline)
-python -m app.cli repair data --yes             # truncate it at the first bad record
+python -m app.cli check data                    # check and replay the data directory (offline)
+python -m app.cli repair data --yes             # cut each log at its first bad record
 memdb serve db.json                              # json-server's routes on a db.json
 """
 
@@ -34,6 +34,7 @@ from rich.progress import (
 )
 
 from app.storage import aof
+from app.storage.memory import MemoryStore, Store
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # `load` keeps each request's JSON body under this many bytes by default: half the
@@ -42,6 +43,12 @@ DEFAULT_BATCH_BYTES = 512 * 1024
 DESCRIPTION = (
     "memdb's command line: export, import and load against a running service "
     "(--url), check and repair a data directory offline, serve a db.json."
+)
+REPLAY_NOTE = (
+    "The files of the data directory (default MEMDB_DATA_DIR, or data) are read "
+    "and replayed as the service loads them at startup, into a store built from "
+    "the same MEMDB_* settings; the replay holds the data in memory, as the "
+    "service does, so it needs about as much memory as the service."
 )
 console = Console(stderr=True)
 
@@ -370,39 +377,73 @@ def _data_directory(args: argparse.Namespace) -> Path:
     return directory
 
 
+def _scratch_store() -> Store:
+    """An empty store built as the service builds it at startup, from the same
+    ``MEMDB_*`` settings: its limits, the built-in rules (``MEMDB_BUILTIN_SCHEMAS``)
+    and the built-in tables and indexes, made before the log is replayed."""
+    from pydantic import ValidationError
+
+    from app.core.config import Settings
+    from app.schemas.builtin import schemas_of
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MEMDB_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise CliError(f"{name}: {first['msg']}") from None
+    backend = MemoryStore(
+        max_records=settings.max_records,
+        max_tables=settings.max_tables,
+        rules=schemas_of(settings).rules,
+    )
+    backend.ensure_builtins()
+    return backend.engine
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Check the append-only log and snapshots of a data directory (offline)."""
+    """Check the append-only log and snapshots of a data directory (offline):
+    every record's checksum, and every entry replayed as the service would."""
     directory = _data_directory(args)
-    findings = aof.check(directory)
+    findings = aof.check(directory, _scratch_store())
     for line in findings:
         console.print(line)
-    console.print("ok: every record is intact" if not findings else "damaged")
+    console.print(
+        "ok: every record is intact and replays" if not findings else "damaged"
+    )
     return 0 if not findings else 1
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    """Truncate damaged logs at their first bad record (what follows it is lost)."""
+    """Truncate each log at its first damaged or unreplayable record (what follows
+    it is lost); a damaged snapshot is reported, never cut."""
     directory = _data_directory(args)
-    findings = aof.check(directory)
+    findings = aof.examine(directory, _scratch_store())
     if not findings:
         console.print("nothing to repair")
         return 0
+    logs = [finding for finding in findings if not finding.snapshot]
+    if not logs:
+        for finding in findings:
+            console.print(str(finding))
+        console.print("nothing repair can do: a snapshot cannot be cut")
+        return 1
     if not args.yes and not sys.stdin.isatty():
         raise CliError(
             f"{len(findings)} damaged file(s); repair asks before it cuts a log, "
             "and there is no terminal to ask: run `check` to see them, then "
             "`repair --yes`"
         )
-    for line in findings:
-        console.print(line)
+    for finding in findings:
+        console.print(str(finding))
     if not args.yes:
         answer = input("Truncate the damaged logs at their first bad record? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             console.print("left unchanged")
             return 1
-    for line in aof.repair(directory):
+    for line in aof.cut(logs):
         console.print(line)
-    remaining = aof.check(directory)
+    remaining = aof.check(directory, _scratch_store())
     for line in remaining:
         console.print(f"still damaged: {line}")
     return 0 if not remaining else 1
@@ -469,12 +510,23 @@ def parser() -> argparse.ArgumentParser:
     load.set_defaults(run=cmd_load)
 
     data_dir = os.environ.get("MEMDB_DATA_DIR", "data")
-    check = commands.add_parser("check", help="check a data directory's log (offline)")
+    check = commands.add_parser(
+        "check",
+        help="check a data directory offline: each record's checksum, and each "
+        "entry replayed as the service loads it (into memory, as the service "
+        "holds the data)",
+        description=REPLAY_NOTE,
+    )
     check.add_argument("data_dir", nargs="?", default=data_dir)
     check.set_defaults(run=cmd_check)
 
     fix = commands.add_parser(
-        "repair", help="truncate a damaged log at its first bad record"
+        "repair",
+        help="truncate each log at its first damaged or unreplayable record "
+        "(kept aside in a .corrupt file); a damaged snapshot cannot be cut",
+        description=REPLAY_NOTE + " A log is truncated at its first problem, the "
+        "bytes cut off kept beside it in a .corrupt file; a damaged or incomplete "
+        "snapshot is reported with what to do instead, never cut.",
     )
     fix.add_argument("data_dir", nargs="?", default=data_dir)
     fix.add_argument("--yes", action="store_true", help="do not ask")

@@ -47,7 +47,7 @@ from app.services.imports import ImportService
 from app.services.joins import JoinService
 from app.services.passwords import PasswordHasher
 from app.services.query import QueryService
-from app.schemas.builtin import BUILTIN, NO_SCHEMAS, Schemas
+from app.schemas.builtin import schemas_of
 from app.services.records import RecordService
 from app.services.stats import StatsService
 from app.services.tables import TableService
@@ -65,12 +65,6 @@ An in-memory database over HTTP: tables of JSON records with CRUD, bulk writes,
 joins and dumps. Every error answers with one envelope:
 `{"error": {"code", "message", "details", "request_id"}}`.
 """
-
-
-def schemas_of(settings: Settings) -> Schemas:
-    """The built-in tables' schemas and rules, unless ``MEMDB_BUILTIN_SCHEMAS``
-    is off (every table schemaless)."""
-    return BUILTIN if settings.builtin_schemas else NO_SCHEMAS
 
 
 def build_store(settings: Settings) -> StoreBackend:

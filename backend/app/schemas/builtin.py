@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from app.core.config import Settings
 from app.storage.base import Reference, Rules
 
 
@@ -92,3 +93,9 @@ BUILTIN = Schemas(
     models=BUILTIN_SCHEMAS, rules=BUILTIN_RULES, placeholders=PLACEHOLDERS
 )
 NO_SCHEMAS = Schemas()
+
+
+def schemas_of(settings: Settings) -> Schemas:
+    """The built-in tables' schemas and rules, unless ``MEMDB_BUILTIN_SCHEMAS``
+    is off (every table schemaless)."""
+    return BUILTIN if settings.builtin_schemas else NO_SCHEMAS

@@ -12,6 +12,11 @@ store's lock (so no change falls between), writes the new snapshot to a
 temporary file, fsyncs it, renames it into place and fsyncs the directory; the
 rename is the commit point, and only then are older files removed. A crash at
 any moment therefore leaves a loadable state that holds every logged change.
+
+Recovery and the offline ``check`` and ``repair`` find problems the same way
+(``examine``): each file's records are read, and its entries replayed into a
+store built as the service builds it. A log can be cut at its first problem; a
+snapshot cannot.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import errno
 import fcntl
 import os
 import re
+import sys
 import threading
 import time
 import zlib
@@ -45,18 +51,39 @@ CRASH_ENV = "MEMDB_CRASH_AT"
 LOCK_FILE = "memdb.lock"
 
 
-class CorruptLog(Exception):
-    """A complete record is damaged: the service must not start."""
+INCOMPLETE = "the snapshot is incomplete"
+# what to do about a damaged snapshot: it cannot be cut as a log can
+SNAPSHOT_ADVICE = (
+    "a snapshot is the compacted state and `python -m app.cli repair` cannot cut "
+    "it: restore the data directory from a backup, or move {name} out of the "
+    "directory so that the service loads the files that remain (an older "
+    "snapshot or logs still there, and the logs after it); what only {name} "
+    "held is then lost, and `python -m app.cli check` shows whether the rest loads"
+)
+LOG_ADVICE = (
+    "`python -m app.cli repair` can cut the log there, keeping the removed bytes "
+    "in a .corrupt file"
+)
 
-    def __init__(self, path: Path, offset: int, reason: str) -> None:
-        super().__init__(
-            f"{path.name}: damaged record at byte offset {offset} ({reason}); "
-            "`python -m app.cli repair` can cut the log there, keeping the "
-            "removed bytes in a .corrupt file"
-        )
+
+class CorruptLog(Exception):
+    """A complete record is damaged, an entry cannot be replayed, or a snapshot
+    is incomplete: the service must not start. The message says what to do:
+    a log can be cut there by ``repair``, a snapshot cannot."""
+
+    def __init__(
+        self, path: Path, offset: int, reason: str, *, snapshot: bool = False
+    ) -> None:
+        if reason == INCOMPLETE:
+            what = f"{reason} (no end record after byte offset {offset})"
+        else:
+            what = f"damaged record at byte offset {offset} ({reason})"
+        advice = SNAPSHOT_ADVICE.format(name=path.name) if snapshot else LOG_ADVICE
+        super().__init__(f"{path.name}: {what}; {advice}")
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.snapshot = snapshot
 
 
 def crash_point(step: str) -> None:
@@ -80,6 +107,7 @@ class Scan:
     good_bytes: int = 0
     size: int = 0
     torn: str | None = None  # why the tail was dropped, if it was
+    damage: str | None = None  # why the record at ``good_bytes`` is damaged
 
 
 def scan(path: Path, *, last: bool) -> Scan:
@@ -90,6 +118,15 @@ def scan(path: Path, *, last: bool) -> Scan:
     its check, the last one too, raises ``CorruptLog``: it was acknowledged
     whole, so its bytes are damaged, not torn.
     """
+    result = read(path, last=last)
+    if result.damage is not None:
+        raise CorruptLog(path, result.good_bytes, result.damage)
+    return result
+
+
+def read(path: Path, *, last: bool) -> Scan:
+    """``scan``, but a damaged record ends the reading instead of raising: the
+    entries before it are returned, and ``damage`` says why it is damaged."""
     data = path.read_bytes()
     result = Scan(path, size=len(data))
     offset = 0
@@ -105,8 +142,9 @@ def scan(path: Path, *, last: bool) -> Scan:
             continue
         if last and end < 0:
             result.torn = reason
-            return result
-        raise CorruptLog(path, offset, reason)
+        else:
+            result.damage = reason
+        return result
     return result
 
 
@@ -165,28 +203,107 @@ def recovery_plan(directory: Path) -> Plan:
     return Plan(snapshot, first, logs, generation)
 
 
-def check(directory: Path) -> list[str]:
-    """Findings of a check of the data directory, one line each (empty: all good)."""
-    plan = recovery_plan(directory)
-    findings: list[str] = []
-    paths = ([plan.snapshot] if plan.snapshot else []) + plan.logs
-    for position, path in enumerate(paths):
-        try:
-            found = scan(path, last=position == len(paths) - 1)
-        except CorruptLog as exc:
-            # the bytes from the bad record to the end: what repair would cut off
-            findings.append(f"{exc} of {path.stat().st_size - exc.offset} bytes")
-            continue
-        if found.torn:
-            findings.append(
-                f"{path.name}: torn last record at byte offset {found.good_bytes} "
-                f"({found.torn}); {found.size - found.good_bytes} bytes would be dropped"
+@dataclass(frozen=True)
+class Finding:
+    """One problem of a file the service would load: the first record of it
+    that is damaged or cannot be replayed, a torn last record, or a snapshot
+    without its end record."""
+
+    path: Path
+    offset: int
+    reason: str
+    size: int  # of the file
+    snapshot: bool = False
+    torn: bool = False
+
+    def __str__(self) -> str:
+        name = self.path.name
+        dropped = self.size - self.offset
+        if self.torn:
+            return (
+                f"{name}: torn last record at byte offset {self.offset} "
+                f"({self.reason}); {dropped} bytes would be dropped"
             )
-        if path == plan.snapshot and (
-            not found.entries or found.entries[-1]["op"] != "end"
-        ):
-            findings.append(f"{path.name}: the snapshot is incomplete")
+        error = self.error()
+        if self.snapshot:
+            return str(error)
+        # the bytes from the bad record to the end: what repair would cut off
+        return f"{error} of {dropped} bytes"
+
+    def error(self) -> CorruptLog:
+        """What the service raises when it meets this (a torn tail it drops)."""
+        return CorruptLog(self.path, self.offset, self.reason, snapshot=self.snapshot)
+
+
+_REPLAY_ERRORS = (StoreError, KeyError, TypeError, ValueError)
+
+
+def _load(
+    path: Path, *, last: bool, snapshot: bool, store: Store | None
+) -> tuple[Scan, Finding | None, int]:
+    """Read one file and replay its entries into ``store`` (none: only read),
+    as recovery does; the file, its first problem (none: it loads) and how many
+    entries were replayed. An entry that cannot be replayed stops the replay
+    there: what follows it in the file is not applied."""
+    found = read(path, last=last)
+    replayed = 0
+    if store is not None:
+        for entry, offset in zip(found.entries, found.offsets):
+            if entry["op"] in ("snapshot", "end"):
+                continue
+            try:
+                store.apply(entry)
+            except _REPLAY_ERRORS as exc:
+                reason = f"the entry cannot be replayed: {type(exc).__name__}"
+                return found, Finding(path, offset, reason, found.size, snapshot), 0
+            replayed += 1
+    if found.damage is not None:
+        problem = Finding(path, found.good_bytes, found.damage, found.size, snapshot)
+        return found, problem, replayed
+    if snapshot and (not found.entries or found.entries[-1]["op"] != "end"):
+        problem = Finding(path, found.good_bytes, INCOMPLETE, found.size, True)
+        return found, problem, replayed
+    return found, None, replayed
+
+
+def examine(directory: Path, store: Store | None = None) -> list[Finding]:
+    """The problems of the files the service would load from ``directory``,
+    found as it finds them: each record's checksum, then each entry replayed
+    into ``store``, which should be built as the service builds its store at
+    startup (its rules and built-in tables; by default an empty store without
+    either). The replay holds the data in memory, as the service does.
+
+    A log's first problem is where ``repair`` cuts it; the replay goes on with
+    the next log from the state before that problem, as the service would load
+    it after the repair. A snapshot's problem cannot be cut: after it, the logs
+    are only read (their checksums), not replayed, since the state they apply
+    to is unknown.
+    """
+    if store is None:
+        store = Store(max_records=sys.maxsize, max_tables=sys.maxsize)
+    plan = recovery_plan(directory)
+    paths = ([plan.snapshot] if plan.snapshot else []) + plan.logs
+    findings: list[Finding] = []
+    replay: Store | None = store
+    for position, path in enumerate(paths):
+        is_snapshot = path == plan.snapshot
+        found, problem, _ = _load(
+            path, last=position == len(paths) - 1, snapshot=is_snapshot, store=replay
+        )
+        if problem is not None:
+            findings.append(problem)
+            if is_snapshot:
+                replay = None
+        elif found.torn:
+            torn = Finding(path, found.good_bytes, found.torn, found.size, torn=True)
+            findings.append(torn)
     return findings
+
+
+def check(directory: Path, store: Store | None = None) -> list[str]:
+    """Findings of a check of the data directory, one line each (empty: all
+    good); ``store``: as for ``examine``."""
+    return [str(finding) for finding in examine(directory, store)]
 
 
 def keep_aside(path: Path, offset: int, data: bytes) -> Path:
@@ -212,25 +329,28 @@ def truncate(path: Path, offset: int, data: bytes) -> Path:
     return aside
 
 
-def repair(directory: Path) -> list[str]:
-    """Truncate every damaged log at its first bad record (like redis-check-aof
-    --fix); what is cut off is kept beside the log in a ``.corrupt`` file."""
+def repair(directory: Path, store: Store | None = None) -> list[str]:
+    """Truncate every log at its first problem (like redis-check-aof --fix): a
+    damaged record, an entry that cannot be replayed (``store``: as for
+    ``examine``) or a torn last record; what is cut off is kept beside the log
+    in a ``.corrupt`` file. A snapshot is left as it is: it cannot be cut."""
+    return cut(examine(directory, store))
+
+
+def cut(findings: list[Finding]) -> list[str]:
+    """Truncate each log with a finding at its offset (``repair``); one line
+    for each log cut."""
     done: list[str] = []
-    plan = recovery_plan(directory)
-    for path in plan.logs:
+    for finding in findings:
+        if finding.snapshot:
+            continue
+        path = finding.path
         data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            end = data.find(b"\n", offset)
-            if end < 0 or _check(data[offset:end]) is not None:
-                break
-            offset = end + 1
-        if offset < len(data):
-            aside = truncate(path, offset, data)
-            done.append(
-                f"{path.name}: truncated to {offset} bytes (dropped "
-                f"{len(data) - offset}, kept in {aside.name})"
-            )
+        aside = truncate(path, finding.offset, data)
+        done.append(
+            f"{path.name}: truncated to {finding.offset} bytes (dropped "
+            f"{len(data) - finding.offset}, kept in {aside.name})"
+        )
     return done
 
 
@@ -308,20 +428,15 @@ class AppendOnlyLog:
         seen = replayed = 0
         last_report = time.monotonic()
         for position, path in enumerate(paths):
-            found = scan(path, last=position == len(paths) - 1)
-            if path == plan.snapshot and (
-                not found.entries or found.entries[-1]["op"] != "end"
-            ):
-                raise CorruptLog(path, found.good_bytes, "the snapshot is incomplete")
-            for entry, offset in zip(found.entries, found.offsets):
-                if entry["op"] in ("snapshot", "end"):
-                    continue
-                try:
-                    store.apply(entry)
-                except (StoreError, KeyError, TypeError, ValueError) as exc:
-                    reason = f"the entry cannot be replayed: {type(exc).__name__}"
-                    raise CorruptLog(path, offset, reason) from None
-                replayed += 1
+            found, problem, count = _load(
+                path,
+                last=position == len(paths) - 1,
+                snapshot=path == plan.snapshot,
+                store=store,
+            )
+            if problem is not None:
+                raise problem.error()
+            replayed += count
             seen += found.size
             if found.torn:
                 log.warning(

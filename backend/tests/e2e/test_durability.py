@@ -657,6 +657,108 @@ def test_a_damaged_middle_record_refuses_to_start_until_repaired(
     assert ids_of(server, "logged") == {f"r{i}" for i in range(5)}
 
 
+UNREPLAYABLE = [
+    {"op": "zap", "table": "t0"},
+    {"op": "delete", "table": "t0", "id": "nope"},
+    {"op": "put", "table": "t0", "records": "nope"},
+]
+
+
+def refusal_of(server: Server) -> str:
+    """What the service said about the data directory when it refused to start."""
+    (refused,) = events_named(server, "service.cannot_start")
+    message = flat(refused["message"])
+    prefix = "the data directory cannot be loaded: "
+    assert message.startswith(prefix), message
+    return message[len(prefix) :]
+
+
+@pytest.mark.parametrize("bad", UNREPLAYABLE, ids=["op", "id", "records"])
+def test_an_entry_that_cannot_be_replayed_is_found_by_check_and_cut_by_repair(
+    server_factory: Factory, tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    """Every checksum is right but the service cannot replay one entry: check
+    names it as the service does, repair cuts the log there, and the service
+    then starts with every record before it."""
+    data = tmp_path / "data"
+    log = ten_records(server_factory, data)
+    offset = record_offsets(log)[5]
+    content = log.read_bytes()
+    damaged = content[:offset] + frame(bad) + content[offset:]
+    log.write_bytes(damaged)
+
+    server = server_factory(wait=False, **aof_env(data))
+    assert server.wait_exit() == 1
+    refusal = refusal_of(server)
+    where = f"appendonly.0.aof: damaged record at byte offset {offset}"
+    assert refusal.startswith(f"{where} (the entry cannot be replayed"), refusal
+    assert "repair" in refusal
+    assert log.read_bytes() == damaged
+
+    checked = cli("check", str(data))
+    assert checked.returncode == 1, checked.stderr
+    report = flat(checked.stderr + checked.stdout)
+    # the service's own words, and the bytes repair would cut off
+    assert f"{refusal} of {len(damaged) - offset} bytes" in report, report
+    assert log.read_bytes() == damaged
+
+    repaired = cli("repair", str(data), "--yes")
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"truncated to {offset} bytes" in flat(repaired.stderr + repaired.stdout)
+    assert log.read_bytes() == content[:offset]
+    aside = data / f"appendonly.0.aof.{offset}.corrupt"
+    assert aside.read_bytes() == damaged[offset:]
+    assert cli("check", str(data)).returncode == 0
+
+    server = server_factory(**aof_env(data))
+    assert ids_of(server, "logged") == {f"r{i}" for i in range(5)}
+
+
+def test_an_incomplete_snapshot_is_not_offered_to_repair(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    """A snapshot is the compacted state and cannot be cut: the service, check
+    and repair all say so and what to do instead; moved aside, the service
+    loads the log that remains."""
+    data = tmp_path / "data"
+    data.mkdir()
+    snapshot = data / "snapshot.1.db"
+    records = [{"id": f"r{i}", "pad": "p" * 40} for i in range(5)]
+    snapshot.write_bytes(
+        frame({"op": "snapshot", "version": 1, "generation": 1})
+        + frame({"op": "create_table", "table": "logged"})
+        + b"".join(
+            frame({"op": "put", "table": "logged", "records": [r]}) for r in records
+        )
+        # its last records and its end record are missing
+    )
+    log = data / "appendonly.1.aof"
+    log.write_bytes(frame({"op": "put", "table": "logged", "records": [{"id": "r9"}]}))
+    before = {name: (data / name).read_bytes() for name in file_names(data)}
+
+    server = server_factory(wait=False, **aof_env(data))
+    assert server.wait_exit() == 1
+    refusal = refusal_of(server)
+    assert refusal.startswith("snapshot.1.db: the snapshot is incomplete"), refusal
+    assert "move snapshot.1.db out of the directory" in refusal
+    assert "backup" in refusal and "can cut the log there" not in refusal
+
+    checked = cli("check", str(data))
+    assert checked.returncode == 1
+    assert refusal in flat(checked.stderr + checked.stdout)
+    repaired = cli("repair", str(data), "--yes")
+    assert repaired.returncode == 1
+    said = flat(repaired.stderr + repaired.stdout)
+    assert refusal in said and "a snapshot cannot be cut" in said
+    after = {n: (data / n).read_bytes() for n in file_names(data) if n != "memdb.lock"}
+    assert after == before
+
+    snapshot.rename(data / "snapshot.1.db.damaged")
+    assert cli("check", str(data)).returncode == 0
+    server = server_factory(**aof_env(data))
+    assert ids_of(server, "logged") == {"r9"}
+
+
 # -- 4. a crash at each step of a compaction ------------------------------------------
 
 

@@ -32,7 +32,8 @@ from app.storage.aof import (
     repair,
     scan,
 )
-from app.storage.memory import JournalError, Store
+from app.storage.base import Rules
+from app.storage.memory import JournalError, MemoryStore, Store
 
 from tests.unit.helpers import store_state
 
@@ -718,6 +719,193 @@ def test_check_looks_only_at_the_files_recovery_would_load(tmp_path: Path) -> No
     findings = check(tmp_path)
     assert len(findings) == 1 and "appendonly.1.aof" in findings[0]
     assert "damaged record" in findings[0]
+
+
+# -- entries that cannot be replayed, and snapshots that cannot be cut ----------------
+
+UNREPLAYABLE: list[Entry] = [
+    {"op": "zap", "table": "t0"},
+    {"op": "delete", "table": "t0", "id": "nope"},
+    {"op": "put", "table": "t0", "records": "nope"},
+]
+BEFORE: list[Entry] = [
+    {"op": "put", "table": "t0", "records": [{"id": "a"}]},
+    {"op": "put", "table": "t0", "records": [{"id": "b"}]},
+]
+
+
+@pytest.mark.parametrize("bad", UNREPLAYABLE, ids=["op", "id", "records"])
+def test_check_reports_and_repair_cuts_at_an_entry_that_cannot_be_replayed(
+    tmp_path: Path, bad: Entry
+) -> None:
+    """Every checksum is right, but recovery refuses the entry: check names it
+    (file, offset, the service's own words), repair cuts there, and recovery
+    then loads every entry before it."""
+    path = tmp_path / "appendonly.0.aof"
+    after = {"op": "put", "table": "t0", "records": [{"id": "c"}]}
+    offsets = write_entries(path, [*BEFORE, bad, after])
+    original = path.read_bytes()
+    with pytest.raises(CorruptLog) as caught:
+        reload(tmp_path)
+    refusal = str(caught.value)
+    assert caught.value.offset == offsets[2]
+    assert "the entry cannot be replayed" in refusal and "repair" in refusal
+
+    findings = check(tmp_path)
+    assert findings == [f"{refusal} of {len(original) - offsets[2]} bytes"]
+    assert f"appendonly.0.aof: damaged record at byte offset {offsets[2]}" in refusal
+    assert path.read_bytes() == original  # check changes nothing
+
+    assert repair(tmp_path) == [
+        f"appendonly.0.aof: truncated to {offsets[2]} bytes (dropped "
+        f"{len(original) - offsets[2]}, kept in appendonly.0.aof.{offsets[2]}.corrupt)"
+    ]
+    assert path.read_bytes() == original[: offsets[2]]
+    aside = tmp_path / f"appendonly.0.aof.{offsets[2]}.corrupt"
+    assert aside.read_bytes() == original[offsets[2] :]
+    assert check(tmp_path) == []
+    assert reload(tmp_path).snapshot("t0") == [{"id": "a"}, {"id": "b"}]
+
+
+def test_an_entry_that_cannot_be_replayed_before_a_damaged_record_comes_first(
+    tmp_path: Path,
+) -> None:
+    """Recovery, check and repair agree on the first problem of a file."""
+    path = tmp_path / "appendonly.0.aof"
+    offsets = write_entries(path, [*BEFORE, UNREPLAYABLE[0], *BEFORE])
+    flip(path, offsets[3] + 12)
+    with pytest.raises(CorruptLog) as caught:
+        reload(tmp_path)
+    assert caught.value.offset == offsets[2]
+    (finding,) = check(tmp_path)
+    assert f"offset {offsets[2]} (the entry cannot be replayed" in finding
+    repair(tmp_path)
+    assert path.stat().st_size == offsets[2]
+    assert check(tmp_path) == []
+
+
+def test_check_replays_the_later_logs_as_the_repaired_directory_would_load(
+    tmp_path: Path,
+) -> None:
+    """A log cut at an unreplayable entry changes what the next log applies to:
+    check goes on from the state before the cut, so that what it reports is
+    exactly what repair cuts, and the repaired directory loads."""
+    first = tmp_path / "appendonly.0.aof"
+    second = tmp_path / "appendonly.1.aof"
+    cut_at = write_entries(first, [*BEFORE, UNREPLAYABLE[0], *ENTRIES[:2]])[2]
+    # ENTRIES[1] put "a" into "t" after the cut: deleting it cannot be replayed
+    write_entries(second, [{"op": "delete", "table": "t", "id": "a"}])
+    findings = check(tmp_path)
+    assert len(findings) == 2
+    assert f"appendonly.0.aof: damaged record at byte offset {cut_at}" in findings[0]
+    assert "appendonly.1.aof: damaged record at byte offset 0" in findings[1]
+    assert len(repair(tmp_path)) == 2
+    assert check(tmp_path) == []
+    assert reload(tmp_path).snapshot("t0") == [{"id": "a"}, {"id": "b"}]
+
+
+def test_check_replays_into_the_store_it_is_given(tmp_path: Path) -> None:
+    """An index on a built-in table is logged without its table (the service
+    makes it before the replay): it replays into a store built like the
+    service's, and only there."""
+    rules = Rules(tables=("users",), indexes=(("users", "email", True),))
+    path = tmp_path / "appendonly.0.aof"
+    entry = {"op": "create_index", "table": "users", "field": "age", "unique": False}
+    write_entries(path, [entry])
+    (finding,) = check(tmp_path)  # an empty store without rules: no table users
+    assert "cannot be replayed: UnknownTable" in finding
+    backend = MemoryStore(max_records=100, rules=rules)
+    backend.ensure_builtins()
+    assert check(tmp_path, backend.engine) == []
+    assert "age" in backend.engine.require("users").indexes  # the replay's state
+    builtins = MemoryStore(max_records=100, rules=rules)
+    builtins.ensure_builtins()
+    assert repair(tmp_path, builtins.engine) == []
+    assert path.read_bytes() == frame(entry)
+
+
+def snapshot_directory(directory: Path) -> tuple[Path, Path]:
+    """A snapshot of ``t0`` (a, b) and the log after it (c)."""
+    snapshot = directory / "snapshot.1.db"
+    write_entries(
+        snapshot,
+        [
+            {"op": "snapshot", "version": 1, "generation": 1},
+            {"op": "create_table", "table": "t0"},
+            *BEFORE,
+            {"op": "end", "records": 2},
+        ],
+    )
+    log = directory / "appendonly.1.aof"
+    write_entries(log, [{"op": "put", "table": "t0", "records": [{"id": "c"}]}])
+    return snapshot, log
+
+
+def assert_snapshot_advice(text: str, name: str) -> None:
+    assert "cannot cut it" in text and f"move {name} out of the directory" in text
+    assert "backup" in text
+    assert "can cut the log there" not in text and ".corrupt" not in text
+
+
+@pytest.mark.parametrize(
+    "damage", ["incomplete", "unreplayable", "checksum"], ids=lambda d: str(d)
+)
+def test_a_damaged_snapshot_is_reported_and_never_cut(
+    tmp_path: Path, damage: str
+) -> None:
+    """A snapshot is the compacted state: recovery, check and repair say what
+    to do instead of recommending a cut, and repair leaves every file as it is."""
+    snapshot, log = snapshot_directory(tmp_path)
+    lines = snapshot.read_bytes().splitlines(keepends=True)
+    if damage == "incomplete":
+        snapshot.write_bytes(b"".join(lines[:-2]))  # no b, no end
+    elif damage == "unreplayable":
+        snapshot.write_bytes(
+            b"".join(lines[:2]) + frame(UNREPLAYABLE[2]) + b"".join(lines[2:])
+        )
+    else:
+        flip(snapshot, len(b"".join(lines[:3])) + 12)
+    offset = len(b"".join(lines[:2])) if damage == "unreplayable" else None
+    contents = {name: (tmp_path / name).read_bytes() for name in files(tmp_path)}
+
+    with pytest.raises(CorruptLog) as caught:
+        reload(tmp_path)
+    assert caught.value.path == snapshot and caught.value.snapshot
+    assert_snapshot_advice(str(caught.value), "snapshot.1.db")
+    if offset is not None:
+        assert f"byte offset {offset} (the entry cannot be replayed" in str(
+            caught.value
+        )
+    # the log after a damaged snapshot is not replayed: its state is unknown
+    assert check(tmp_path) == [str(caught.value)]
+    assert repair(tmp_path) == []
+    assert {
+        name: (tmp_path / name).read_bytes() for name in files(tmp_path)
+    } == contents
+
+    # moved aside, the service loads the log that remains
+    snapshot.rename(tmp_path / "snapshot.1.db.damaged")
+    assert check(tmp_path) == []
+    assert reload(tmp_path).snapshot("t0") == [{"id": "c"}]
+
+
+def test_the_logs_after_a_damaged_snapshot_are_still_checked_and_cut(
+    tmp_path: Path,
+) -> None:
+    snapshot, log = snapshot_directory(tmp_path)
+    snapshot.write_bytes(b"".join(snapshot.read_bytes().splitlines(True)[:-1]))
+    with log.open("ab") as handle:
+        handle.write(b"0123")  # a torn last record: repair cuts it
+    size = log.stat().st_size
+    findings = check(tmp_path)
+    assert len(findings) == 2
+    assert "snapshot.1.db: the snapshot is incomplete" in findings[0]
+    assert "appendonly.1.aof: torn last record" in findings[1]
+    assert repair(tmp_path) == [
+        f"appendonly.1.aof: truncated to {size - 4} bytes "
+        f"(dropped 4, kept in appendonly.1.aof.{size - 4}.corrupt)"
+    ]
+    assert len(check(tmp_path)) == 1
 
 
 def test_a_write_the_store_fails_to_apply_is_not_left_in_the_log(

@@ -356,7 +356,7 @@ def test_check_states_the_bytes_repair_would_remove(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = tmp_path / "appendonly.0.aof"
-    records = [frame({"op": "drop", "table": f"t{i}"}) for i in range(4)]
+    records = [frame({"op": "create_table", "table": f"t{i}"}) for i in range(4)]
     bad = len(records[0]) + len(records[1])
     damaged = bytearray(b"".join(records))
     damaged[bad + 12] ^= 0x01
@@ -368,3 +368,94 @@ def test_check_states_the_bytes_repair_would_remove(
     removed = len(damaged) - bad
     assert f"in a .corrupt file of {removed} bytes" in text, text
     assert os.path.getsize(log) == len(damaged)
+
+
+@pytest.fixture
+def service_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No MEMDB_* setting of the developer's (nor a .env) reaches check or repair."""
+    for name in list(os.environ):
+        if name.startswith("MEMDB_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("service_settings")
+def test_check_and_repair_replay_into_a_store_built_as_the_service_builds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index on the built-in users table is logged without the table (the
+    service makes it before the replay): it replays with the built-in schemas,
+    and cannot be replayed without them (MEMDB_BUILTIN_SCHEMAS=false)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    log = data / "appendonly.0.aof"
+    entry = {"op": "create_index", "table": "users", "field": "age", "unique": False}
+    log.write_bytes(frame(entry))
+    assert main(["check", str(data)]) == 0
+    assert "ok: every record is intact" in capsys.readouterr().err
+    assert main(["repair", str(data), "--yes"]) == 0
+    assert "nothing to repair" in capsys.readouterr().err
+    monkeypatch.setenv("MEMDB_BUILTIN_SCHEMAS", "false")
+    assert main(["check", str(data)]) == 1
+    text = " ".join(capsys.readouterr().err.split())
+    assert "appendonly.0.aof: damaged record at byte offset 0" in text
+    assert "the entry cannot be replayed: UnknownTable" in text
+    assert log.read_bytes() == frame(entry)
+
+
+@pytest.mark.usefixtures("service_settings")
+def test_check_and_repair_of_an_entry_that_cannot_be_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "appendonly.0.aof"
+    good = frame({"op": "put", "table": "t0", "records": [{"id": "a"}]})
+    bad = frame({"op": "zap", "table": "t0"})
+    log.write_bytes(good + bad + good)
+    assert main(["check", str(tmp_path)]) == 1
+    text = " ".join(capsys.readouterr().err.split())
+    assert f"appendonly.0.aof: damaged record at byte offset {len(good)}" in text
+    assert "(the entry cannot be replayed: ValueError)" in text
+    assert f"in a .corrupt file of {len(bad + good)} bytes" in text, text
+    assert main(["repair", str(tmp_path), "--yes"]) == 0
+    text = " ".join(capsys.readouterr().err.split())
+    assert f"appendonly.0.aof: truncated to {len(good)} bytes" in text
+    assert "still damaged" not in text
+    assert log.read_bytes() == good
+    assert (tmp_path / f"appendonly.0.aof.{len(good)}.corrupt").read_bytes() == (
+        bad + good
+    )
+
+
+@pytest.mark.usefixtures("service_settings")
+def test_repair_of_an_incomplete_snapshot_says_what_to_do_and_cuts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snapshot = tmp_path / "snapshot.1.db"
+    content = frame({"op": "snapshot", "version": 1, "generation": 1}) + frame(
+        {"op": "put", "table": "t0", "records": [{"id": "a"}]}
+    )  # no end record
+    snapshot.write_bytes(content)
+    (tmp_path / "appendonly.1.aof").write_bytes(b"")
+    assert main(["check", str(tmp_path)]) == 1
+    checked = " ".join(capsys.readouterr().err.split())
+    assert "snapshot.1.db: the snapshot is incomplete" in checked
+    assert "move snapshot.1.db out of the directory" in checked
+    assert "can cut the log there" not in checked
+    # no question to ask, with or without --yes: there is nothing it can cut
+    for argv in (["repair", str(tmp_path)], ["repair", str(tmp_path), "--yes"]):
+        assert main(argv) == 1
+        text = " ".join(capsys.readouterr().err.split())
+        assert "move snapshot.1.db out of the directory" in text
+        assert "nothing repair can do: a snapshot cannot be cut" in text
+        assert snapshot.read_bytes() == content
+    assert not list(tmp_path.glob("*.corrupt"))
+
+
+@pytest.mark.usefixtures("service_settings")
+def test_check_with_an_invalid_setting_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMDB_MAX_RECORDS", "none")
+    code, err = run_cli(capsys, "check", str(tmp_path))
+    line = failed(code, err)
+    assert line.startswith("error: MEMDB_MAX_RECORDS: "), line
