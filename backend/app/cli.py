@@ -418,6 +418,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
     """Truncate each log at its first damaged or unreplayable record (what follows
     it is lost); a damaged snapshot is reported, never cut."""
     directory = _data_directory(args)
+    if aof.AppendOnlyLog(directory, fsync="no").in_use():
+        raise CliError(
+            f"{directory} is in use by a running memdb service: stop it before "
+            "repair (check may run meanwhile)"
+        )
     findings = aof.examine(directory, _scratch_store())
     if not findings:
         console.print("nothing to repair")

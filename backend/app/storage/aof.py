@@ -484,6 +484,18 @@ class AppendOnlyLog:
             ) from None
         self._lock = fd
 
+    def in_use(self) -> bool:
+        """Whether a service holds the directory (its lock), as a tool asks
+        before it changes files (``repair``)."""
+        try:
+            self._lock_directory()
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                return True
+            raise
+        self._unlock()
+        return False
+
     def open(self, store: Store) -> None:
         """Start appending to the current generation's log and journal ``store``."""
         self.store = store

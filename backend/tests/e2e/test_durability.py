@@ -400,6 +400,9 @@ def test_a_second_service_on_the_same_directory_is_refused(
     assert second.process.returncode == 1
     (refused,) = events_named(second, "service.cannot_start")
     assert "in use by another memdb service" in refused["message"]
+    repair = cli("repair", str(data), "--yes")  # nor does repair cut under it
+    assert repair.returncode == 1
+    assert "in use by a running memdb service" in repair.stderr
     post_records(first, "kept", ["k1"])  # the first goes on
     assert first.terminate() == 0
     third = server_factory(**aof_env(data))  # free again once it stopped
