@@ -53,6 +53,12 @@ REPLAY_NOTE = (
 console = Console(stderr=True)
 
 
+def say(text: str) -> None:
+    """One line of a report, as it is: never wrapped at the console's width
+    (a script greps it), never read as markup (a path may hold brackets)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 class CliError(Exception):
     """A failure to report in one line, with exit status 1."""
 
@@ -184,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(target.parent)
-    console.print(f"wrote {written} bytes to {args.file}")
+    say(f"wrote {written} bytes to {args.file}")
     return 0
 
 
@@ -258,8 +264,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             "memdb service?"
         )
     for table, count in counts.items():
-        console.print(f"{table}: {count}")
-    console.print(f"imported {result['total']} records ({args.mode})")
+        say(f"{table}: {count}")
+    say(f"imported {result['total']} records ({args.mode})")
     return 0
 
 
@@ -298,7 +304,7 @@ def _sources(
             n for n in names if not isinstance(document[n], kept) and n != "$schema"
         ]
         if skipped:
-            console.print(f"skipped (not lists of records): {', '.join(skipped)}")
+            say(f"skipped (not lists of records): {', '.join(skipped)}")
         return {
             name: document[name] for name in names if isinstance(document[name], kept)
         }
@@ -366,7 +372,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                 loaded += count
                 done += count
                 progress.update(task, advance=count)
-    console.print(f"loaded {loaded} records")
+    say(f"loaded {loaded} records")
     return 0
 
 
@@ -407,10 +413,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     directory = _data_directory(args)
     findings = aof.check(directory, _scratch_store())
     for line in findings:
-        console.print(line)
-    console.print(
-        "ok: every record is intact and replays" if not findings else "damaged"
-    )
+        say(line)
+    say("ok: every record is intact and replays" if not findings else "damaged")
     return 0 if not findings else 1
 
 
@@ -425,13 +429,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
         )
     findings = aof.examine(directory, _scratch_store())
     if not findings:
-        console.print("nothing to repair")
+        say("nothing to repair")
         return 0
     logs = [finding for finding in findings if not finding.snapshot]
     if not logs:
         for finding in findings:
-            console.print(str(finding))
-        console.print("nothing repair can do: a snapshot cannot be cut")
+            say(str(finding))
+        say("nothing repair can do: a snapshot cannot be cut")
         return 1
     if not args.yes and not sys.stdin.isatty():
         raise CliError(
@@ -440,17 +444,17 @@ def cmd_repair(args: argparse.Namespace) -> int:
             "`repair --yes`"
         )
     for finding in findings:
-        console.print(str(finding))
+        say(str(finding))
     if not args.yes:
         answer = input("Truncate the damaged logs at their first bad record? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            console.print("left unchanged")
+            say("left unchanged")
             return 1
     for line in aof.cut(logs):
-        console.print(line)
+        say(line)
     remaining = aof.check(directory, _scratch_store())
     for line in remaining:
-        console.print(f"still damaged: {line}")
+        say(f"still damaged: {line}")
     return 0 if not remaining else 1
 
 

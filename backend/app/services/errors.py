@@ -42,8 +42,9 @@ def conflict_from(exc: DuplicateKey, loc: Loc) -> Conflict:
     else:
         message = f"{exc.table}.{exc.field} must be unique; the value is already taken"
         if exc.ids is not None:
-            held, refused = exc.ids
-            message += f" (by record {held!r}; refused for record {refused!r})"
+            # the record holding it (the refused one may have no id of its
+            # own yet: one is made for it)
+            message += f" (by record {exc.ids[0]!r})"
     return Conflict(
         message,
         details=[field_error([*loc, exc.field], "already taken", "unique")],

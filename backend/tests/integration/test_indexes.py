@@ -317,12 +317,12 @@ def test_a_unique_index_refuses_duplicate_writes_with_409_and_no_change(
     assert listed_ids(unique_sku, {"sku": "A-1"}) == ["a"]
 
 
-def test_a_unique_conflict_names_the_holder_and_the_refused_record(
+def test_a_unique_conflict_names_the_record_holding_the_value(
     unique_sku: TestClient,
 ) -> None:
     response = unique_sku.put(f"{API}/data/items/c", json={"data": {"sku": "A-1"}})
     error = assert_error(response, 409, "conflict")
-    assert "(by record 'a'; refused for record 'c')" in error["message"]
+    assert error["message"].endswith("already taken (by record 'a')")
 
 
 def test_a_unique_index_uses_json_equality(client: TestClient) -> None:

@@ -370,6 +370,24 @@ def test_check_states_the_bytes_repair_would_remove(
     assert os.path.getsize(log) == len(damaged)
 
 
+def test_check_writes_each_finding_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not wrapped at the console's width (80 columns when not a terminal):
+    a script greps a finding whole."""
+    data = tmp_path / "a-rather-long-directory-name-[for-brackets-too]"
+    data.mkdir()
+    records = [frame({"op": "create_table", "table": f"t{i}"}) for i in range(4)]
+    damaged = bytearray(b"".join(records))
+    damaged[len(records[0]) + 12] ^= 0x01
+    (data / "appendonly.0.aof").write_bytes(bytes(damaged))
+    assert main(["check", str(data)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[1] == "damaged", lines
+    assert lines[0].startswith("appendonly.0.aof: ") and len(lines[0]) > 80
+    assert "python -m app.cli repair" in lines[0]
+
+
 @pytest.fixture
 def service_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No MEMDB_* setting of the developer's (nor a .env) reaches check or repair."""
