@@ -182,9 +182,13 @@ class Metrics:
     def combined(
         self,
     ) -> tuple[dict[tuple[str, str, int], Series], dict[tuple[str, str], RouteStats]]:
-        """Every worker's series and route windows added up (this one's live,
-        the others' as their latest snapshots, at most a second old)."""
-        peers = self.peers.read() if self.peers is not None else []
+        """Every worker's series and route windows added up: this one's live
+        counts, published first, and the others' latest published ones (see
+        ``Peers`` for why a counter never goes down across scrapes)."""
+        if self.peers is None:
+            return self.series, self.routes
+        own = self.snapshot()
+        peers = self.peers.exchange(own)
         if not peers:
             return self.series, self.routes
         routes: dict[tuple[str, str], RouteStats] = {}
@@ -198,7 +202,7 @@ class Metrics:
                 )
             return found
 
-        for snapshot in [self.snapshot(), *peers]:
+        for snapshot in [own, *peers]:
             for method, route, count, errors, aborted, recent in snapshot["routes"]:
                 stats = route_of(method, route)
                 stats.count += count
@@ -237,20 +241,43 @@ class Metrics:
 
 class Peers:
     """The workers of one server (``MEMDB_WORKERS``) share their counters
-    through a directory: each writes its snapshot there about once a second,
-    and a worker that is scraped adds the others' to its own. A worker that
-    ended leaves its last snapshot, so the totals never go back."""
+    through a directory: each writes its snapshot there about once a second
+    and whenever it is scraped, and a worker that is scraped adds the others'
+    latest to its own.
 
-    def __init__(self, directory: str, metrics: Metrics) -> None:
+    A counter never goes down from one scrape to the next, whichever worker
+    answers each: a scraped worker publishes the counts it reports before it
+    reads the others' files, so every count a scrape included is in its
+    worker's file by the time the answer leaves; a file is only ever replaced
+    by a later snapshot of the same worker (whole, by a rename), whose counts
+    are as large or larger. So a later scrape reads each worker's count at
+    least as large as the one an earlier scrape reported, its own live count
+    included. A worker that ended leaves its last snapshot, so the totals
+    never go back; one whose file cannot be read right now counts as its
+    last one read."""
+
+    def __init__(self, directory: str, metrics: Metrics, name: str = "") -> None:
         self.directory = Path(directory)
         self.metrics = metrics
-        self.own = self.directory / f"worker-{os.getpid()}.json"
+        self.own = self.directory / f"worker-{name or os.getpid()}.json"
         self._task: asyncio.Task[None] | None = None
+        self._known: dict[Path, dict[str, Any]] = {}
 
-    def write(self) -> None:
+    def write(self, snapshot: dict[str, Any] | None = None) -> None:
         temporary = self.own.with_suffix(".tmp")
-        temporary.write_bytes(orjson.dumps(self.metrics.snapshot()))
+        if snapshot is None:
+            snapshot = self.metrics.snapshot()
+        temporary.write_bytes(orjson.dumps(snapshot))
         os.replace(temporary, self.own)
+
+    def exchange(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+        """Publish ``snapshot`` (this worker's counts as a scrape reports
+        them), then read the others'."""
+        try:
+            self.write(snapshot)
+        except OSError:  # the directory is gone or full: the scrape goes on
+            pass
+        return self.read()
 
     def read(self) -> list[dict[str, Any]]:
         out = []
@@ -258,9 +285,12 @@ class Peers:
             if path == self.own:
                 continue
             try:
-                out.append(orjson.loads(path.read_bytes()))
+                found = self._known[path] = orjson.loads(path.read_bytes())
             except (OSError, orjson.JSONDecodeError):
-                continue  # being replaced right now: its next one will do
+                found = self._known.get(path)  # its last one read, if any
+                if found is None:
+                    continue
+            out.append(found)
         return out
 
     def start(self) -> None:

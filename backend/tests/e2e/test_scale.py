@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Server
 from tests.e2e.test_concurrency import in_threads
@@ -388,3 +389,57 @@ def test_a_cluster_master_killed_fails_over_and_the_service_answers_again(
             )
     finally:
         nodes.stop()
+
+
+def _request_counts(text: str) -> dict[tuple[tuple[str, str], ...], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "memdb_http_requests_total":
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_request_counters_never_go_down_across_two_workers(
+    server_factory: Factory, redis_server: RedisServer
+) -> None:
+    """Scrapes answered by either worker under a light load: no counter is
+    ever smaller than in the scrape before (Prometheus would see a reset)."""
+    server = server_factory(**redis_env(redis_server, MEMDB_WORKERS="2"))
+    stop = threading.Event()
+
+    def load() -> None:
+        with server.client() as client:
+            n = 0
+            while not stop.is_set() and n < 5_000:
+                client.post(f"{API}/data/load", json={"data": {"n": n}})
+                client.get(f"{API}/data/load/none")
+                n += 1
+                time.sleep(0.005)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    previous: dict[tuple[tuple[str, str], ...], float] = {}
+    workers: set[str] = set()
+    drops: list[str] = []
+    try:
+        for _ in range(60):
+            # a new connection each time: either worker may take it
+            with server.client() as client:
+                scraped = client.get("/metrics")
+            assert scraped.status_code == 200
+            workers.add(scraped.headers["x-request-id"][:20])  # the worker's prefix
+            counts = _request_counts(scraped.text)
+            drops += [
+                f"{dict(k)}: {v} -> {counts.get(k, 0.0)}"
+                for k, v in previous.items()
+                if counts.get(k, 0.0) < v
+            ]
+            previous = counts
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        loader.join(timeout=DEADLINE_S)
+    assert not drops, drops
+    assert len(workers) == 2, workers  # both workers answered scrapes
+    assert sum(previous.values()) > 60

@@ -1,14 +1,17 @@
-"""app.core.metrics: percentiles, the per-route summary and the store gauges."""
+"""app.core.metrics: percentiles, the per-route summary, the store gauges and
+the counters shared by several workers."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
-from app.core.metrics import Metrics, _percentile, rss_bytes
+from app.core.metrics import Metrics, Peers, _percentile, rss_bytes
 from app.storage.memory import MemoryStore
 
 
@@ -214,3 +217,77 @@ def test_build_info_names_the_version() -> None:
 def test_rss_is_a_positive_byte_count() -> None:
     rss = rss_bytes()
     assert rss is not None and rss > 1024 * 1024
+
+
+# -- several workers -------------------------------------------------------
+
+
+def _worker(directory: Path, name: str) -> Metrics:
+    metrics = _metrics()
+    metrics.peers = Peers(str(directory), metrics, name=name)
+    return metrics
+
+
+def _scraped(metrics: Metrics) -> dict[str, float]:
+    """Every counter sample of one worker's scrape, by name and labels."""
+    out: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name.startswith("memdb_http_request"):
+                out[f"{sample.name}{sorted(sample.labels.items())}"] = sample.value
+    return out
+
+
+def test_counters_never_go_down_whichever_worker_is_scraped(tmp_path: Path) -> None:
+    """Two workers share a directory; requests land on either, each writes its
+    snapshot now and then (its timer), and each scrape goes to either: no
+    sample of a counter or a histogram is ever smaller than in the scrape
+    before (Prometheus would read a reset)."""
+    rng = random.Random(7)
+    workers = [_worker(tmp_path, "a"), _worker(tmp_path, "b")]
+    for worker in workers:
+        assert worker.peers is not None
+        worker.peers.write()
+    previous: dict[str, float] = {}
+    statuses = (200, 201, 404, 503)
+    for _ in range(400):
+        for _ in range(rng.randrange(0, 6)):
+            status = rng.choice(statuses)
+            rng.choice(workers).observe("GET", "/x", status, rng.random() / 50)
+        if rng.random() < 0.2:  # one worker's once-a-second write
+            peers = rng.choice(workers).peers
+            assert peers is not None
+            peers.write()
+        scraped = _scraped(rng.choice(workers))
+        for key, value in previous.items():
+            assert scraped.get(key, 0.0) >= value, key
+        previous = scraped
+    for worker in workers:  # each one scraped: every request is counted
+        scraped = _scraped(worker)
+    total = sum(
+        v for k, v in scraped.items() if k.startswith("memdb_http_requests_total")
+    )
+    assert total == sum(s.count for w in workers for s in w.series.values())
+
+
+def test_a_scrape_publishes_what_it_reports(tmp_path: Path) -> None:
+    first, second = _worker(tmp_path, "a"), _worker(tmp_path, "b")
+    first.observe("GET", "/x", 200, 0.001)
+    labels = {"method": "GET", "route": "/x", "status": "200"}
+    assert first.registry.get_sample_value("memdb_http_requests_total", labels) == 1
+    # the second worker has written nothing yet and sees the first's count
+    assert second.registry.get_sample_value("memdb_http_requests_total", labels) == 1
+    assert [r["count"] for r in second.route_summary()] == [1]
+
+
+def test_a_peer_file_that_cannot_be_read_counts_as_its_last_one(
+    tmp_path: Path,
+) -> None:
+    first, second = _worker(tmp_path, "a"), _worker(tmp_path, "b")
+    for _ in range(3):
+        first.observe("GET", "/x", 200, 0.001)
+    labels = {"method": "GET", "route": "/x", "status": "200"}
+    assert first.registry.get_sample_value("memdb_http_requests_total", labels) == 3
+    assert second.registry.get_sample_value("memdb_http_requests_total", labels) == 3
+    (tmp_path / "worker-a.json").write_bytes(b"{not json")
+    assert second.registry.get_sample_value("memdb_http_requests_total", labels) == 3
