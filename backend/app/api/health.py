@@ -47,7 +47,9 @@ async def health(request: Request) -> Response:
 )
 async def ready(request: Request) -> Response:
     """503 ``not_ready`` until the store is loaded, then 200 while the store
-    answers (503 ``store_unavailable`` while a Redis store cannot be reached)."""
+    can serve (503 ``store_unavailable`` while a Redis store cannot: Redis out
+    of reach or loading; over a Cluster, a master out of reach or one that
+    says ``cluster_state`` is not ``ok``)."""
     service = service_of(request.app)
     if service is None or not service.runtime.ready:
         loading = service.runtime.load_error if service is not None else None

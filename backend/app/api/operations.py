@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import StatsDep
 from app.api.responses import errors
+from app.core.errors import StoreUnavailable
 from app.core.metrics import Metrics
 
 router = APIRouter(tags=["operations"])
@@ -31,10 +32,20 @@ ASSETS = "/static/docs"
 )
 async def metrics(request: Request, stats: StatsDep) -> Response:
     """Requests and latency by method, route and status; records per table; index
-    entries; memory estimate; uptime; build info; process metrics."""
+    entries; memory estimate; uptime; build info; process metrics. While the
+    store cannot be reached (Redis down), still 200: ``memdb_store_up`` is 0 and
+    the series read from the store (records, index entries, tables, memory) are
+    left out."""
     current: Metrics = request.app.state.service.runtime.metrics
-    current.tables = await stats.tables()
-    current.memory = await stats.memory()
+    try:
+        current.tables = await stats.tables()
+        current.memory = await stats.memory()
+    except StoreUnavailable as exc:
+        # what the process knows is served all the same (a scrape matters most
+        # during an outage); the series read from the store are left out
+        current.store_problem = exc.message
+    else:
+        current.store_problem = None
     return Response(generate_latest(current.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -99,6 +99,8 @@ class Metrics:
         # it, asynchronously, just before the registry is rendered)
         self.tables: list[TableInfo] = []
         self.memory = 0
+        # why the store could not be read at the latest scrape (None: it was)
+        self.store_problem: str | None = None
         self.work = work or WorkStats()
         self.loop = loop or LoopMonitor()
         self.gc = gc_monitor or GcMonitor()
@@ -362,12 +364,27 @@ class _RequestCollector(Collector):
 class _StoreCollector(Collector):
     """Store gauges, read when Prometheus scrapes: O(tables), never O(records).
     The largest ``max_tables`` tables have series of their own; the others are
-    summed under the table ``other``."""
+    summed under the table ``other``. When the store could not be read for this
+    scrape (Redis down), ``memdb_store_up`` is 0 and they are left out; the
+    process's own gauges and counters are there all the same."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        up = metrics.store_problem is None
+        yield GaugeMetricFamily(
+            "memdb_store_up",
+            "1 when the store answered this scrape; 0 when it could not be reached "
+            "(Redis down): the records, index and memory series are left out then",
+            value=1 if up else 0,
+        )
+        if up:
+            yield from self._from_store()
+        yield from self._of_process()
+
+    def _from_store(self) -> Iterator[Metric]:
         metrics = self.metrics
         tables = [
             (t.name, t.count, [(i.field, i.entries) for i in t.indexes])
@@ -400,6 +417,9 @@ class _StoreCollector(Collector):
             "Estimated bytes held by records and indexes",
             value=metrics.memory,
         )
+
+    def _of_process(self) -> Iterator[Metric]:
+        metrics = self.metrics
         yield GaugeMetricFamily(
             "memdb_uptime_seconds",
             "Seconds since the service started",

@@ -92,6 +92,8 @@ _BATCH = 4096
 # error replies of a Redis that cannot serve now (loading, failing over, busy)
 _UNAVAILABLE = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "READONLY")
 _RETRIES = 16
+# a readiness probe this recent is the answer (see ``RedisStore.state``)
+_PROBE_REUSE_S = 0.5
 # the errors of a Redis that is down, loading, failing over or out of reach
 _DOWN = (
     redis_errors.ConnectionError,
@@ -378,6 +380,8 @@ class RedisStore(StoreBackend):
         self.groups = self._groups(self.rules)
         # the change feed's reader of each event loop (started by a follower)
         self._readers: dict[int, _FeedReader] = {}
+        # the latest readiness probe of each event loop: when it began, and it
+        self._probes: dict[int, tuple[float, asyncio.Future[str | None]]] = {}
 
     def _connect(self) -> Link:
         if self.cluster:
@@ -535,16 +539,36 @@ class RedisStore(StoreBackend):
         reader = self._readers.pop(loop, None)
         if reader is not None:
             await reader.stop()
+        probe = self._probes.pop(loop, None)
+        if probe is not None and not probe[1].done():
+            probe[1].cancel()
+            await asyncio.wait({probe[1]})
         found = self._links.pop(loop, None)
         if found is not None:
             await found.close()
 
     async def state(self) -> str | None:
+        """Why Redis cannot serve every key now, or ``None``: a ``PING`` of a
+        standalone server; over a Cluster, ``CLUSTER INFO`` from each master
+        (every one reachable and saying ``cluster_state:ok``). Probes that
+        arrive together share one, and one begun under half a second ago is
+        reused, so that a flood of ``/ready`` costs Redis little."""
+        loop = asyncio.get_running_loop()
+        known = self._probes.get(id(loop))
+        if known is None or (
+            known[1].done() and loop.time() - known[0] > _PROBE_REUSE_S
+        ):
+            probe = asyncio.ensure_future(self._probe())
+            probe.add_done_callback(lambda t: t.cancelled() or t.exception())
+            known = self._probes[id(loop)] = (loop.time(), probe)
+        return await asyncio.shield(known[1])
+
+    async def _probe(self) -> str | None:
+        link = self.link
         try:
-            await self._guarded(lambda: self.link.call("PING"))
+            return await self._guarded(link.health)
         except Unavailable as exc:
             return str(exc)
-        return None
 
     # -- reads --------------------------------------------------------------------
 

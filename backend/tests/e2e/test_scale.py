@@ -391,6 +391,89 @@ def test_a_cluster_master_killed_fails_over_and_the_service_answers_again(
         nodes.stop()
 
 
+def _ready_until(
+    client: httpx.Client, status: int, within: float
+) -> tuple[httpx.Response, float]:
+    """Ask ``/ready`` until it answers ``status``: that answer and how long it took."""
+    began = time.monotonic()
+    while True:
+        ready = client.get("/ready")
+        waited = time.monotonic() - began
+        if ready.status_code == status or waited > within:
+            return ready, waited
+        time.sleep(0.1)
+
+
+def test_a_cluster_master_down_without_a_replica_makes_ready_say_503(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    """One master of a Cluster without replicas is killed: ``/ready`` says 503
+    with the reason at once (not only once the Cluster marks the node failed,
+    and not 200 because the node it pings is alive), ``/metrics`` is still
+    scraped, every 503 comes within ``MEMDB_REDIS_TIMEOUT`` (redis-py's retries
+    included), and all is 200 again once the master is back."""
+    nodes = started(lambda: cluster(tmp_path / "bare", masters=3))
+    timeout = 1.0
+    try:
+        server = server_factory(
+            **redis_env(
+                nodes, MEMDB_REDIS_CLUSTER="true", MEMDB_REDIS_TIMEOUT=f"{timeout:g}"
+            )
+        )
+        with server.client() as client:
+            tables = [f"t{i}" for i in range(12)]  # spread over every master
+            for table in tables:
+                made = client.post(f"{API}/data/{table}", json={"data": {"id": "x"}})
+                assert made.status_code == 201, made.text
+            assert client.get("/ready").status_code == 200
+            victim = nodes.masters()[1]
+            victim.kill()
+
+            down, waited = _ready_until(client, 503, within=5.0)
+            assert down.status_code == 503, down.text
+            assert waited < 5.0
+            error = down.json()["error"]
+            assert error["code"] == "store_unavailable"
+            assert f":{victim.port}" in error["message"], error["message"]
+            assert down.headers["retry-after"]
+
+            # past cluster-node-timeout (2 s here) the Cluster says CLUSTERDOWN
+            # to every command: each one is still answered in time
+            statuses: Counter[int] = Counter()
+            slowest = 0.0
+            deadline = time.monotonic() + 4.0
+            while time.monotonic() < deadline:
+                for table in tables[:4]:
+                    began = time.monotonic()
+                    answer = client.get(f"{API}/data/{table}/x")
+                    slowest = max(slowest, time.monotonic() - began)
+                    statuses[answer.status_code] += 1
+                scraped = client.get("/metrics")
+                assert scraped.status_code == 200, scraped.text
+                assert client.get("/health").status_code == 200
+                assert client.get("/ready").status_code == 503
+                time.sleep(0.2)
+            assert statuses[503] > 0 and set(statuses) <= {200, 503}, statuses
+            assert slowest < timeout + 0.8, slowest
+            assert "memdb_store_up 0.0" in scraped.text
+            assert "memdb_http_requests_total{" in scraped.text
+            assert "memdb_records{" not in scraped.text
+
+            victim.start()  # its nodes file brings it back into the Cluster
+            up, waited = _ready_until(client, 200, within=20.0)
+            assert up.status_code == 200, up.text
+            assert up.json() == {"status": "ready", "store": "redis"}
+            scraped = client.get("/metrics")
+            assert "memdb_store_up 1.0" in scraped.text
+            # (the victim kept no data: the tables it held may be gone)
+            assert "\nmemdb_tables " in scraped.text
+            made = client.post(f"{API}/data/t0", json={"data": {"id": "y"}})
+            assert made.status_code == 201, made.text
+        assert not [e for e in server.events() if e.get("event") == "request.failed"]
+    finally:
+        nodes.stop()
+
+
 def _request_counts(text: str) -> dict[tuple[tuple[str, str], ...], float]:
     found = {}
     for family in text_string_to_metric_families(text):

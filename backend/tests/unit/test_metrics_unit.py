@@ -206,6 +206,24 @@ def test_the_store_gauges_are_read_at_scrape_time() -> None:
     assert metrics.uptime() >= 5
 
 
+def test_a_store_out_of_reach_leaves_its_series_out_and_says_so() -> None:
+    store = MemoryStore(max_records=100)
+    store.engine.insert("t", [{"id": "a"}])
+    metrics = Metrics(started=time.monotonic())
+    metrics.tables = asyncio.run(store.describe())
+    registry = metrics.registry
+    assert registry.get_sample_value("memdb_store_up") == 1
+    assert registry.get_sample_value("memdb_records", {"table": "t"}) == 1
+    metrics.store_problem = "Redis cannot be reached"  # what /metrics sets then
+    assert registry.get_sample_value("memdb_store_up") == 0
+    for name in ("memdb_records", "memdb_tables", "memdb_memory_estimate_bytes"):
+        assert registry.get_sample_value(name, {"table": "t"}) is None
+        assert registry.get_sample_value(name) is None
+    # what the process knows is still there
+    assert registry.get_sample_value("memdb_uptime_seconds") is not None
+    assert registry.get_sample_value("memdb_heavy_requests") == 0
+
+
 def test_build_info_names_the_version() -> None:
     from app import __version__
 
