@@ -42,7 +42,7 @@ from app.schemas.records import (
 )
 
 
-def _no_json_server_params(request: Request) -> None:
+async def _no_json_server_params(request: Request) -> None:
     refuse_json_server_params(request.query_params.multi_items())
 
 

@@ -35,7 +35,7 @@ Column = Annotated[str, _schema(SYNTAX["path"])]
 PARAMS = ("how", "left_on", "right_on", "limit", "offset")
 
 
-def _known_params(request: Request) -> None:
+async def _known_params(request: Request) -> None:
     """A filter, a sort or a projection is not a join's: refused, not ignored."""
     refuse_unknown_params(request.query_params.multi_items(), PARAMS)
 
