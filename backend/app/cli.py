@@ -189,7 +189,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_directory(target.parent)
+    aof.fsync_directory(target.parent)
     say(f"wrote {written} bytes to {args.file}")
     return 0
 
@@ -243,14 +243,6 @@ def _download(request: urllib.request.Request, out: BinaryIO, target: Path) -> i
             f"{expected} bytes; {target} is left as it was"
         )
     return written
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

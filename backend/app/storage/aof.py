@@ -315,7 +315,7 @@ def keep_aside(path: Path, offset: int, data: bytes) -> Path:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return aside
 
 
@@ -354,7 +354,8 @@ def cut(findings: list[Finding]) -> list[str]:
     return done
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -503,7 +504,7 @@ class AppendOnlyLog:
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self.log_bytes = os.fstat(self.fd).st_size
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError as exc:
             self.failure = f"cannot open the log: {exc.strerror}"
             log.error("aof.unavailable", file=path.name, error=exc.strerror)
@@ -627,7 +628,7 @@ class AppendOnlyLog:
             generation = self.generation + 1
             path = self.directory / f"appendonly.{generation}.aof"
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
             old = self.fd
             if old is not None:
                 os.fsync(old)
@@ -666,7 +667,7 @@ class AppendOnlyLog:
             os.fsync(out.fileno())
         crash_point("before-snapshot-rename")
         os.replace(temporary, final)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         crash_point("after-snapshot-rename")
         return final.stat().st_size
 
@@ -678,7 +679,7 @@ class AppendOnlyLog:
                 older[1].unlink(missing_ok=True)
                 removed = True
         if removed:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
 
     # -- shutdown ----------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, Iterable, Literal, Sequence
 
 import structlog
 
-from app.storage.aof import _fsync_directory as fsync_directory
+from app.storage.aof import fsync_directory
 from app.storage.aof import stop_tasks
 from app.storage.base import JournalError, Record
 from app.storage.memory import Store
