@@ -37,6 +37,7 @@ there (``FeedUnsupported``).
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
@@ -92,6 +93,9 @@ _BATCH = 4096
 # error replies of a Redis that cannot serve now (loading, failing over, busy)
 _UNAVAILABLE = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "READONLY")
 _RETRIES = 16
+# set while this task makes the built-in tables (their own catalog reads find
+# them missing, and must not start making them again)
+_MAKING: ContextVar[bool] = ContextVar("making_builtins", default=False)
 # a readiness probe this recent is the answer (see ``RedisStore.state``)
 _PROBE_REUSE_S = 0.5
 # the errors of a Redis that is down, loading, failing over or out of reach
@@ -376,7 +380,6 @@ class RedisStore(StoreBackend):
         self._links: dict[int, Link] = {}
         self._sources = {name: _script(name) for name in SCRIPTS}
         self.catalogs: dict[str, Catalog] = {}
-        self._restoring = False  # the built-in tables are being made
         self.groups = self._groups(self.rules)
         # the change feed's reader of each event loop (started by a follower)
         self._readers: dict[int, _FeedReader] = {}
@@ -503,11 +506,11 @@ class RedisStore(StoreBackend):
             catalog.unique[name] = bool(spec["unique"])
             catalog.ready[name] = bool(spec["ready"])
         self.catalogs[table] = catalog
-        lost = [f for t, f, _ in self.rules.indexes if t == table]
-        if fresh and not self._restoring and not set(lost) <= set(catalog.fields):
+        builtin = [f for t, f, _ in self.rules.indexes if t == table]
+        if fresh and not _MAKING.get() and not set(builtin) <= set(catalog.fields):
             # Redis lost the table's built-in indexes (a FLUSHALL, a restart
             # without persistence): made again before any write goes on
-            log.warning("store.builtins_restored", table=table, indexes=lost)
+            log.warning("store.builtins_restored", table=table, indexes=builtin)
             await self._builtins()
             return await self.catalog(table, fresh=True)
         return catalog
@@ -517,8 +520,10 @@ class RedisStore(StoreBackend):
         await self._builtins()
 
     async def _builtins(self) -> None:
-        """Make the built-in tables and their indexes where they are missing."""
-        self._restoring = True
+        """Make the built-in tables and their indexes where they are missing
+        (each request that finds them missing makes them: the steps are
+        idempotent, so none writes before they exist)."""
+        making = _MAKING.set(True)
         try:
             for name in self.rules.tables:
                 if not await self.has_table(name):
@@ -532,7 +537,7 @@ class RedisStore(StoreBackend):
                         if exc.field != "index":  # another worker made it meanwhile
                             raise
         finally:
-            self._restoring = False
+            _MAKING.reset(making)
 
     async def close(self) -> None:
         loop = id(asyncio.get_running_loop())
