@@ -63,6 +63,11 @@ def _digits(text: str) -> int | None:
     return number if str(number) == text else None
 
 
+def _converter(against_id: bool) -> Callable[[Any], Hashable]:
+    """A value (not a string, not null) as the key it matches by."""
+    return (lambda value: json_key(as_id(value))) if against_id else json_key
+
+
 def _key_fn(column: str, *, against_id: bool = False) -> Callable[[Record], Hashable]:
     """The join key of a record: ``None`` when the value is missing or null.
     ``against_id``: the other side is the ``id`` column, so an integer value
@@ -70,9 +75,7 @@ def _key_fn(column: str, *, against_id: bool = False) -> Callable[[Record], Hash
     if column == "id":
         return operator.itemgetter("id")
     parts = split_path(column)
-    convert: Callable[[Any], Hashable] = (
-        (lambda value: json_key(as_id(value))) if against_id else json_key
-    )
+    convert = _converter(against_id)
     if len(parts) == 1:
         get = operator.methodcaller("get", column)
 
@@ -91,6 +94,22 @@ def _key_fn(column: str, *, against_id: bool = False) -> Callable[[Record], Hash
         return convert(value)
 
     return key
+
+
+def _keys_fn(
+    column: str, *, against_id: bool = False
+) -> Callable[[list[Record]], list[Hashable]]:
+    """The join keys of a run of records, as ``_key_fn`` reads each one."""
+    if column == "id" or len(split_path(column)) != 1:
+        key = _key_fn(column, against_id=against_id)
+        return lambda rows: list(map(key, rows))
+    convert = _converter(against_id)
+
+    def top_level(rows: list[Record]) -> list[Hashable]:
+        values = [row.get(column) for row in rows]
+        return [v if type(v) is str or v is None else convert(v) for v in values]
+
+    return top_level
 
 
 class Join:
@@ -175,6 +194,24 @@ class Join:
             for group in self._indexed_groups(key)
         )
 
+    def _count(self, keys: list[Hashable]) -> int:
+        """The rows the left rows of ``keys`` make: their matches, and one for
+        each that matches nothing when left rows are kept."""
+        if self.indexed is None:
+            sizes = list(map(self._size, keys))
+        else:
+            get = self.indexed.groups.get
+            found = [None if key is None else get(key) for key in keys]
+            sizes = [
+                0 if group is None else 1 if type(group) is str else len(group)
+                for group in found
+            ]
+            if self.left_on == "id":  # the ids that are digits match integers too
+                for position, key in enumerate(keys):
+                    if type(key) is str and (key.isdigit() or key[:1] == "-"):
+                        sizes[position] = self._size(key)
+        return sum(sizes) + (sizes.count(0) if self.keep_left else 0)
+
     def plan(self) -> Iterator[int]:
         """Group the right side, read the left keys, count the rows: yields the
         rows handled after each step, so that a caller can pause between."""
@@ -199,15 +236,13 @@ class Join:
                         else:
                             bucket.append(row)
                 yield min(STEP, len(self.right) - start)
-        left_key = _key_fn(self.left_on, against_id=self.right_on == "id")
+        left_keys = _keys_fn(self.left_on, against_id=self.right_on == "id")
         total = 0
         for start in range(0, len(self.left), STEP):
             chunk = self.left[start : start + STEP]
-            keys = [left_key(row) for row in chunk]
+            keys = left_keys(chunk)
             self.left_keys += keys
-            for key in keys:
-                found = self._size(key)
-                total += found if found or not self.keep_left else 1
+            total += self._count(keys)
             yield len(chunk)
         if self.keep_right:
             seen = set(self.left_keys)

@@ -44,7 +44,7 @@ class HashIndex:
         """The groups as they are now; later writes leave what it holds as it
         is (call it under the store's lock)."""
         self.fresh = set()
-        return dict(self.groups)
+        return self.groups.copy()
 
     def _own(self, key: Hashable, group: set[str]) -> set[str]:
         """``group`` itself, or a copy of it put in its place when a copy of

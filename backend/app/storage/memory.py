@@ -501,7 +501,7 @@ class Store:
             if field in table.indexes or field in table.builds:
                 raise DuplicateKey(name, "index", field)
             build = IndexBuild(
-                table, make_index(field, unique=unique, kind=kind), dict(table.records)
+                table, make_index(field, unique=unique, kind=kind), table.records.copy()
             )
             table.builds[field] = build
             return build
@@ -1094,7 +1094,9 @@ class MemoryStore(StoreBackend):
             if index is None or current.seq is None:
                 return None
             engine.mark_snapshot()
-            return IndexedSide(index.shared(), dict(current.records), dict(current.seq))
+            return IndexedSide(
+                index.shared(), current.records.copy(), current.seq.copy()
+            )
 
     async def sorted_walk(
         self,
