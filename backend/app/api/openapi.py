@@ -49,9 +49,9 @@ _ERRORS: dict[int, tuple[str, str, str, str]] = {
     ),
     410: (
         "Gone",
-        "The change-feed cursor is older than the changes kept: reload, then "
-        "follow from the reload's X-Changes-Cursor (details[0].oldest: the "
-        "oldest cursor kept)",
+        "The change-feed cursor is older than the changes kept, or not one "
+        "this feed gave: reload, then follow from the reload's X-Changes-Cursor "
+        "(details[0].oldest: the oldest cursor kept)",
         "gone",
         "the cursor is older than the changes kept; reload, then follow from "
         "the cursor of the reload (the oldest cursor kept is 1796000000000-41)",

@@ -12,7 +12,7 @@ _DESCRIPTIONS = {
     403: "The API key is read-only",
     404: "No such table or record",
     409: "Conflict: duplicate id or unique value, or a reference blocks the delete",
-    410: "The change-feed cursor is older than the changes kept",
+    410: "The change-feed cursor is older than the changes kept, or not this feed's",
     412: "If-Match does not match the record's current ETag",
     413: "The body is larger than MEMDB_MAX_BODY_BYTES",
     414: "The query string is longer than MEMDB_MAX_QUERY_BYTES",

@@ -293,14 +293,23 @@ class ChangeService:
             with store_errors():
                 return await self.store.changes(since, tables=tables, limit=limit)
         except CursorGone as exc:
+            what = (
+                "older than the changes kept"
+                if exc.known
+                else "not one this feed gave (it is from before a restart, or "
+                "the store was emptied or failed over since)"
+            )
             raise Gone(
-                f"the cursor is older than the changes kept; reload, then follow "
-                f"from the cursor of the reload (the oldest cursor kept is "
-                f"{exc.oldest})",
+                f"the cursor is {what}; reload, then follow from the cursor of "
+                f"the reload (the oldest cursor kept is {exc.oldest})",
                 details=[
                     {
                         "loc": ["query", "since"],
-                        "msg": "older than the retained changes",
+                        "msg": (
+                            "older than the retained changes"
+                            if exc.known
+                            else "not a cursor of this feed"
+                        ),
                         "type": "cursor_gone",
                         "oldest": exc.oldest,
                     }

@@ -176,13 +176,16 @@ class JournalError(StoreError):
 
 
 class CursorGone(StoreError):
-    """A change-feed cursor older than the changes the store retains (or of
-    another feed: a restarted memory store). ``oldest`` is the oldest cursor
-    still served."""
+    """A change-feed cursor the store cannot serve: older than the changes it
+    retains, or (``known=False``) one this feed never gave (another feed's, a
+    restarted memory store's, or one past the newest change: a store emptied
+    or failed over). ``oldest`` is the oldest cursor still served."""
 
-    def __init__(self, oldest: str) -> None:
-        super().__init__(f"the cursor is older than the retained changes ({oldest})")
+    def __init__(self, oldest: str, *, known: bool = True) -> None:
+        what = "older than the retained changes" if known else "not this feed's"
+        super().__init__(f"the cursor is {what} ({oldest})")
         self.oldest = oldest
+        self.known = known
 
 
 class FeedUnsupported(StoreError):

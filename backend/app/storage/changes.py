@@ -163,10 +163,8 @@ class Feed:
         if since is None:
             return self._first() - 1
         epoch, count = parse_cursor(since)
-        if epoch != self.epoch:
-            raise CursorGone(self.oldest())
-        if count > self.count:  # not a cursor this feed gave: reload
-            raise CursorGone(self.oldest())
+        if epoch != self.epoch or count > self.count:  # not a cursor it gave
+            raise CursorGone(self.oldest(), known=False)
         if count < self._first() - 1:
             raise CursorGone(self.oldest())
         return count

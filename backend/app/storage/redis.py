@@ -1371,8 +1371,8 @@ class RedisStore(StoreBackend):
             ],
         )
         status = _text(found[0])
-        if status == "gone":
-            raise CursorGone(_text(found[1]))
+        if status != "ok":
+            raise CursorGone(_text(found[1]), known=status == "gone")
         events = []
         rows = found[2:]
         for at in range(0, len(rows), 6):

@@ -209,7 +209,11 @@ def test_a_cursor_this_feed_never_gave_is_gone(client: TestClient) -> None:
     for cursor in (f"{head}-{int(count) + 1000}", f"{int(head) + 10**12}-0"):
         answer = client.get("/api/v1/changes", params={"since": cursor})
         assert answer.status_code == 410, cursor
-        assert answer.json()["error"]["code"] == "gone"
+        error = answer.json()["error"]
+        assert error["code"] == "gone"
+        assert "not one this feed gave" in error["message"], error
+        assert error["details"][0]["msg"] == "not a cursor of this feed"
+        assert error["details"][0]["oldest"] == answer.headers["x-changes-oldest"]
 
 
 def test_a_cursor_beyond_the_retention_is_410_with_the_oldest(
@@ -223,6 +227,7 @@ def test_a_cursor_beyond_the_retention_is_410_with_the_oldest(
     assert gone.status_code == 410
     error = gone.json()["error"]
     assert error["code"] == "gone"
+    assert "older than the changes kept" in error["message"], error
     oldest = error["details"][0]["oldest"]
     assert gone.headers["x-changes-oldest"] == oldest
     events, _ = feed(client, since=oldest)

@@ -109,10 +109,16 @@ def test_a_gone_cursor_makes_a_wait_return_and_the_read_say_so() -> None:
 def test_cursors_of_another_feed_are_gone_and_bad_ones_refused() -> None:
     feed = Feed(10, epoch_ms=5)
     feed.add("create", "t", "a", {"id": "a"})
-    with pytest.raises(CursorGone):
-        feed.read("4-1")  # a feed of an earlier process
-    with pytest.raises(CursorGone):
-        feed.read("5-2")  # ahead of the newest change: not given by this feed
+    for cursor in ("4-1", "5-2"):  # an earlier process's; ahead of the newest
+        with pytest.raises(CursorGone) as gone:
+            feed.read(cursor)
+        assert not gone.value.known and gone.value.oldest == "5-0"
+    short = Feed(1, epoch_ms=5)
+    for name in "abc":
+        short.add("create", "t", name, {"id": name})
+    with pytest.raises(CursorGone) as gone:
+        short.read("5-0")  # one this feed gave, no longer kept
+    assert gone.value.known and gone.value.oldest == "5-2"
     for bad in ("", "5", "5-", "-1", "a-1", "5-x", "5--1", "1" * 21 + "-1"):
         with pytest.raises(BadCursor):
             parse_cursor(bad)

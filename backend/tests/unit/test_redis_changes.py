@@ -283,7 +283,7 @@ def test_the_feed_keeps_the_last_changes_and_names_the_oldest_cursor(
         assert [e.cursor for e in events] == cursors[1:]
         with pytest.raises(CursorGone) as gone:
             await store.changes("0-0")
-        assert gone.value.oldest == cursors[0]
+        assert gone.value.oldest == cursors[0] and gone.value.known
         for i in range(4, 6):
             await store.insert("notes", [note(i)])
             cursors.append(await store.cursor())
@@ -349,12 +349,13 @@ def test_a_cursor_ahead_of_the_feed_is_gone(server: RedisServer) -> None:
         store = store_on(server)
         with pytest.raises(CursorGone) as gone:
             await store.changes("1-0")  # nothing written yet
-        assert gone.value.oldest == "0-0"
+        assert gone.value.oldest == "0-0" and not gone.value.known
         await store.insert("notes", [note(1)])
         ms, seq = map(int, (await store.cursor()).split("-"))
         for ahead in (f"{ms}-{seq + 1}", f"{ms + 1}-0"):
-            with pytest.raises(CursorGone):
+            with pytest.raises(CursorGone) as gone:
                 await store.changes(ahead)
+            assert not gone.value.known
             started = time.monotonic()
             await store.wait_changes(ahead, 5)  # returns: the read says gone
             assert time.monotonic() - started < 2
@@ -384,8 +385,9 @@ def test_a_cursor_of_a_flushed_stream_is_gone(server: RedisServer) -> None:
             await store.link.call("DEL", store._changes_key)  # the stream is lost
             seconds, micros = await store.link.call("TIME")
             await store.insert("notes", [note(n + 3)])
-            with pytest.raises(CursorGone):
+            with pytest.raises(CursorGone) as gone:
                 await store.changes(old)
+            assert not gone.value.known
             fresh = await store.cursor()
             assert fresh != old
             assert _position(fresh)[0] > int(seconds) * 1000 + int(micros) // 1000

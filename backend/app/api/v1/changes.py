@@ -94,8 +94,9 @@ async def follow_changes(
     """Every applied change (create, update, patch, delete, drop, import,
     create_index, drop_index) in commit order, as ``{"cursor", "op", "table",
     "id", "record", "version", "at"}`` (no ``record`` for a delete or a drop).
-    A cursor older than the changes kept is 410 with the oldest cursor kept:
-    reload, then follow from the reload's cursor."""
+    A cursor older than the changes kept, or one this feed never gave (from
+    before a restart, or a store emptied or failed over since), is 410 with
+    the oldest cursor kept: reload, then follow from the reload's cursor."""
     only = parse_tables(tables)
     if accept is not None and EVENT_STREAM in accept.lower():
         # a stream with no cursor follows from the newest change

@@ -3,8 +3,9 @@
 -- cursor in canonical form, "" for the oldest retained), retain (the changes
 -- the feed keeps), limit, scan, "1" when only some tables are asked for, then
 -- their names. Answers {"gone", oldest} when changes after since are no longer
--- kept, or when since is past the newest entry or names no entry (a cursor
--- this stream never gave: a flushed or failed-over store), else {"ok",
+-- kept, {"unknown", oldest} when since is past the newest entry or names no
+-- entry (a cursor this stream never gave: a flushed or failed-over store),
+-- else {"ok",
 -- the cursor to read on from, then id, op, table, id, record, at for each
 -- change}.
 --
@@ -48,11 +49,11 @@ if redis.call('EXISTS', key) == 1 then
 end
 if since == '' then since = oldest end
 if less(since, oldest) then return {'gone', oldest} end
-if less(newest, since) then return {'gone', oldest} end
+if less(newest, since) then return {'unknown', oldest} end
 -- a cursor this stream gave names one of its entries (or its oldest marker):
 -- any other was given by a stream since flushed or lost in a failover
 if since ~= oldest and #redis.call('XRANGE', key, since, since) == 0 then
-  return {'gone', oldest}
+  return {'unknown', oldest}
 end
 local out = {'ok', since}
 if newest == since or limit <= 0 then return out end
