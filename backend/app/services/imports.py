@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -27,9 +27,13 @@ SCHEMA_KEY = "$schema"
 
 @dataclass
 class ImportPlan:
-    """Validated tables, users first so that orders can name them."""
+    """Validated tables, users first so that orders can name them; ``fresh``:
+    by table, the ids of the records given no ``created_at`` (created now,
+    unless a merge finds them stored: then created when they were), each with
+    whether it was given an ``updated_at``."""
 
     tables: list[tuple[str, list[Record], list[str | None]]]
+    fresh: dict[str, dict[str, bool]] = field(default_factory=dict)
 
 
 class ImportService:
@@ -54,6 +58,7 @@ class ImportService:
         now = now_iso()
         errors: list[dict[str, Any]] = []
         tables: list[tuple[str, list[Record], list[str | None]]] = []
+        fresh: dict[str, dict[str, bool]] = {}
         names = self.records.schemas.rules.load_order(
             name
             for name, value in payload.items()
@@ -105,6 +110,11 @@ class ImportService:
                 if len(errors) >= _MAX_DETAILS:
                     break
             tables.append((name, records, passwords))
+            fresh[name] = {
+                record["id"]: "updated_at" in item
+                for record, item in zip(records, rows)
+                if "id" in record and "created_at" not in item
+            }
             if len(errors) >= _MAX_DETAILS:
                 break
         if errors:
@@ -113,7 +123,7 @@ class ImportService:
             )
         for name, records, _ in tables:
             refuse_repeated_ids(name, records, [name])
-        return ImportPlan(tables)
+        return ImportPlan(tables, fresh)
 
     def plan_bytes(self, raw: bytes) -> ImportPlan:
         try:
@@ -145,6 +155,8 @@ class ImportService:
             [p for _, _, passwords in plan.tables for p in passwords], []
         )
         with store_errors(by_table=True):
+            if not replace:
+                await self._keep_created(plan)
             await self.store.check_load(
                 [(name, records) for name, records, _ in plan.tables], replace=replace
             )
@@ -154,3 +166,36 @@ class ImportService:
                 batches.append((name, records, secrets))
             await self.store.load(batches, replace=replace)
         return {name: len(records) for name, records, _ in plan.tables}
+
+    async def _keep_created(self, plan: ImportPlan) -> None:
+        """A merge that names a stored record without a ``created_at`` keeps
+        the stored one (the record was created then, not now, as an update
+        keeps it); an ``updated_at`` given earlier than it is 422."""
+        errors: list[dict[str, Any]] = []
+        for name, records, _ in plan.tables:
+            fresh = plan.fresh.get(name)
+            if not fresh or not await self.store.has_table(name):
+                continue
+            found = await self.store.read_many(name, list(fresh))
+            stored = {r["id"]: r["created_at"] for r in found if "created_at" in r}
+            for position, record in enumerate(records):
+                created = stored.get(record["id"])
+                if created is None:
+                    continue
+                record["created_at"] = created
+                if not fresh[record["id"]]:
+                    record["updated_at"] = max(record["updated_at"], created)
+                elif record["updated_at"] < created:
+                    where = [name] if record["id"] == SINGLETON_ID else [name, position]
+                    errors.append(
+                        field_error(
+                            [*where, "updated_at"],
+                            f"earlier than the stored record's created_at ({created})",
+                            "timestamp_order",
+                        )
+                    )
+        if errors:
+            raise ValidationFailed(
+                "the import is not valid; nothing was written",
+                details=errors[:_MAX_DETAILS],
+            )

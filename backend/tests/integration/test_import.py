@@ -538,3 +538,48 @@ def test_a_dump_loads_into_a_fresh_service(
     assert response.status_code == 200, response.text
     assert canonical(fresh.get(f"{API}/dump").content) == canonical(first.content)
     assert etags(fresh, first.json()) == etags(client, first.json())
+
+
+def test_a_merge_keeps_the_stored_creation_time_of_a_record_it_names(
+    client: TestClient,
+) -> None:
+    """An upsert is an update of a stored record: it was created when it was,
+    as PUT keeps it (it was given the time of the import)."""
+    imported(client, {"notes": [{"id": "n1", "text": "a", "created_at": STAMP}]})
+    imported(client, {"notes": [{"id": "n1", "text": "b"}, {"id": "n2"}]})
+    first, second = read(client, "notes", "n1"), read(client, "notes", "n2")
+    assert first["text"] == "b" and first["created_at"] == STAMP
+    assert first["updated_at"] > STAMP
+    assert second["created_at"] == second["updated_at"] > STAMP  # new: now
+    # an update time given alone is kept, after the stored creation
+    imported(client, {"notes": [{"id": "n1", "updated_at": LATER}]})
+    assert (
+        read(client, "notes", "n1")["created_at"],
+        read(client, "notes", "n1")["updated_at"],
+    ) == (STAMP, LATER)
+    # a creation time given is the record's, as for any import
+    imported(client, {"notes": [{"id": "n1", "created_at": LATER}]})
+    assert read(client, "notes", "n1")["created_at"] == LATER
+    # replace empties the table first: the record is created anew
+    imported(client, {"notes": [{"id": "n1"}]}, mode="replace")
+    assert read(client, "notes", "n1")["created_at"] > LATER
+
+
+def test_a_merge_updated_before_the_stored_creation_is_422(client: TestClient) -> None:
+    imported(client, {"notes": [{"id": "n1", "created_at": LATER}]})
+    imported(client, {"profile": {"name": "x", "created_at": LATER}})
+    with store_unchanged(client):
+        details = assert_validation_error(
+            post_import(
+                client,
+                {
+                    "notes": [{"id": "n0"}, {"id": "n1", "updated_at": STAMP}],
+                    "profile": {"name": "y", "updated_at": STAMP},
+                },
+            )
+        )
+    assert sorted(locs(details)) == [
+        ["body", "notes", 1, "updated_at"],
+        ["body", "profile", "updated_at"],
+    ]
+    assert f"earlier than the stored record's created_at ({LATER})" in details[0]["msg"]
