@@ -30,8 +30,15 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 import orjson
 
 from app.core.clock import RFC3339
-from app.core.errors import BadRequest, Busy, DomainError, StoreUnavailable
+from app.core.errors import (
+    BadRequest,
+    Busy,
+    DomainError,
+    StoreUnavailable,
+    param_error,
+)
 from app.services.errors import store_errors
+from app.services.validation import TABLE_NAME
 from app.storage.base import (
     BadCursor,
     ChangeEvent,
@@ -96,6 +103,12 @@ def parse_tables(raw: str | None) -> frozenset[str] | None:
     names = frozenset(n.strip() for n in raw.split(",") if n.strip())
     if len(names) > MAX_TABLES:
         raise BadRequest(f"tables names at most {MAX_TABLES} tables")
+    for name in sorted(names):
+        if not TABLE_NAME.fullmatch(name):  # a typo would follow nothing, silently
+            raise BadRequest(
+                f"bad query parameter 'tables': {name!r} is not a table name",
+                details=[param_error("tables", "not a table name", "table_name")],
+            )
     return names
 
 
@@ -270,13 +283,16 @@ class ChangeService:
 
     # -- one read ----------------------------------------------------------------
 
-    async def start(self, since: str | None) -> str | None:
+    async def start(
+        self, since: str | None, *, loc: tuple[str, str] = ("query", "since")
+    ) -> str | None:
         """Where a follower starts: ``now`` is the newest change; a cursor is
-        checked (410 when gone, 400 when not one)."""
+        checked (410 when gone, 400 when not one); ``loc``: where it came
+        from, as a 410 names it."""
         if since == "now":
             return await self.cursor()
         if since is not None:
-            await self.read(since, None, 1)  # raises when it cannot be served
+            await self.read(since, None, 1, loc=loc)  # raises if not served
         return since
 
     async def cursor(self) -> str:
@@ -287,7 +303,12 @@ class ChangeService:
             raise FeedUnavailable(str(exc)) from None
 
     async def read(
-        self, since: str | None, tables: frozenset[str] | None, limit: int
+        self,
+        since: str | None,
+        tables: frozenset[str] | None,
+        limit: int,
+        *,
+        loc: tuple[str, str] = ("query", "since"),
     ) -> tuple[list[ChangeEvent], str]:
         try:
             with store_errors():
@@ -304,7 +325,7 @@ class ChangeService:
                 f"the reload (the oldest cursor kept is {exc.oldest})",
                 details=[
                     {
-                        "loc": ["query", "since"],
+                        "loc": list(loc),
                         "msg": (
                             "older than the retained changes"
                             if exc.known

@@ -4,7 +4,7 @@ service (``with store_errors(...):`` around a store call)."""
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from app.core.errors import (
     Conflict,
@@ -19,6 +19,7 @@ from app.core.errors import (
 )
 from app.storage.base import (
     CapacityExceeded,
+    Record,
     DuplicateKey,
     MissingReference,
     StaleRecord,
@@ -34,20 +35,34 @@ from app.storage.base import (
 Loc = list[str | int]
 
 
-def conflict_from(exc: DuplicateKey, loc: Loc) -> Conflict:
+def conflict_from(
+    exc: DuplicateKey, loc: Loc, records: Sequence[Record] | None = None
+) -> Conflict:
+    """409 for a taken id or unique value. ``records``: those the request
+    gave (a bulk create's, or one table of an import's), so that the record
+    refused is named by its place in the request, and so is the one holding
+    the value when it came in the same request."""
+    at = {r.get("id"): n for n, r in enumerate(records)} if records else {}
+    holder, refused = exc.ids if exc.ids is not None else (None, exc.value)
+    where = [*loc, at[refused]] if refused in at else loc
     if exc.field == "id":
         message = f"{exc.table} already has a record with id {exc.value!r}"
     elif exc.field == "index":
         message = f"{exc.table}.{exc.value} is already indexed"
+    elif holder in at and refused in at:
+        message = (
+            f"{exc.table}.{exc.field} must be unique; records {at[holder]} and "
+            f"{at[refused]} of the request have the same value"
+        )
     else:
         message = f"{exc.table}.{exc.field} must be unique; the value is already taken"
-        if exc.ids is not None:
+        if holder is not None:
             # the record holding it (the refused one may have no id of its
             # own yet: one is made for it)
-            message += f" (by record {exc.ids[0]!r})"
+            message += f" (by record {holder!r})"
     return Conflict(
         message,
-        details=[field_error([*loc, exc.field], "already taken", "unique")],
+        details=[field_error([*where, exc.field], "already taken", "unique")],
     )
 
 
@@ -59,11 +74,13 @@ def translate(
     loc: Loc | None = None,
     bulk: bool = False,
     by_table: bool = False,
+    records: Mapping[str, Sequence[Record]] | None = None,
 ) -> DomainError | None:
     """The domain error for a store error (``None`` for anything else).
     ``loc`` is where the records came from (``["data"]``); ``bulk``
     says it holds a list, so that a reference names its item; ``by_table``
-    (an import) says each table's records came from ``[<table>]``."""
+    (an import) says each table's records came from ``[<table>]``;
+    ``records``: by table, the records a bulk write gave, in its order."""
     where: Loc = loc if loc is not None else ["data"]
     if by_table:
         bulk = True
@@ -78,7 +95,8 @@ def translate(
     if isinstance(exc, StaleRecord):
         return PreconditionFailed("the record has changed (If-Match does not match)")
     if isinstance(exc, DuplicateKey):
-        return conflict_from(exc, where)
+        given = records.get(exc.table) if records is not None and bulk else None
+        return conflict_from(exc, where, given)
     if isinstance(exc, CapacityExceeded):
         return StoreFull(str(exc))
     if isinstance(exc, TooManyIndexes):
@@ -109,13 +127,14 @@ def translate(
             f"({ref.table}.{ref.field}); empty {ref.table} first"
         )
         named = f"named by {ref.table}.{ref.field}"
-        # an import's tables are in its body; a delete or a drop names the
+        # an import names the table it would empty in its body (the table
+        # that names it may not be there); a delete or a drop names the
         # record or the table in its path
         return Conflict(
             message,
             details=[
                 (
-                    field_error([ref.table, ref.field], "referenced", "reference")
+                    field_error([ref.target], named, "reference")
                     if by_table
                     else param_error(
                         "record_id" if record_id else "table", named, "reference"

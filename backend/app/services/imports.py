@@ -27,13 +27,16 @@ SCHEMA_KEY = "$schema"
 
 @dataclass
 class ImportPlan:
-    """Validated tables, users first so that orders can name them; ``fresh``:
-    by table, the ids of the records given no ``created_at`` (created now,
-    unless a merge finds them stored: then created when they were), each with
-    whether it was given an ``updated_at``."""
+    """Validated tables, users first so that orders can name them.
+    ``untimed``: by table, the records given no ``created_at`` or no
+    ``updated_at`` (by id: whether each was given), whose times a merge
+    takes from the stored record it names; ``now``: the import's time;
+    ``exact``: times kept as written (``memdb serve``'s db.json), not ordered."""
 
     tables: list[tuple[str, list[Record], list[str | None]]]
-    fresh: dict[str, dict[str, bool]] = field(default_factory=dict)
+    untimed: dict[str, dict[str, tuple[bool, bool]]] = field(default_factory=dict)
+    now: str = ""
+    exact: bool = False
 
 
 class ImportService:
@@ -58,7 +61,7 @@ class ImportService:
         now = now_iso()
         errors: list[dict[str, Any]] = []
         tables: list[tuple[str, list[Record], list[str | None]]] = []
-        fresh: dict[str, dict[str, bool]] = {}
+        untimed: dict[str, dict[str, tuple[bool, bool]]] = {}
         names = self.records.schemas.rules.load_order(
             name
             for name, value in payload.items()
@@ -110,10 +113,11 @@ class ImportService:
                 if len(errors) >= _MAX_DETAILS:
                     break
             tables.append((name, records, passwords))
-            fresh[name] = {
-                record["id"]: "updated_at" in item
+            untimed[name] = {
+                record["id"]: ("created_at" in item, "updated_at" in item)
                 for record, item in zip(records, rows)
-                if "id" in record and "created_at" not in item
+                if "id" in record
+                and ("created_at" not in item or "updated_at" not in item)
             }
             if len(errors) >= _MAX_DETAILS:
                 break
@@ -123,7 +127,7 @@ class ImportService:
             )
         for name, records, _ in tables:
             refuse_repeated_ids(name, records, [name])
-        return ImportPlan(tables, fresh)
+        return ImportPlan(tables, untimed, now, exact_times)
 
     def plan_bytes(self, raw: bytes) -> ImportPlan:
         try:
@@ -154,7 +158,8 @@ class ImportService:
         self.records.check_passwords(
             [p for _, _, passwords in plan.tables for p in passwords], []
         )
-        with store_errors(by_table=True):
+        given = {name: records for name, records, _ in plan.tables}
+        with store_errors(by_table=True, records=given):
             if not replace:
                 await self._keep_created(plan)
             await self.store.check_load(
@@ -168,24 +173,31 @@ class ImportService:
         return {name: len(records) for name, records, _ in plan.tables}
 
     async def _keep_created(self, plan: ImportPlan) -> None:
-        """A merge that names a stored record without a ``created_at`` keeps
-        the stored one (the record was created then, not now, as an update
-        keeps it); an ``updated_at`` given earlier than it is 422."""
+        """A merge that names a stored record is an update of it: without a
+        ``created_at`` it keeps the stored one (it was created then, as an
+        update keeps it), and without an ``updated_at`` it was updated now;
+        an ``updated_at`` given earlier than the stored ``created_at`` is 422."""
         errors: list[dict[str, Any]] = []
         for name, records, _ in plan.tables:
-            fresh = plan.fresh.get(name)
-            if not fresh or not await self.store.has_table(name):
+            untimed = plan.untimed.get(name)
+            if not untimed or not await self.store.has_table(name):
                 continue
-            found = await self.store.read_many(name, list(fresh))
+            found = await self.store.read_many(name, list(untimed))
             stored = {r["id"]: r["created_at"] for r in found if "created_at" in r}
             for position, record in enumerate(records):
                 created = stored.get(record["id"])
                 if created is None:
                     continue
-                record["created_at"] = created
-                if not fresh[record["id"]]:
-                    record["updated_at"] = max(record["updated_at"], created)
-                elif record["updated_at"] < created:
+                has_created, has_updated = untimed[record["id"]]
+                if not has_created:
+                    record["created_at"] = created
+                if not has_updated:
+                    record["updated_at"] = max(plan.now, record["created_at"])
+                elif (
+                    not has_created
+                    and not plan.exact
+                    and record["updated_at"] < created
+                ):
                     where = [name] if record["id"] == SINGLETON_ID else [name, position]
                     errors.append(
                         field_error(

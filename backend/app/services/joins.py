@@ -24,7 +24,7 @@ from typing import (
     Literal,
 )
 
-from app.core.errors import QueryTooCostly, ValidationFailed, param_error
+from app.core.errors import BadRequest, QueryTooCostly, ValidationFailed, param_error
 from app.schemas.builtin import BUILTIN, Schemas
 from app.services.validation import FIELD_NAME, check_table_name
 from app.services.work import Limits, Work
@@ -384,14 +384,16 @@ class JoinService:
         them."""
         check_table_name(left)
         check_table_name(right)
-        for name, column in (
-            ("key", key),
-            ("left_on", left_on),
-            ("right_on", right_on),
-        ):
-            if column is not None and not _valid_path(column):
-                raise ValidationFailed(
-                    f"{name} must be a field name or a dotted path",
+        if not _valid_path(key):  # a part of the path, as a table name is
+            raise ValidationFailed(
+                "key must be a field name or a dotted path",
+                details=[param_error("key", "not a field name", "field_name")],
+            )
+        for name, column in (("left_on", left_on), ("right_on", right_on)):
+            if column is not None and not _valid_path(column):  # a bad parameter
+                raise BadRequest(
+                    f"bad query parameter {name!r}: not a field name or a "
+                    "dotted path",
                     details=[param_error(name, "not a field name", "field_name")],
                 )
         work = self.limits.work()

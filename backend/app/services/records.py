@@ -176,7 +176,7 @@ class RecordService:
             records, passwords = self._prepare_all(table, items, bulk)
         if bulk:
             refuse_repeated_ids(table, records, loc)
-        with store_errors(table=table, loc=loc, bulk=bulk):
+        with store_errors(table=table, loc=loc, bulk=bulk, records={table: records}):
             secrets = None
             if any(passwords):
                 self.check_passwords(passwords, loc)

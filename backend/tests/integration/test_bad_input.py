@@ -569,17 +569,31 @@ def test_a_60_kb_query_string_is_414(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize(
-    "url",
-    [
-        "/join/users/orders/a%00b",
-        "/join/users/orders/%2e%2e",
-        "/join/users/orders/user_id?left_on=%00",
-        "/join/users/orders/user_id?right_on=k%C3%A9",
-    ],
+    "url", ["/join/users/orders/a%00b", "/join/users/orders/%2e%2e"]
 )
 def test_a_join_key_that_is_no_field_name_is_422(harness: Harness, url: str) -> None:
+    """The key is a part of the path, as a table name is (CONTRACT section 5)."""
     response = harness.client.get(API + url)
-    assert_error(response, 422, "validation_error")
+    error = assert_error(response, 422, "validation_error")
+    assert error["details"][0]["loc"] == ["path", "key"]
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("left_on=%00", "left_on"),
+        ("right_on=k%C3%A9", "right_on"),
+        ("left_on=", "left_on"),
+        ("left_on=a..b", "left_on"),
+    ],
+)
+def test_a_join_column_that_is_no_field_name_is_a_bad_parameter(
+    harness: Harness, query: str, name: str
+) -> None:
+    """A bad query parameter is 400 (CONTRACT section 6), as ``how=outer`` is."""
+    response = harness.client.get(f"{API}/join/users/orders/user_id?{query}")
+    error = assert_error(response, 400, "bad_request")
+    assert error["details"][0]["loc"] == ["query", name]
 
 
 # -- path traversal ------------------------------------------------------------------

@@ -179,17 +179,30 @@ def test_the_email_is_stored_lowercased_and_unique_without_case(
             assert_error(response, 409, "conflict")
 
 
+def refused_users(client: TestClient, emails: tuple[str, str]) -> dict[str, Any]:
+    """The error of a bulk create of two users with these emails, which must
+    be 409 and store nothing."""
+    items = [{"email": e, "full_name": f"U{n}"} for n, e in enumerate(emails)]
+    with store_unchanged(client):
+        return assert_error(
+            client.post(f"{API}/data/users", json={"data": items}), 409, "conflict"
+        )
+
+
 def test_a_duplicate_email_in_one_batch_is_409_and_stores_nothing(
     client: TestClient,
 ) -> None:
-    items = [
-        {"email": "a@example.com", "full_name": "A"},
-        {"email": "A@example.com", "full_name": "B"},
-    ]
-    with store_unchanged(client):
-        assert_error(
-            client.post(f"{API}/data/users", json={"data": items}), 409, "conflict"
-        )
+    error = refused_users(client, ("a@example.com", "A@example.com"))
+    # the items named by their places: neither was stored
+    assert "records 0 and 1 of the request have the same value" in error["message"]
+    assert [d["loc"] for d in error["details"]] == [["body", "data", 1, "email"]]
+
+
+def test_a_bulk_email_taken_by_a_stored_user_names_both(client: TestClient) -> None:
+    holder = create_user(client, email="held@example.com")
+    error = refused_users(client, ("free@example.com", "HELD@example.com"))
+    assert error["message"].endswith(f"(by record {holder['id']!r})")
+    assert [d["loc"] for d in error["details"]] == [["body", "data", 1, "email"]]
 
 
 def test_changing_the_email_to_a_taken_one_is_409(client: TestClient) -> None:

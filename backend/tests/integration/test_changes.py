@@ -201,6 +201,21 @@ def test_a_bad_cursor_is_400_in_the_query_and_in_last_event_id(
         assert answer.json()["error"]["code"] == "bad_request"
 
 
+@pytest.mark.parametrize("tables", ["1bad", "notes,bad-name", "a b"])
+def test_a_table_filter_that_names_no_table_is_400(
+    client: TestClient, tables: str
+) -> None:
+    """A typo would otherwise follow nothing, silently."""
+    for headers in ({}, {"Accept": "text/event-stream"}):
+        answer = client.get(
+            "/api/v1/changes", params={"tables": tables}, headers=headers
+        )
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "bad_request"
+        assert error["details"][0]["loc"] == ["query", "tables"]
+
+
 def test_a_cursor_this_feed_never_gave_is_gone(client: TestClient) -> None:
     """Ahead of the newest change (a store that was emptied and restarted), or
     of another feed: the client must reload."""
@@ -216,13 +231,22 @@ def test_a_cursor_this_feed_never_gave_is_gone(client: TestClient) -> None:
         assert error["details"][0]["oldest"] == answer.headers["x-changes-oldest"]
 
 
+def fallen_behind(
+    client_factory: Callable[..., TestClient], retain: int, writes: int
+) -> tuple[TestClient, str]:
+    """A client of a feed that keeps ``retain`` changes, and a cursor from
+    before ``writes`` writes to ``notes``."""
+    client = client_factory(changes_retain=retain)
+    start = now(client)
+    for n in range(writes):
+        client.post("/api/v1/data/notes", json={"data": {"id": f"n{n}"}})
+    return client, start
+
+
 def test_a_cursor_beyond_the_retention_is_410_with_the_oldest(
     client_factory: Callable[..., TestClient],
 ) -> None:
-    client = client_factory(changes_retain=5)
-    start = now(client)
-    for n in range(12):
-        client.post("/api/v1/data/notes", json={"data": {"id": f"n{n}"}})
+    client, start = fallen_behind(client_factory, 5, 12)
     gone = client.get("/api/v1/changes", params={"since": start})
     assert gone.status_code == 410
     error = gone.json()["error"]
@@ -492,13 +516,33 @@ def test_a_follower_too_far_behind_is_told_to_resume_and_let_go(
     assert service is not None and service.changes.followers == 0
 
 
+def test_a_gone_last_event_id_is_410_naming_the_header(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client, start = fallen_behind(client_factory, 2, 5)
+    stream = {"Accept": "text/event-stream"}
+    answer = client.get("/api/v1/changes", headers={**stream, "Last-Event-ID": start})
+    assert answer.status_code == 410
+    assert answer.json()["error"]["details"][0]["loc"] == ["header", "last-event-id"]
+    answer = client.get("/api/v1/changes", params={"since": start}, headers=stream)
+    assert answer.json()["error"]["details"][0]["loc"] == ["query", "since"]
+
+
+def test_an_empty_last_event_id_is_none(client: TestClient) -> None:
+    """Some clients send it empty before their first event: followed from the
+    ``since`` given, as without it."""
+    start = now(client)
+    client.post("/api/v1/data/notes", json={"data": {"id": "a"}})
+    stream = Stream(client, f"since={start}", last_event_id="").start()
+    stream.wait_for(lambda: len(stream.events()) == 1)
+    assert [e["id"] for e in stream.events()] == ["a"]
+    stream.hang_up()
+
+
 def test_a_gone_cursor_is_410_before_the_stream_begins(
     client_factory: Callable[..., TestClient],
 ) -> None:
-    client = client_factory(changes_retain=2)
-    start = now(client)
-    for n in range(5):
-        client.post("/api/v1/data/notes", json={"data": {"id": f"n{n}"}})
+    client, start = fallen_behind(client_factory, 2, 5)
     answer = client.get(
         "/api/v1/changes",
         params={"since": start},

@@ -205,9 +205,10 @@ def test_bulk_create_refuses_an_id_already_stored(client: TestClient) -> None:
     create(client, "things", {"id": "taken", "n": 0})
     items = [{"n": 1}, {"id": "taken", "n": 2}]
     with store_unchanged(client):
-        assert_error(
+        error = assert_error(
             client.post(f"{API}/data/things", json={"data": items}), 409, "conflict"
         )
+    assert [d["loc"] for d in error["details"]] == [["body", "data", 1, "id"]]
 
 
 def test_bulk_create_respects_max_bulk(

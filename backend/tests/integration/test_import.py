@@ -168,7 +168,11 @@ def test_replace_that_would_orphan_existing_orders_is_409(client: TestClient) ->
     imported(client, {"users": USERS, "orders": ORDERS})
     with store_unchanged(client):
         response = post_import(client, {"users": [USERS[0]]}, "replace")
-        assert_error(response, 409, "conflict")
+        error = assert_error(response, 409, "conflict")
+    # the table of the body whose emptying is refused, not orders (not in it)
+    assert error["details"][0]["loc"] == ["body", "users"]
+    assert "orders.user_id" in error["details"][0]["msg"]
+    assert "empty orders first" in error["message"]
 
 
 def test_replace_that_keeps_every_referenced_user_is_fine(client: TestClient) -> None:
@@ -560,6 +564,10 @@ def test_a_merge_keeps_the_stored_creation_time_of_a_record_it_names(
     # a creation time given is the record's, as for any import
     imported(client, {"notes": [{"id": "n1", "created_at": LATER}]})
     assert read(client, "notes", "n1")["created_at"] == LATER
+    # a creation time given alone: updated now, not moved back to it
+    imported(client, {"notes": [{"id": "n1", "created_at": STAMP}]})
+    record = read(client, "notes", "n1")
+    assert record["created_at"] == STAMP and record["updated_at"] > LATER
     # replace empties the table first: the record is created anew
     imported(client, {"notes": [{"id": "n1"}]}, mode="replace")
     assert read(client, "notes", "n1")["created_at"] > LATER
@@ -583,3 +591,25 @@ def test_a_merge_updated_before_the_stored_creation_is_422(client: TestClient) -
         ["body", "profile", "updated_at"],
     ]
     assert f"earlier than the stored record's created_at ({LATER})" in details[0]["msg"]
+
+
+def test_a_unique_value_repeated_in_an_import_names_both_records(
+    client: TestClient,
+) -> None:
+    """Neither record is stored: naming the first as the holder led to a 404."""
+    imported(client, {"users": [{**USERS[1], "id": "held"}]})
+    same = [
+        {"id": "ok1", "email": "m5@example.com", "full_name": "A"},
+        {"id": "ok2", "email": "M5@example.com", "full_name": "B"},
+    ]
+    taken = [
+        {"id": "ok1", "email": "free@example.com", "full_name": "A"},
+        {"id": "ok2", "email": USERS[1]["email"], "full_name": "B"},
+    ]
+    with store_unchanged(client):
+        error = assert_error(post_import(client, {"users": same}), 409, "conflict")
+        assert "records 0 and 1 of the request have the same value" in error["message"]
+        assert [d["loc"] for d in error["details"]] == [["body", "users", 1, "email"]]
+        error = assert_error(post_import(client, {"users": taken}), 409, "conflict")
+        assert error["message"].endswith("(by record 'held')")
+        assert [d["loc"] for d in error["details"]] == [["body", "users", 1, "email"]]

@@ -28,6 +28,8 @@ T = TypeVar("T")
 EVENT_STREAM = "text/event-stream"
 NDJSON = "application/x-ndjson"
 CURSOR_PATTERN = r"^(now|[0-9]{1,20}-[0-9]{1,20})$"
+EVENT_ID_PATTERN = r"^(now|[0-9]{1,20}-[0-9]{1,20})?$"
+LAST_EVENT_ID = ("header", "last-event-id")
 # where the front door leaves the server's own send for a stream's events
 DIRECT_SEND = "memdb.direct_send"
 # how long a browser waits before it reconnects, told once per stream
@@ -88,7 +90,7 @@ async def follow_changes(
     ] = 1000,
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[
-        str | None, Header(max_length=64, pattern=CURSOR_PATTERN)
+        str | None, Header(max_length=64, pattern=EVENT_ID_PATTERN)
     ] = None,
 ) -> Response:
     """Every applied change (create, update, patch, delete, drop, import,
@@ -99,8 +101,12 @@ async def follow_changes(
     the oldest cursor kept: reload, then follow from the reload's cursor."""
     only = parse_tables(tables)
     if accept is not None and EVENT_STREAM in accept.lower():
-        # a stream with no cursor follows from the newest change
-        start = await changes.start(last_event_id or since or "now")
+        # a stream with no cursor follows from the newest change; a
+        # Last-Event-ID sent empty (some clients do) is none
+        if last_event_id:
+            start = await changes.start(last_event_id, loc=LAST_EVENT_ID)
+        else:
+            start = await changes.start(since or "now")
         follower = changes.follower()
         return EventStream(changes, start, only, follower.release)
     polled = changes.poll(since, only, limit=limit, wait=wait)
