@@ -542,13 +542,18 @@ class ApiModel(RuleBasedStateMachine):
         }
         stored = self.client.get(f"{API}/dump").json()
         for table, rows in payload.items():
-            self.tables.setdefault(table, {})
+            before = self.tables.setdefault(table, {})
             by_id = {r["id"]: r for r in stored[table]}
             for row in rows:
                 record = by_id[row["id"]]
                 assert fields_of(record) == stored_fields(table, fields_of(row))
                 assert_timestamp(record["created_at"])
-                assert record["updated_at"] == record["created_at"]
+                old = before.get(row["id"])
+                if old is None:  # created by the import
+                    assert record["updated_at"] == record["created_at"]
+                else:  # updated: created when it was, updated now
+                    assert record["created_at"] == old["created_at"]
+                    assert record["updated_at"] > old["updated_at"]
                 self.remember(table, record, None)
 
     # -- indexes ------------------------------------------------------------
