@@ -8,8 +8,10 @@ import anyio
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
+from pydantic import WithJsonSchema
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.deps import TABLE_PATTERN
 from app.api.paging import CURSOR_HEADER
 from app.api.responses import errors
 from app.core.logging import LEFT_UNFINISHED
@@ -30,6 +32,18 @@ NDJSON = "application/x-ndjson"
 CURSOR_PATTERN = r"^(now|[0-9]{1,20}-[0-9]{1,20})$"
 EVENT_ID_PATTERN = r"^(now|[0-9]{1,20}-[0-9]{1,20})?$"
 LAST_EVENT_ID = ("header", "last-event-id")
+# table names, comma-separated (documented; the service checks it: 400)
+_NAME = TABLE_PATTERN.strip("^$")
+TableList = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 4096,
+            "pattern": f"^ *(?:{_NAME})? *(?:, *(?:{_NAME})? *)*$",
+        }
+    ),
+]
 # where the front door leaves the server's own send for a stream's events
 DIRECT_SEND = "memdb.direct_send"
 # how long a browser waits before it reconnects, told once per stream
@@ -76,7 +90,7 @@ async def follow_changes(
     changes: ChangesDep,
     since: Cursor = None,
     tables: Annotated[
-        str | None,
+        TableList | None,
         Query(max_length=4096, description="Only these tables, e.g. users,orders"),
     ] = None,
     wait: Annotated[
