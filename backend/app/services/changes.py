@@ -64,6 +64,9 @@ STOP_CHECK_S = 1.0
 # the longest a long poll may wait
 MAX_WAIT_S = 60.0
 MAX_TABLES = 64
+# where a cursor comes from, as a 410 names it (a stream may give it in
+# the Last-Event-ID header instead)
+SINCE = ("query", "since")
 
 
 class FeedUnavailable(DomainError):
@@ -284,7 +287,7 @@ class ChangeService:
     # -- one read ----------------------------------------------------------------
 
     async def start(
-        self, since: str | None, *, loc: tuple[str, str] = ("query", "since")
+        self, since: str | None, *, loc: tuple[str, str] = SINCE
     ) -> str | None:
         """Where a follower starts: ``now`` is the newest change; a cursor is
         checked (410 when gone, 400 when not one); ``loc``: where it came
@@ -308,7 +311,7 @@ class ChangeService:
         tables: frozenset[str] | None,
         limit: int,
         *,
-        loc: tuple[str, str] = ("query", "since"),
+        loc: tuple[str, str] = SINCE,
     ) -> tuple[list[ChangeEvent], str]:
         try:
             with store_errors():

@@ -19,9 +19,9 @@ from app.core.errors import (
 )
 from app.storage.base import (
     CapacityExceeded,
-    Record,
     DuplicateKey,
     MissingReference,
+    Record,
     StaleRecord,
     StillReferenced,
     TooManyFields,
