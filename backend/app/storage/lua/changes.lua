@@ -48,9 +48,6 @@ if redis.call('EXISTS', key) == 1 then
   if first and (length > retain or (added and added > length)) then oldest = first[1] end
 end
 if since == '' then since = oldest end
--- before the stream began (the first entry it ever had): another stream's
-local born = redis.call('GET', key .. ':born')
-if born and since ~= '0-0' and less(since, born) then return {'unknown', oldest} end
 if less(since, oldest) then return {'gone', oldest} end
 if less(newest, since) then return {'unknown', oldest} end
 -- a cursor this stream gave names one of its entries (or its oldest marker):

@@ -188,7 +188,6 @@ end
 -- no feed. The stream keeps retain + 1 entries: once it holds more than retain
 -- (or was ever trimmed), its first entry only marks where the retained changes
 -- begin (its id is the oldest cursor; lua/changes.lua reads the feed).
--- <prefix>:changes:born  STRING  the id of the stream's first entry ever.
 
 local feed_key, feed_retain, feed_at, feed_added = '', 0, nil, 0
 
@@ -208,9 +207,6 @@ local function feed(op, name, id, json)
     if redis.call('EXISTS', feed_key) == 0 then
       local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + 1
       at = string.format('%.0f-0', ms)
-      -- where this stream began: a cursor before it is another stream's
-      -- (lua/changes.lua), even once the stream is trimmed past it
-      redis.call('SET', feed_key .. ':born', at)
     end
   end
   redis.call('XADD', feed_key, at, 'op', op, 'table', name, 'id', id or '',
